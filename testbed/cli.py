@@ -1,0 +1,164 @@
+"""The ``testbed`` command.
+
+    testbed run CONFIG [--set KEY=VALUE ...] [--out DIR] [--jobs N] [--quiet]
+    testbed validate CONFIG...
+    testbed list [--plugin pkg.module:Name ...]
+    testbed bench sim [--json] [--tasks N]
+
+Every user error is one line on stderr (``testbed: error: ...``) and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .core.errors import TestbedError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2 (argparse would print the usage first)
+        raise _UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="testbed", description="Experiments on Ray-style scheduling, simulated (and soon real).")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+
+    r = sub.add_parser("run", help="run an experiment config; write results/<name>/<timestamp>/")
+    r.add_argument("config", help="experiment config (TOML)")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set cluster.nodes=10 (repeatable)")
+    r.add_argument("--out", help="results folder (default results/<config name>/<timestamp>)")
+    r.add_argument("--jobs", type=_positive_int, default=None,
+                   help="parallel processes (default: one per core, at most one per run)")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    v = sub.add_parser("validate", help="check configs without running them")
+    v.add_argument("configs", nargs="+", metavar="CONFIG")
+    v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    ls = sub.add_parser("list", help="studies, policies, estimators and distributions")
+    ls.add_argument("--plugin", action="append", default=[], metavar="pkg.module:Name",
+                    help="also describe a plug-in class")
+
+    b = sub.add_parser("bench", help="benchmarks: simulated tasks per wall-second and memory")
+    b.add_argument("engine", choices=["sim"], help="which engine to benchmark")
+    b.add_argument("--json", action="store_true", help="one JSON object per case instead of a table")
+    b.add_argument("--tasks", type=_positive_int, default=None, help="tasks per case (default 200,000)")
+    b.add_argument("--cases", default=None, help="comma-separated case names (default: all)")
+    return p
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+        return _dispatch(args)
+    except _UsageError as exc:
+        print(f"testbed: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except TestbedError as exc:
+        print(f"testbed: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt as exc:
+        where = str(exc)
+        print(f"testbed: interrupted; finished runs are in {where}" if where else "testbed: interrupted",
+              file=sys.stderr)
+        return 130
+
+
+def _dispatch(args) -> int:
+    if args.cmd == "run":
+        return _run(args)
+    if args.cmd == "validate":
+        return _validate(args)
+    if args.cmd == "list":
+        return _list(args)
+    if args.cmd == "bench":
+        from .studies.bench import bench_sim
+        return bench_sim(json_out=args.json, tasks=args.tasks, cases=args.cases)
+    raise AssertionError(args.cmd)
+
+
+def _run(args) -> int:
+    from pathlib import Path
+
+    from .studies.experiment import load_experiment
+    from .studies.runner import default_out_dir, run_experiment
+    exp = load_experiment(args.config, args.overrides)
+    out = Path(args.out) if args.out else default_out_dir(exp)
+    n = len(exp.points) * len(exp.seeds)
+    if not args.quiet:
+        print(f"{exp.name}: {len(exp.points)} point(s) x {len(exp.seeds)} seed(s) = {n} run(s), "
+              f"study '{exp.study}'", file=sys.stderr)
+    out = run_experiment(exp, out, jobs=args.jobs, progress=not args.quiet)
+    print(f"results: {out}")
+    summary = (out / "summary.md").read_text()
+    if not args.quiet:
+        print(summary.split("\n![", 1)[0].rstrip())
+    return 0
+
+
+def _validate(args) -> int:
+    from .studies.experiment import load_experiment
+    for path in args.configs:
+        exp = load_experiment(path, args.overrides)
+        print(f"{path}: ok ({len(exp.points)} point(s) x {len(exp.seeds)} seed(s), study '{exp.study}')")
+    return 0
+
+
+def _list(args) -> int:
+    from .policy import registry
+    from .studies.studies import STUDIES
+    from .workloads import DISTRIBUTIONS
+
+    def first_line(obj) -> str:
+        doc = (obj.__doc__ or "").strip().splitlines()
+        return doc[0] if doc else ""
+
+    print("studies (run.study):")
+    for name, s in STUDIES.items():
+        print(f"  {name:26s} {s.description}")
+    for kind, title in (("placement", "placement policies (scheduler.placement)"),
+                        ("spillover", "spillover policies (scheduler.spillover)"),
+                        ("estimator", "estimators (scheduler.task_time, scheduler.bandwidth)")):
+        print(f"{title}:")
+        for name, cls in registry.builtins(kind).items():
+            print(f"  {name:26s} {first_line(cls)}")
+    print("distributions (workload.duration, workload.output_bytes):")
+    for name, cls in DISTRIBUTIONS.items():
+        print(f"  {name:26s} {first_line(cls)}")
+    if args.plugin:
+        print("plug-ins:")
+    for spec in args.plugin:
+        for kind in ("placement", "spillover", "estimator"):
+            try:
+                cls = registry.resolve(kind, spec, "--plugin")
+            except TestbedError:
+                continue
+            print(f"  {spec:26s} {kind}: {first_line(cls)}")
+            break
+        else:
+            from .core.errors import ConfigError
+            raise ConfigError(f"{spec!r} is not a loadable placement, spillover or estimator class", key="--plugin")
+    print("plug-ins: any key above also takes 'package.module:ClassName' (a subclass of the matching base class).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

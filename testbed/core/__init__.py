@@ -1,0 +1,4 @@
+"""Shared core: resources, task life cycle, policy views, the Trace, configs.
+
+Imports nothing else from testbed.
+"""

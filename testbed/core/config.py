@@ -1,0 +1,245 @@
+"""Experiment configs: TOML in, a validated dict with every default filled out.
+
+This module knows the sections that belong to the core — ``[cluster]``, ``[scheduler]``
+(the policy *specs*; the policy layer checks them), ``[run]``, ``[faults]`` — and the
+mechanics shared by every config: loading with a clear error, ``--set`` overrides, and
+the ``[sweep]`` grid. Whole-experiment validation, which also builds the policies and the
+workload, is :func:`testbed.studies.experiment.load_experiment`.
+
+Every default is defined once, here (or in the workload/policy modules for theirs).
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .schema import Field, check_table, non_negative, positive
+
+_num = (float,)
+_int = (int,)
+_str = (str,)
+_spec = (str, dict)
+
+CLUSTER: dict[str, Field] = {
+    "nodes": Field(_int, 4, positive, "> 0", "number of nodes (ignored when node_groups is given)"),
+    "cpus_per_node": Field(_num, 8.0, positive, "> 0", "CPUs (worker slots) per node"),
+    "gpus_per_node": Field(_num, 0.0, non_negative, ">= 0", "GPUs per node"),
+    "resources": Field((dict,), {}, lambda d: all(isinstance(v, (int, float)) and v >= 0 for v in d.values()),
+                       "a table of non-negative numbers", "custom resources per node, e.g. {accel = 1}"),
+    "node_groups": Field((list,), [], None, "", "heterogeneous nodes: a list of {count, cpus, gpus, resources, speed}; "
+                         "replaces nodes/cpus_per_node/gpus_per_node/resources", items=(dict,)),
+    "slow_nodes": Field(_int, 0, non_negative, ">= 0", "how many nodes (the last ones) compute slow_factor times slower"),
+    "slow_factor": Field(_num, 1.0, lambda x: x >= 1, ">= 1", "slowdown of the slow nodes (task time multiplier)"),
+    "bandwidth_bytes_per_s": Field(_num, 3.125e9, positive, "> 0",
+                                   "each node's network link, bytes/s (25 Gbit/s, the paper's AWS network, §5.1)"),
+    "latency_s": Field(_num, 1e-4, non_negative, ">= 0", "one-way network latency between nodes, seconds"),
+    "object_store_bytes": Field(_num, 8e9, positive, "> 0", "object store capacity per node, bytes (LRU spill beyond it)"),
+    "heartbeat_interval_s": Field(_num, 0.1, positive, "> 0",
+                                  "how often nodes report load to the global scheduler (paper's code: 100 ms)"),
+    "local_decision_s": Field(_num, 0.0, non_negative, ">= 0", "local scheduler service time per task, seconds"),
+    "global_decision_s": Field(_num, 1e-4, non_negative, ">= 0", "global scheduler service time per decision, seconds"),
+    "global_schedulers": Field(_int, 1, positive, "> 0", "global scheduler replicas (forwarded tasks go round-robin)"),
+    "gcs_shards": Field(_int, 1, positive, "> 0", "GCS shards (keys sharded by task/object id)"),
+    "gcs_write_s": Field(_num, 1e-5, non_negative, ">= 0", "GCS service time per table write, seconds"),
+    "gcs_read_s": Field(_num, 1e-5, non_negative, ">= 0", "GCS service time per table read, seconds"),
+    "gcs_on_critical_path": Field((bool,), True, None, "", "a task is dispatched only once its task-table write is "
+                                  "acknowledged, and results are seen once their object-table write is"),
+}
+
+NODE_GROUP: dict[str, Field] = {
+    "count": Field(_int, 1, positive, "> 0", "nodes in this group"),
+    "cpus": Field(_num, 8.0, non_negative, ">= 0", "CPUs per node"),
+    "gpus": Field(_num, 0.0, non_negative, ">= 0", "GPUs per node"),
+    "resources": Field((dict,), {}, lambda d: all(isinstance(v, (int, float)) and v >= 0 for v in d.values()),
+                       "a table of non-negative numbers", "custom resources per node"),
+    "speed": Field(_num, 1.0, positive, "> 0", "relative compute speed (0.25 = four times slower)"),
+}
+
+SCHEDULER: dict[str, Field] = {
+    "placement": Field(_spec, "PaperWaitTime", None, "", "global placement policy: a name or {name=..., args}"),
+    "spillover": Field(_spec, {"name": "QueueThreshold", "threshold": 8}, None, "",
+                       "local scheduler's spillover policy"),
+    "task_time": Field(_spec, {"name": "ExponentialAverage", "alpha": 0.1}, None, "",
+                       "estimator of task execution time, seconds"),
+    "task_time_key": Field(_str, "function_node", None, "", "keying of task_time",
+                           choices=("global", "node", "function", "function_node")),
+    "bandwidth": Field(_spec, {"name": "ExponentialAverage", "alpha": 0.1}, None, "",
+                       "estimator of transfer bandwidth, bytes/s"),
+    "bandwidth_key": Field(_str, "node", None, "", "keying of bandwidth",
+                           choices=("global", "node", "function", "function_node")),
+}
+
+RUN: dict[str, Field] = {
+    "engine": Field(_str, "sim", None, "", "which engine runs the experiment", choices=("sim", "real")),
+    "seeds": Field((list,), [0], lambda s: len(s) > 0 and all(x >= 0 for x in s), "a non-empty list of integers >= 0",
+                   "one run per seed per sweep point", items=(int,)),
+    "study": Field(_str, "compare", None, "", "how results are tabulated and plotted (`testbed list`)"),
+    "trace": Field(_str, "auto", None, "", "keep per-task rows ('rows'), only streaming aggregates ('aggregate'), "
+                   "or rows for runs of at most 200,000 tasks ('auto')", choices=("auto", "rows", "aggregate")),
+    "validate": Field((bool,), False, None, "", "check every task-state transition (slower; for tests)"),
+    "max_sim_time_s": Field(_num, 1e7, positive, "> 0", "stop a simulation at this simulated time"),
+}
+
+#: [faults] belongs to the fault-tolerance work; accepted only empty until then
+FAULTS: dict[str, Field] = {}
+
+#: Sections the core validates; "workload" and "sweep" are validated elsewhere/here.
+SECTIONS: dict[str, dict[str, Field]] = {
+    "cluster": CLUSTER, "scheduler": SCHEDULER, "run": RUN, "faults": FAULTS,
+}
+ALL_SECTIONS = ("cluster", "scheduler", "workload", "faults", "run", "sweep")
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML file; any problem is one ConfigError naming the file."""
+    p = Path(path)
+    try:
+        text = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError("no such file", file=str(path)) from None
+    except IsADirectoryError:
+        raise ConfigError("is a directory, not a config file", file=str(path)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", file=str(path)) from None
+    try:
+        return tomllib.loads(text.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError("not UTF-8 text", file=str(path)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"malformed TOML: {exc}", file=str(path)) from None
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value: any TOML value (``0.5``, ``true``, ``[1, 2]``, ``{name="X"}``),
+    else the text as a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def set_path(cfg: dict, dotted: str, value: Any, *, what: str = "--set") -> None:
+    """Set ``a.b.c`` in nested dicts; the first part must be a known section."""
+    parts = dotted.split(".")
+    if len(parts) < 2 or not all(parts):
+        raise ConfigError(f"{what}: key must look like 'section.key', got {dotted!r}", key=dotted)
+    if parts[0] not in ALL_SECTIONS:
+        raise ConfigError(f"{what}: unknown section {parts[0]!r}; sections: {', '.join(ALL_SECTIONS)}", key=dotted)
+    node = cfg
+    for p in parts[:-1]:
+        nxt = node.get(p)
+        if nxt is None:
+            nxt = node[p] = {}
+        elif not isinstance(nxt, dict):
+            raise ConfigError(f"{what}: {p!r} is not a table", key=dotted)
+        node = nxt
+    node[parts[-1]] = value
+
+
+def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
+    """Apply ``KEY=VALUE`` strings (``testbed run --set``) to a copy of ``cfg``."""
+    out = copy.deepcopy(cfg)
+    for item in overrides:
+        key, eq, text = item.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        set_path(out, key.strip(), parse_value(text.strip()))
+    return out
+
+
+def check_sections(cfg: Mapping[str, Any]) -> None:
+    for name in cfg:
+        if name not in ALL_SECTIONS:
+            raise ConfigError(f"unknown section; sections: {', '.join(ALL_SECTIONS)}", key=name)
+
+
+def validate_core(cfg: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Check [cluster], [scheduler], [run], [faults]; return them with defaults filled."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, fields in SECTIONS.items():
+        out[name] = check_table(cfg.get(name, {}), fields, name)
+    groups = []
+    for i, g in enumerate(out["cluster"]["node_groups"]):
+        groups.append(check_table(g, NODE_GROUP, f"cluster.node_groups[{i}]"))
+    out["cluster"]["node_groups"] = groups
+    return out
+
+
+# --- sweeps ---------------------------------------------------------------------------
+
+def sweep_points(sweep: Mapping[str, Any] | None, known: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Expand ``[sweep]`` into ``(label, {dotted key: value})`` points.
+
+    Grid axes are ``"section.key" = [values]``; ``cases = [{label = ..., "section.key" =
+    value, ...}, ...]`` is a list of override sets crossed with the grid. Every key must
+    exist in ``known`` (the resolved config), so a sweep over a typo fails early.
+    """
+    if not sweep:
+        return [("", {})]
+    if not isinstance(sweep, Mapping):
+        raise ConfigError("must be a table", key="sweep")
+    axes: list[tuple[str, list]] = []
+    cases: list[tuple[str, dict]] = []
+    for key, values in sweep.items():
+        if key == "cases":
+            if not isinstance(values, list) or not values or not all(isinstance(c, Mapping) for c in values):
+                raise ConfigError("must be a non-empty list of tables", key="sweep.cases")
+            for i, case in enumerate(values):
+                label = case.get("label")
+                if label is not None and not isinstance(label, str):
+                    raise ConfigError("label must be a string", key=f"sweep.cases[{i}].label")
+                over = {k: v for k, v in case.items() if k != "label"}
+                if not over:
+                    raise ConfigError("a case must set at least one key", key=f"sweep.cases[{i}]")
+                for k in over:
+                    _check_known(k, known, f"sweep.cases[{i}]")
+                cases.append((label or ", ".join(f"{k}={_short(v)}" for k, v in over.items()), dict(over)))
+            continue
+        _check_known(key, known, "sweep")
+        if not isinstance(values, list) or not values:
+            raise ConfigError("a sweep axis must be a non-empty list of values", key=f"sweep.{key}")
+        axes.append((key, values))
+    grid = [dict(zip([k for k, _ in axes], combo)) for combo in itertools.product(*[v for _, v in axes])]
+    cases = cases or [("", {})]
+    points = []
+    for label, over in cases:
+        for g in grid:
+            glabel = ", ".join(f"{k}={_short(v)}" for k, v in g.items())
+            points.append((" | ".join(x for x in (label, glabel) if x), {**over, **g}))
+    return points
+
+
+def _check_known(dotted: str, known: Mapping[str, Any], where: str) -> None:
+    parts = dotted.split(".")
+    node: Any = known
+    for i, p in enumerate(parts):
+        if not isinstance(node, Mapping) or p not in node:
+            raise ConfigError(f"sweeps over {dotted!r}, which is not a config key", key=where)
+        node = node[p]
+        if i >= 1 and not isinstance(node, Mapping):
+            # section.key exists; deeper parts (a policy's argument) are checked on expansion
+            if i < len(parts) - 1:
+                raise ConfigError(f"sweeps over {dotted!r}, but {'.'.join(parts[:i + 1])!r} is not a table",
+                                  key=where)
+            return
+    if len(parts) < 2:
+        raise ConfigError(f"sweeps over {dotted!r}; expected 'section.key'", key=where)
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, Mapping) and "name" in v:
+        args = ", ".join(f"{k}={x}" for k, x in v.items() if k != "name")
+        return f"{v['name']}({args})" if args else str(v["name"])
+    return str(v)
+
+
+def apply_point(cfg: dict, point: Mapping[str, Any]) -> dict:
+    out = copy.deepcopy(cfg)
+    for k, v in point.items():
+        set_path(out, k, copy.deepcopy(v), what="sweep")
+    return out

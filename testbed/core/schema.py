@@ -1,0 +1,115 @@
+"""Tiny declarative checking for config tables.
+
+Each key has one :class:`Field`: its type, default (the one place a default is
+defined), an optional range rule, and a one-line doc with its unit. ``check_table``
+rejects unknown keys, wrong types and out-of-range values with a ConfigError that
+names the dotted key and the rule, and returns the table with defaults filled in.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+_MISSING = object()
+REQUIRED = _MISSING
+
+
+@dataclass(frozen=True)
+class Field:
+    #: accepted Python types (after TOML parsing); int is accepted where float is
+    types: tuple[type, ...]
+    #: default value; REQUIRED if the key must be given
+    default: Any = REQUIRED
+    #: a predicate on the value, and the rule it enforces, in words ("> 0")
+    check: Callable[[Any], bool] | None = None
+    rule: str = ""
+    #: one line, with the unit
+    doc: str = ""
+    #: for list fields: the accepted element types
+    items: tuple[type, ...] | None = None
+    #: allowed values (for strings)
+    choices: tuple[Any, ...] | None = None
+
+
+def type_name(types: tuple[type, ...]) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+             list: "a list", dict: "a table"}
+    return " or ".join(names.get(t, t.__name__) for t in types)
+
+
+def check_value(f: Field, value: Any, key: str) -> Any:
+    types = f.types
+    if float in types and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if bool not in types and isinstance(value, bool):
+        raise ConfigError(f"expected {type_name(types)}, got a boolean ({value})", key=key)
+    if not isinstance(value, types):
+        raise ConfigError(f"expected {type_name(types)}, got {type(value).__name__} ({value!r})", key=key)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"must be finite, got {value}", key=key)
+    if f.items is not None and isinstance(value, list):
+        out = []
+        for i, item in enumerate(value):
+            if float in f.items and isinstance(item, int) and not isinstance(item, bool):
+                item = float(item)
+            if not isinstance(item, f.items) or (bool not in f.items and isinstance(item, bool)):
+                raise ConfigError(f"item {i} must be {type_name(f.items)}, got {item!r}", key=key)
+            out.append(item)
+        value = out
+    if f.choices is not None and value not in f.choices:
+        raise ConfigError(f"must be one of {', '.join(map(repr, f.choices))}, got {value!r}", key=key)
+    if f.check is not None and not f.check(value):
+        raise ConfigError(f"must be {f.rule}, got {value!r}", key=key)
+    return value
+
+
+def check_table(table: Any, fields: Mapping[str, Field], prefix: str) -> dict[str, Any]:
+    """Validate ``table`` against ``fields``; return it with defaults filled in."""
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"expected a table, got {type(table).__name__}", key=prefix or None)
+    for k in table:
+        if k not in fields:
+            raise ConfigError(f"unknown key; known keys: {', '.join(fields)}", key=_join(prefix, k))
+    out: dict[str, Any] = {}
+    for k, f in fields.items():
+        key = _join(prefix, k)
+        if k in table:
+            out[k] = check_value(f, table[k], key)
+        elif f.default is REQUIRED:
+            raise ConfigError("is required", key=key)
+        else:
+            out[k] = _copy(f.default)
+    return out
+
+
+def _join(prefix: str, k: str) -> str:
+    return f"{prefix}.{k}" if prefix else k
+
+
+def _copy(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _copy(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_copy(x) for x in v]
+    return v
+
+
+# Common rules
+def positive(x) -> bool:
+    return x > 0
+
+
+def non_negative(x) -> bool:
+    return x >= 0
+
+
+def unit_interval_open_closed(x) -> bool:
+    return 0 < x <= 1
+
+
+def probability(x) -> bool:
+    return 0 <= x <= 1

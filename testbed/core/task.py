@@ -1,0 +1,96 @@
+r"""A task's life, shared by both engines and recorded in the Trace.
+
+    SUBMITTED -> WAITING_FOR_INPUTS -> QUEUED -> RUNNING -> FINISHED
+         \              \                 \          \-> FAILED / LOST
+          \-------------->\--------------->\-> INFEASIBLE (no node can ever run it)
+    LOST -> RECONSTRUCTING -> QUEUED ...
+
+Engines call :func:`check_transition` in validation mode (tests), so an illegal
+step is caught where it happens.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from .resources import Resources
+
+
+class TaskState(enum.Enum):
+    SUBMITTED = "submitted"
+    WAITING_FOR_INPUTS = "waiting_for_inputs"
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    LOST = "lost"
+    RECONSTRUCTING = "reconstructing"
+    INFEASIBLE = "infeasible"
+
+
+S = TaskState
+#: Legal (from, to) transitions.
+TRANSITIONS: frozenset[tuple[TaskState, TaskState]] = frozenset({
+    (S.SUBMITTED, S.WAITING_FOR_INPUTS),
+    (S.SUBMITTED, S.QUEUED),
+    (S.SUBMITTED, S.INFEASIBLE),
+    (S.WAITING_FOR_INPUTS, S.QUEUED),
+    (S.WAITING_FOR_INPUTS, S.INFEASIBLE),
+    (S.WAITING_FOR_INPUTS, S.FAILED),
+    (S.QUEUED, S.RUNNING),
+    (S.QUEUED, S.INFEASIBLE),
+    (S.QUEUED, S.LOST),
+    (S.RUNNING, S.FINISHED),
+    (S.RUNNING, S.FAILED),
+    (S.RUNNING, S.LOST),
+    (S.FINISHED, S.LOST),
+    (S.LOST, S.RECONSTRUCTING),
+    (S.LOST, S.FAILED),
+    (S.RECONSTRUCTING, S.QUEUED),
+    (S.RECONSTRUCTING, S.WAITING_FOR_INPUTS),
+})
+
+#: States a task attempt can end in (the Trace's ``state`` column).
+FINAL_STATES = frozenset({S.FINISHED, S.FAILED, S.LOST, S.INFEASIBLE})
+
+
+class IllegalTransition(RuntimeError):
+    pass
+
+
+def check_transition(old: TaskState, new: TaskState, task_id: object = None) -> None:
+    """Raise :class:`IllegalTransition` unless ``old -> new`` is legal."""
+    if (old, new) not in TRANSITIONS:
+        raise IllegalTransition(f"task {task_id}: {old.value} -> {new.value} is not a legal transition")
+
+
+@dataclass(slots=True)
+class TaskSpec:
+    """One task of a workload, as both engines receive it.
+
+    Dependencies are indices of other tasks *in the same job* (``Job.tasks``), so a
+    job is a small self-contained DAG and a workload can be streamed job by job.
+    """
+    #: index of this task within its job
+    index: int
+    #: the remote function's name (estimators can be keyed by it)
+    function: str
+    #: how long the task computes on a node of speed 1.0, seconds
+    duration_s: float
+    #: resources the task holds while it runs
+    resources: Resources
+    #: size of the object the task returns, bytes
+    output_bytes: int = 0
+    #: indices (within the job) of tasks whose outputs this task takes as inputs
+    deps: tuple[int, ...] = ()
+
+
+@dataclass(slots=True)
+class Job:
+    """A unit of submission: one task, a chain, a map-reduce, a tree-reduce."""
+    #: workload-wide job number, in submission order
+    job_id: int
+    #: index of the driver that submits it
+    driver: int
+    #: the job's tasks; a task's deps point at lower indices only (topological order)
+    tasks: list[TaskSpec] = field(default_factory=list)

@@ -1,0 +1,97 @@
+"""The Trace: one row per task attempt, the same columns in both engines.
+
+Engines append rows to a :class:`TraceRecorder`. It keeps every row (a pandas
+DataFrame, ``keep_rows=True``) and/or streams them into a
+:class:`~testbed.core.metrics.MetricsAccumulator`, so a 10M-task run can keep
+aggregates in flat memory instead of 10M rows. Metrics are computed only from rows
+(``metrics_from_trace`` runs the same accumulator over a DataFrame), so they do not
+depend on the engine.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .metrics import MetricsAccumulator
+
+#: column -> (dtype, meaning). Times are seconds from the run's start.
+COLUMNS: dict[str, tuple[str, str]] = {
+    "task_id": ("int64", "workload-wide task number"),
+    "job_id": ("int64", "the job (unit of submission) the task belongs to"),
+    "function": ("object", "remote function name"),
+    "submitter": ("int64", "node whose local scheduler received the task"),
+    "node": ("int64", "node that ran (or was to run) the attempt; -1 if never placed"),
+    "submitted_s": ("float64", "when the driver submitted the task"),
+    "placed_s": ("float64", "when a scheduler decided where it runs (inputs ready)"),
+    "started_s": ("float64", "when it started computing (inputs local)"),
+    "finished_s": ("float64", "when the attempt ended"),
+    "spilled": ("bool", "forwarded to the global scheduler by the local one"),
+    "predicted_wait_s": ("float64", "wait the placement policy predicted (NaN: none)"),
+    "bytes_transferred": ("int64", "input bytes copied to the node for this attempt"),
+    "attempt": ("int64", "1 for the first attempt, 2 for the first re-execution, ..."),
+    "state": ("object", "final state of the attempt: finished, failed, lost, infeasible"),
+}
+NAMES = tuple(COLUMNS)
+
+#: rows buffered before they are flushed to the accumulator / frame chunks
+FLUSH_ROWS = 16384
+
+
+class TraceRecorder:
+    """Collects rows (tuples in ``NAMES`` order) from an engine."""
+
+    def __init__(self, keep_rows: bool = True):
+        self.keep_rows = keep_rows
+        self.metrics = MetricsAccumulator()
+        self._buf: list[tuple] = []
+        self._chunks: list[pd.DataFrame] = []
+        #: rows recorded so far
+        self.n_rows = 0
+
+    def add(self, row: tuple) -> None:
+        self._buf.append(row)
+        if len(self._buf) >= FLUSH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buf:
+            return
+        df = rows_to_frame(self._buf)
+        self.n_rows += len(self._buf)
+        self._buf = []
+        self.metrics.add_frame(df)
+        if self.keep_rows:
+            self._chunks.append(df)
+
+    def frame(self) -> pd.DataFrame | None:
+        """Every row, in recording order (None if rows were not kept)."""
+        self.flush()
+        if not self.keep_rows:
+            return None
+        if not self._chunks:
+            return empty_frame()
+        if len(self._chunks) > 1:
+            self._chunks = [pd.concat(self._chunks, ignore_index=True)]
+        return self._chunks[0]
+
+    def summary(self) -> dict[str, float]:
+        self.flush()
+        return self.metrics.result()
+
+
+def rows_to_frame(rows: list[tuple]) -> pd.DataFrame:
+    cols = list(zip(*rows)) if rows else [[] for _ in NAMES]
+    data = {name: np.asarray(col, dtype=COLUMNS[name][0]) if COLUMNS[name][0] != "object"
+            else np.asarray(col, dtype=object) for name, col in zip(NAMES, cols)}
+    return pd.DataFrame(data, columns=list(NAMES))
+
+
+def empty_frame() -> pd.DataFrame:
+    return rows_to_frame([])
+
+
+def metrics_from_trace(df: pd.DataFrame) -> dict[str, float]:
+    """Headline metrics of a Trace (see :mod:`testbed.core.metrics`)."""
+    acc = MetricsAccumulator()
+    acc.add_frame(df)
+    return acc.result()

@@ -1,0 +1,170 @@
+"""What a policy sees: immutable snapshots.
+
+A :class:`ClusterView` is built from the nodes' last heartbeats, so it can be stale;
+that is the point (staleness is a parameter of both engines). Per-node state is kept in
+read-only numpy arrays indexed by node number, so a placement decision over 1,000
+nodes is a few vectorised operations, not a Python loop.
+
+A :class:`LocalView` is the local scheduler's own, fresh, view of its node.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .resources import EPS, Resources
+
+
+@dataclass(frozen=True, slots=True)
+class InputView:
+    """One input object of a task: its size and the nodes holding a copy."""
+    size_bytes: int
+    locations: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskView:
+    """A task as a policy sees it."""
+    task_id: int
+    function: str
+    demand: Resources
+    inputs: tuple[InputView, ...] = ()
+    #: the node where the task was submitted (its local scheduler); -1 if none
+    submitter: int = -1
+
+    @property
+    def input_bytes(self) -> int:
+        return sum(i.size_bytes for i in self.inputs)
+
+    def input_bytes_by_node(self) -> dict[int, int]:
+        """Bytes of this task's inputs already present on each node that has some."""
+        out: dict[int, int] = {}
+        for inp in self.inputs:
+            for n in inp.locations:
+                out[n] = out.get(n, 0) + inp.size_bytes
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class LocalView:
+    """A local scheduler's fresh view of its own node."""
+    node: int
+    total: Resources
+    available: Resources
+    #: tasks waiting for a worker on this node (not counting running ones)
+    queue_length: int
+    #: tasks running on this node
+    running: int
+    #: worker processes idle (in the simulator: free CPU slots)
+    idle_workers: int
+
+
+class ClusterView:
+    """The global scheduler's snapshot of the cluster, as of the last heartbeat.
+
+    Arrays are indexed by node number and are read-only. ``resource_names`` gives the
+    column order of ``total`` and ``available`` (shape ``(n_nodes, n_resources)``).
+    """
+
+    __slots__ = ("version", "as_of", "resource_names", "total", "available",
+                 "queue_length", "running", "alive", "slots", "_col", "_mask_cache")
+
+    def __init__(self, *, version: int, as_of: float, resource_names: Sequence[str],
+                 total: np.ndarray, available: np.ndarray, queue_length: np.ndarray,
+                 running: np.ndarray, alive: np.ndarray | None = None,
+                 slots: np.ndarray | None = None):
+        n = len(queue_length)
+        #: increases with every heartbeat round; policies use it to notice a new view
+        self.version = int(version)
+        #: simulated/wall time (s) at which this snapshot was taken
+        self.as_of = float(as_of)
+        self.resource_names = tuple(resource_names)
+        self.total = _ro(np.asarray(total, dtype=float).reshape(n, len(self.resource_names)))
+        self.available = _ro(np.asarray(available, dtype=float).reshape(n, len(self.resource_names)))
+        #: tasks waiting for a worker on each node
+        self.queue_length = _ro(np.asarray(queue_length, dtype=np.int64))
+        #: tasks running on each node
+        self.running = _ro(np.asarray(running, dtype=np.int64))
+        #: nodes that were alive at the last heartbeat
+        self.alive = _ro(np.ones(n, bool) if alive is None else np.asarray(alive, bool))
+        #: worker slots per node (default: its CPU count, at least 1)
+        if slots is None:
+            cpu = self.total[:, self.resource_names.index("CPU")] if "CPU" in self.resource_names else np.ones(n)
+            slots = np.maximum(cpu, 1.0)
+        self.slots = _ro(np.asarray(slots, dtype=float))
+        self._col = {name: i for i, name in enumerate(self.resource_names)}
+        self._mask_cache: dict[tuple, np.ndarray] = {}
+
+    @property
+    def n_nodes(self) -> int:
+        return len(self.queue_length)
+
+    def column(self, name: str) -> int | None:
+        """Column of a resource in ``total``/``available``; None if no node has it."""
+        return self._col.get(name)
+
+    def _mask(self, demand: Resources, table: np.ndarray, tag: str) -> np.ndarray:
+        key = (tag, tuple(sorted(demand.items())))
+        mask = self._mask_cache.get(key)
+        if mask is None:
+            mask = self.alive.copy()
+            for name, amount in demand.items():
+                if amount <= EPS:
+                    continue
+                col = self._col.get(name)
+                if col is None:
+                    mask[:] = False
+                    break
+                mask &= table[:, col] + EPS >= amount
+            mask.flags.writeable = False
+            self._mask_cache[key] = mask
+        return mask
+
+    def feasible(self, demand: Resources) -> np.ndarray:
+        """Nodes alive whose *total* resources can hold ``demand`` (bool array)."""
+        return self._mask(demand, self.total, "total")
+
+    def has_available(self, demand: Resources) -> np.ndarray:
+        """Nodes alive whose *available* resources (at the snapshot) hold ``demand``."""
+        return self._mask(demand, self.available, "avail")
+
+    def is_feasible(self, node: int, demand: Resources) -> bool:
+        return bool(self.feasible(demand)[node])
+
+    def utilisation(self, resources: Sequence[str] = ("CPU",)) -> np.ndarray:
+        """Per node, max over ``resources`` of 1 - available/total (0 where total is 0)."""
+        u = np.zeros(self.n_nodes)
+        for name in resources:
+            col = self._col.get(name)
+            if col is None:
+                continue
+            tot = self.total[:, col]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                x = np.where(tot > 0, 1.0 - self.available[:, col] / np.where(tot > 0, tot, 1.0), 0.0)
+            np.maximum(u, x, out=u)
+        return u
+
+
+def _ro(a: np.ndarray) -> np.ndarray:
+    a = np.array(a, copy=True)
+    a.flags.writeable = False
+    return a
+
+
+def make_cluster_view(nodes: Sequence[Mapping], *, version: int = 0, as_of: float = 0.0) -> ClusterView:
+    """Build a view from plain dicts (handy in tests and in the real runtime).
+
+    Each dict: ``total`` and ``available`` (resource mappings), ``queue_length``,
+    ``running``, optional ``alive`` (default True).
+    """
+    names = sorted({k for nd in nodes for k in nd["total"]} | {k for nd in nodes for k in nd.get("available", {})})
+    total = np.array([[float(nd["total"].get(k, 0.0)) for k in names] for nd in nodes]).reshape(len(nodes), len(names))
+    avail = np.array([[float(nd.get("available", nd["total"]).get(k, 0.0)) for k in names] for nd in nodes]).reshape(len(nodes), len(names))
+    return ClusterView(
+        version=version, as_of=as_of, resource_names=names, total=total, available=avail,
+        queue_length=np.array([nd.get("queue_length", 0) for nd in nodes]),
+        running=np.array([nd.get("running", 0) for nd in nodes]),
+        alive=np.array([nd.get("alive", True) for nd in nodes]),
+    )

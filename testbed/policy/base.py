@@ -1,0 +1,216 @@
+"""Base classes of the policy layer and the keyed-estimator wrapper.
+
+Extension points are one or two methods each:
+
+- :class:`Estimator`: ``update(x, now)`` and ``estimate(now)``.
+- :class:`PlacementPolicy`: ``place(task, view, now, rng) -> Placement | None``.
+- :class:`SpilloverPolicy`: ``should_forward(task, local, now, rng) -> bool``.
+
+A placement policy owns two keyed estimators, ``self.task_time`` (seconds per task)
+and ``self.bandwidth`` (bytes per second), bound by the engine from the config's
+``[scheduler]`` section; the default ``observe_task`` / ``observe_transfer`` feed them.
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from ..core.views import ClusterView, LocalView, TaskView
+
+#: How one estimate is shared: one for everything, one per node, per function, per both.
+KEYINGS = ("global", "node", "function", "function_node")
+
+#: The engine's truth for the Oracle: (quantity, function, node, now) -> value or None.
+#: quantity is "task_time" (seconds) or "bandwidth" (bytes/s); function/node may be None
+#: when the keying does not distinguish them.
+Truth = Callable[[str, "str | None", "int | None", float], "float | None"]
+
+
+class Estimator:
+    """Estimates a quantity from a stream of samples.
+
+    Cold start: ``estimate()`` returns ``prior`` (default None) until the first sample;
+    None tells the policy to fall back. Subclasses document their rule.
+    """
+
+    #: set by subclasses that want the engine's truth instead of samples (the Oracle)
+    wants_truth = False
+    #: False when ``estimate(now)`` depends only on the samples taken, not on ``now``; the
+    #: KeyedEstimator then caches per-node values at update time (vectorised reads)
+    estimate_uses_now = True
+
+    def __init__(self, prior: float | None = None):
+        #: value returned before the first sample (None: the policy falls back)
+        self.prior = prior
+
+    def update(self, x: float, now: float) -> None:
+        """Take one sample ``x`` observed at time ``now`` (seconds)."""
+        raise NotImplementedError
+
+    def estimate(self, now: float | None = None) -> float | None:
+        """The current estimate, or ``prior`` before any sample."""
+        raise NotImplementedError
+
+
+class KeyedEstimator:
+    """One estimator per key, made on demand by ``factory``.
+
+    ``keying`` is one of :data:`KEYINGS`. A coarser *fallback* estimator of the same
+    kind sees every sample, so a key with no samples yet can borrow the overall estimate
+    (``estimate(..., fallback=True)``).
+    """
+
+    def __init__(self, factory: Callable[[], Estimator], keying: str = "global",
+                 quantity: str = "task_time"):
+        if keying not in KEYINGS:
+            raise ValueError(f"keying must be one of {', '.join(KEYINGS)}, not {keying!r}")
+        self.factory = factory
+        self.keying = keying
+        #: "task_time" or "bandwidth" (what the Oracle is asked for)
+        self.quantity = quantity
+        self._by_key: dict[object, Estimator] = {}
+        self._fallback = factory()
+        self.truth: Truth | None = None
+        self.wants_truth = bool(getattr(self._fallback, "wants_truth", False))
+        #: per-node keyings with now-independent estimators: function -> per-node estimates
+        #: (NaN: no sample yet), written on update so estimate_nodes is a vector copy
+        self._cached = (keying in ("node", "function_node") and not self.wants_truth
+                        and not getattr(self._fallback, "estimate_uses_now", True))
+        self._node_arrays: dict[str | None, np.ndarray] = {}
+
+    def key(self, function: str | None, node: int | None) -> object:
+        k = self.keying
+        if k == "global":
+            return None
+        if k == "node":
+            return node
+        if k == "function":
+            return function
+        return (function, node)
+
+    def update(self, function: str | None, node: int | None, x: float, now: float) -> None:
+        if self.wants_truth:
+            return
+        self._fallback.update(x, now)
+        k = self.keying
+        if k == "global":
+            return
+        key = node if k == "node" else function if k == "function" else (function, node)
+        est = self._by_key.get(key)
+        if est is None:
+            est = self._by_key[key] = self.factory()
+        est.update(x, now)
+        if self._cached and node is not None and node >= 0:
+            fkey = None if k == "node" else function
+            arr = self._node_arrays.get(fkey)
+            if arr is None or node >= len(arr):
+                arr = self._grow(fkey, arr, node)
+            v = est.estimate(now)
+            arr[node] = np.nan if v is None else v
+
+    def _grow(self, fkey, arr, node):
+        new = np.full(max(node + 1, 16, 0 if arr is None else 2 * len(arr)), np.nan)
+        if arr is not None:
+            new[:len(arr)] = arr
+        self._node_arrays[fkey] = new
+        return new
+
+    def estimate(self, function: str | None, node: int | None, now: float | None = None,
+                 fallback: bool = True) -> float | None:
+        if self.wants_truth:
+            return self._truth(function, node, now)
+        if self.keying == "global":
+            return self._fallback.estimate(now)
+        est = self._by_key.get(self.key(function, node))
+        value = est.estimate(now) if est is not None else None
+        if value is None and fallback:
+            value = self._fallback.estimate(now)
+        return value
+
+    def estimate_nodes(self, function: str | None, n_nodes: int, now: float | None = None,
+                       default: float | None = None) -> np.ndarray:
+        """Per-node estimates (shape ``(n_nodes,)``); missing ones take the fallback, then
+        ``default``, then NaN."""
+        if self.keying in ("global", "function"):
+            # one value for every node (the Oracle is asked once: its keying hides the node)
+            v = self.estimate(function, None, now)
+            v = default if v is None else v
+            return np.full(n_nodes, np.nan if v is None else float(v))
+        fb = None if self.wants_truth else self._fallback.estimate(now)
+        fb = default if fb is None else fb
+        fb = np.nan if fb is None else float(fb)
+        if self._cached:
+            arr = self._node_arrays.get(None if self.keying == "node" else function)
+            if arr is None:
+                return np.full(n_nodes, fb)
+            out = np.full(n_nodes, np.nan)
+            m = min(n_nodes, len(arr))
+            out[:m] = arr[:m]
+            np.copyto(out, fb, where=np.isnan(out))
+            return out
+        out = np.empty(n_nodes)
+        for node in range(n_nodes):
+            v = self.estimate(function, node, now, fallback=False)
+            out[node] = fb if v is None else v
+        return out
+
+    def _truth(self, function, node, now):
+        if self.truth is None:
+            return None
+        k = self.keying
+        return self.truth(self.quantity,
+                          function if k in ("function", "function_node") else None,
+                          node if k in ("node", "function_node") else None,
+                          0.0 if now is None else now)
+
+
+class Placement(NamedTuple):
+    """A placement decision."""
+    #: the chosen node
+    node: int
+    #: the wait the policy predicts for the task on that node, seconds (None: no prediction)
+    predicted_wait_s: float | None = None
+
+
+class PlacementPolicy:
+    """The global scheduler's rule: pick a node for a task among those that can hold it.
+
+    Return None only when no node in ``view`` can ever satisfy the task's resources
+    (the engine then records the task as infeasible).
+    """
+
+    #: bound by the engine (``bind_estimators``); default: global exponential averages
+    task_time: KeyedEstimator
+    bandwidth: KeyedEstimator
+
+    def bind_estimators(self, task_time: KeyedEstimator, bandwidth: KeyedEstimator) -> None:
+        self.task_time = task_time
+        self.bandwidth = bandwidth
+
+    def set_truth(self, truth: Truth) -> None:
+        """Give Oracle estimators the engine's ground truth."""
+        for est in (getattr(self, "task_time", None), getattr(self, "bandwidth", None)):
+            if est is not None:
+                est.truth = truth
+
+    def place(self, task: TaskView, view: ClusterView, now: float,
+              rng: np.random.Generator) -> Placement | None:
+        raise NotImplementedError
+
+    def observe_task(self, function: str, node: int, duration_s: float, now: float) -> None:
+        """A task of ``function`` ran on ``node`` for ``duration_s`` seconds."""
+        self.task_time.update(function, node, duration_s, now)
+
+    def observe_transfer(self, src: int, dst: int, size_bytes: int, seconds: float, now: float) -> None:
+        """``size_bytes`` moved from ``src`` to ``dst`` in ``seconds`` (latency included)."""
+        if seconds > 0 and size_bytes > 0:
+            self.bandwidth.update(None, dst, size_bytes / seconds, now)
+
+
+class SpilloverPolicy:
+    """The local scheduler's rule: run a task here, or forward it to the global scheduler."""
+
+    def should_forward(self, task: TaskView, local: LocalView, now: float,
+                       rng: np.random.Generator) -> bool:
+        raise NotImplementedError

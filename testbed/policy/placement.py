@@ -1,0 +1,270 @@
+"""Built-in placement policies (the global scheduler's choice of node).
+
+All of them filter to the nodes whose total resources can hold the task
+(``view.feasible``), break ties by the lowest node index, and report the same predicted
+wait for the node they choose (the Ray paper's model, :meth:`WaitModel.predicted_waits`):
+
+    wait(m) = queue_length[m] * task_time[m] / slots[m] + remote_bytes(m) / bandwidth[m]
+
+so placement quality and prediction error can be compared across policies. Everything
+per node is a numpy vector over the view's arrays; no Python loop over nodes.
+"""
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+
+import numpy as np
+
+from ..core.views import ClusterView, TaskView
+from .base import KeyedEstimator, Placement, PlacementPolicy
+from .estimators import ExponentialAverage
+from .registry import register
+
+
+def _positive(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real) or not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def _fraction(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real) or not 0 <= value <= 1:
+        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _count(name: str, value, lo: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < lo:
+        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
+    return int(value)
+
+
+def bytes_on_nodes(task: TaskView, n_nodes: int) -> np.ndarray:
+    """Bytes of the task's inputs already on each node (O(inputs x locations))."""
+    out = np.zeros(n_nodes)
+    for inp in task.inputs:
+        for m in inp.locations:
+            if 0 <= m < n_nodes:
+                out[m] += inp.size_bytes
+    return out
+
+
+class WaitModel(PlacementPolicy):
+    """Base of the built-ins: the shared predicted-wait model and its cold-start rule.
+
+    Estimates come from ``self.task_time`` (s) and ``self.bandwidth`` (bytes/s); where
+    they have no value (NaN), ``default_task_time_s`` and ``default_bandwidth_bytes_per_s``
+    are used (with the task-time default the queue term orders nodes by queue length).
+    ``per_slot`` divides the queue term by the node's worker slots. Until the engine binds
+    estimators, global exponential averages (alpha 0.1) are used.
+    """
+
+    def __init__(self, *, per_slot: bool = True, default_task_time_s: float = 1.0,
+                 default_bandwidth_bytes_per_s: float = 1.25e9):
+        if not isinstance(per_slot, bool):
+            raise ValueError(f"per_slot must be true or false, got {per_slot!r}")
+        self.per_slot = per_slot
+        self.default_task_time_s = _positive("default_task_time_s", default_task_time_s)
+        self.default_bandwidth_bytes_per_s = _positive("default_bandwidth_bytes_per_s",
+                                                       default_bandwidth_bytes_per_s)
+        self.bind_estimators(KeyedEstimator(ExponentialAverage, "global", "task_time"),
+                             KeyedEstimator(ExponentialAverage, "global", "bandwidth"))
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget any decision state (subclasses that keep some override this)."""
+
+    def predicted_waits(self, task: TaskView, view: ClusterView, now: float,
+                        bytes_on: np.ndarray | None = None) -> np.ndarray:
+        """Predicted wait (s) of ``task`` on every node of ``view`` (shape ``(n_nodes,)``;
+        infeasible and dead nodes included; a NaN product counts as +inf)."""
+        n = view.n_nodes
+        tt = self.task_time.estimate_nodes(task.function, n, now, default=None)
+        np.copyto(tt, self.default_task_time_s, where=np.isnan(tt))
+        wait = view.queue_length * tt
+        if self.per_slot:
+            wait /= view.slots
+        if task.inputs:
+            if bytes_on is None:
+                bytes_on = bytes_on_nodes(task, n)
+            remote = np.maximum(task.input_bytes - bytes_on, 0.0)
+            bw = self.bandwidth.estimate_nodes(None, n, now, default=None)
+            np.copyto(bw, self.default_bandwidth_bytes_per_s, where=np.isnan(bw))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                wait += np.where(remote > 0, remote / bw, 0.0)
+        return np.where(np.isnan(wait), np.inf, wait)
+
+    def _placement(self, task, view, now, node, waits=None) -> Placement:
+        if waits is None:
+            waits = self.predicted_waits(task, view, now)
+        return Placement(int(node), float(waits[node]))
+
+
+def _argmin_among(values: np.ndarray, idx: np.ndarray) -> int:
+    """The index in ``idx`` (ascending) with the least value; ties -> the lowest index."""
+    return int(idx[np.argmin(values[idx])])
+
+
+@register("placement")
+class PaperWaitTime(WaitModel):
+    """The Ray paper's rule: the feasible node with the least predicted wait
+    (``per_slot=False``: the paper's literal queue * time, without / slots).
+    Cold start: the default task time and bandwidth (see :class:`WaitModel`)."""
+
+    def __init__(self, per_slot: bool = True, default_task_time_s: float = 1.0,
+                 default_bandwidth_bytes_per_s: float = 1.25e9):
+        super().__init__(per_slot=per_slot, default_task_time_s=default_task_time_s,
+                         default_bandwidth_bytes_per_s=default_bandwidth_bytes_per_s)
+
+    def place(self, task, view, now, rng):
+        idx = np.flatnonzero(view.feasible(task.demand))
+        if not len(idx):
+            return None
+        waits = self.predicted_waits(task, view, now)
+        return self._placement(task, view, now, _argmin_among(waits, idx), waits)
+
+
+@register("placement")
+class RecentAssignments(WaitModel):
+    """The 2018 open-source rule: the feasible node with the least queue length plus tasks
+    this policy sent it since the view's heartbeat (counts reset when ``view.version``
+    changes). Cold start: all counts 0, i.e. least queue length."""
+
+    def reset(self) -> None:
+        self._version: int | None = None
+        #: tasks sent to each node since the view with ``_version``
+        self._sent = np.zeros(0, dtype=np.int64)
+
+    def place(self, task, view, now, rng):
+        idx = np.flatnonzero(view.feasible(task.demand))
+        if not len(idx):
+            return None
+        if view.version != self._version or len(self._sent) != view.n_nodes:
+            self._version = view.version
+            self._sent = np.zeros(view.n_nodes, dtype=np.int64)
+        node = _argmin_among(view.queue_length + self._sent, idx)
+        self._sent[node] += 1
+        return self._placement(task, view, now, node)
+
+
+@register("placement")
+class Random(WaitModel):
+    """Uniform among the feasible nodes (``rng.integers``). No state, no cold start."""
+
+    def place(self, task, view, now, rng):
+        idx = np.flatnonzero(view.feasible(task.demand))
+        if not len(idx):
+            return None
+        return self._placement(task, view, now, idx[rng.integers(len(idx))])
+
+
+@register("placement")
+class RoundRobin(WaitModel):
+    """The next feasible node after the last one chosen, cycling by index.
+    Cold start: the lowest feasible index."""
+
+    def reset(self) -> None:
+        #: the node chosen last (-1: none yet)
+        self._last = -1
+
+    def place(self, task, view, now, rng):
+        idx = np.flatnonzero(view.feasible(task.demand))
+        if not len(idx):
+            return None
+        pos = int(np.searchsorted(idx, self._last, side="right"))
+        self._last = node = int(idx[pos if pos < len(idx) else 0])
+        return self._placement(task, view, now, node)
+
+
+@register("placement")
+class LeastLoaded(WaitModel):
+    """The feasible node with the least (queue_length + running) / slots.
+    No estimates, no cold start."""
+
+    def place(self, task, view, now, rng):
+        idx = np.flatnonzero(view.feasible(task.demand))
+        if not len(idx):
+            return None
+        load = (view.queue_length + view.running) / view.slots
+        return self._placement(task, view, now, _argmin_among(load, idx))
+
+
+@register("placement")
+class PowerOfTwoChoices(WaitModel):
+    """Sparrow-style: sample ``d`` distinct feasible nodes (all of them if fewer) and take
+    the one with the least queue_length + running (ties -> lowest index).
+    No estimates, no cold start."""
+
+    def __init__(self, d: int = 2, *, per_slot: bool = True,
+                 default_task_time_s: float = 1.0,
+                 default_bandwidth_bytes_per_s: float = 1.25e9):
+        super().__init__(per_slot=per_slot, default_task_time_s=default_task_time_s,
+                         default_bandwidth_bytes_per_s=default_bandwidth_bytes_per_s)
+        self.d = _count("d", d, 1)
+
+    def place(self, task, view, now, rng):
+        idx = np.flatnonzero(view.feasible(task.demand))
+        if not len(idx):
+            return None
+        if len(idx) > self.d:
+            idx = np.sort(rng.choice(idx, size=self.d, replace=False))
+        return self._placement(task, view, now,
+                               _argmin_among(view.queue_length + view.running, idx))
+
+
+@register("placement")
+class LocalityFirst(WaitModel):
+    """The feasible node holding the most input bytes (Ray 2.x lease locality); ties ->
+    least predicted wait -> lowest index. With no inputs it is :class:`PaperWaitTime`.
+    Cold start: as :class:`WaitModel`."""
+
+    def place(self, task, view, now, rng):
+        idx = np.flatnonzero(view.feasible(task.demand))
+        if not len(idx):
+            return None
+        bytes_on = bytes_on_nodes(task, view.n_nodes)
+        waits = self.predicted_waits(task, view, now, bytes_on)
+        b = bytes_on[idx]
+        idx = idx[b == b.max()]
+        return self._placement(task, view, now, _argmin_among(waits, idx), waits)
+
+
+@register("placement")
+class HybridSpread(WaitModel):
+    """Ray 2.x's DEFAULT (HybridSchedulingPolicy): score = CPU utilisation, set to 0 below
+    ``spread_threshold``; nodes with the demand available now are preferred over
+    feasible-but-busy ones. The submitter keeps the task if it is a candidate and its
+    score is <= the best; otherwise uniform (rng) among the best
+    k = max(``top_k_absolute``, floor(``top_k_fraction`` * n_feasible)) by (score, index).
+    No estimates, no cold start."""
+
+    def __init__(self, spread_threshold: float = 0.5, top_k_fraction: float = 0.2,
+                 top_k_absolute: int = 1, *, per_slot: bool = True,
+                 default_task_time_s: float = 1.0,
+                 default_bandwidth_bytes_per_s: float = 1.25e9):
+        super().__init__(per_slot=per_slot, default_task_time_s=default_task_time_s,
+                         default_bandwidth_bytes_per_s=default_bandwidth_bytes_per_s)
+        self.spread_threshold = _fraction("spread_threshold", spread_threshold)
+        self.top_k_fraction = _fraction("top_k_fraction", top_k_fraction)
+        self.top_k_absolute = _count("top_k_absolute", top_k_absolute, 1)
+
+    def place(self, task, view, now, rng):
+        feasible = view.feasible(task.demand)
+        n_feasible = int(np.count_nonzero(feasible))
+        if not n_feasible:
+            return None
+        avail = view.has_available(task.demand)
+        cand = avail if avail.any() else feasible
+        idx = np.flatnonzero(cand)
+        score = view.utilisation(("CPU",))
+        score[score < self.spread_threshold] = 0.0
+        s = score[idx]
+        sub = task.submitter
+        if 0 <= sub < view.n_nodes and cand[sub] and score[sub] <= s.min():
+            return self._placement(task, view, now, sub)
+        k = min(len(idx), max(self.top_k_absolute,
+                              math.floor(self.top_k_fraction * n_feasible)))
+        order = idx[np.argsort(s, kind="stable")]
+        node = order[0] if k == 1 else order[rng.integers(k)]
+        return self._placement(task, view, now, node)

@@ -1,0 +1,488 @@
+"""A SimPy model of a Ray-style cluster, driving the shared policy objects.
+
+Data flow of one task (d: the submitting driver's node, m: the node that runs it)::
+
+  driver(d) --submit--> local scheduler(d) --SpilloverPolicy--+-- keep ----> GCS task write --> queue(d)
+                                                              `-- forward --> global scheduler replica
+                                                                  (service time, PlacementPolicy on the
+                                                                   ClusterView of the last heartbeat) --> queue(m)
+  queue(m) --resources free--> fetch remote inputs over m's link --> compute duration x slowdown(m)
+           --> finish: GCS object write --> dependents become ready / driver sees the result
+                                         --> closed loop: the driver submits its next job
+  heartbeat tick (every heartbeat_interval_s): node loads --> a new, immutable ClusterView
+
+Event flow (the simulator's speed is its event flow): a task costs one SimPy event (its
+finish) plus one per forwarded decision and one per open-loop arrival. Servers with a fixed
+service time — local schedulers, global scheduler replicas, GCS shards, network links —
+are FIFO queues computed in closed form from a "busy until" time, not processes: a job
+that must wait for one carries an earliest-start time (``ready_at``) instead of an event.
+That is exact for FIFO servers; the one approximation is that a worker slot is taken when
+a task is dispatched, even if its dispatch message lands a few microseconds later.
+
+Determinism: every tie is broken by insertion order (SimPy's event ids, FIFO deques),
+randomness comes from generators seeded from the run's seed, and the workload's content
+depends only on (seed, job number) — so the same config and seed give the same Trace.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import simpy
+
+from ..core.errors import ConfigError
+from ..core.resources import EPS, fits
+from ..core.task import TaskState, check_transition
+from ..core.trace import TraceRecorder
+from ..core.views import ClusterView, InputView, LocalView, TaskView
+from ..policy.base import PlacementPolicy, SpilloverPolicy
+
+NAN = math.nan
+
+
+class _Task:
+    __slots__ = ("tid", "job", "idx", "function", "duration", "demand", "dkey", "out_bytes", "deps",
+                 "dependents", "remaining", "inputs_at", "submitted", "placed", "ready_at", "started",
+                 "node", "spilled", "pred", "bytes_in", "transfers", "state", "submitter")
+
+    def __init__(self, tid, job, spec, submitted, submitter):
+        self.tid = tid
+        self.job = job
+        self.idx = spec.index
+        self.function = spec.function
+        self.duration = spec.duration_s
+        self.demand = spec.resources
+        self.dkey = tuple(spec.resources.items())
+        self.out_bytes = spec.output_bytes
+        self.deps = spec.deps
+        self.dependents: list[_Task] = []
+        self.remaining = len(spec.deps)
+        self.inputs_at = submitted      # when the last input became visible
+        self.submitted = submitted
+        self.placed = NAN
+        self.ready_at = submitted
+        self.started = NAN
+        self.node = -1
+        self.spilled = False
+        self.pred = NAN
+        self.bytes_in = 0
+        self.transfers = None
+        self.state = TaskState.SUBMITTED
+        self.submitter = submitter
+
+
+class _Job:
+    __slots__ = ("job", "driver", "tasks", "outstanding", "loc", "avail", "size", "stored")
+
+    def __init__(self, job, driver_node):
+        self.job = job
+        self.driver = driver_node
+        self.tasks: list[_Task] = []
+        self.outstanding = len(job.tasks)
+        n = len(job.tasks)
+        self.loc = [-1] * n        # node holding each task's output
+        self.avail = [0.0] * n     # when each output became visible (object-table write done)
+        self.size = [0] * n
+        self.stored: list[tuple[int, int]] = []   # (node, bytes) held in object stores
+
+
+@dataclass
+class SimResult:
+    #: every Trace row (None when only aggregates were kept)
+    trace: Any
+    #: headline metrics from the Trace (testbed.core.metrics)
+    metrics: dict
+    #: engine facts: wall time, simulated end, events, nodes, ...
+    info: dict
+
+
+class Simulation:
+    """One simulated run of a workload on a cluster with given policies.
+
+    ``cluster`` is the resolved ``[cluster]`` table; ``placement`` and ``spillover`` are
+    policy objects (estimators already bound); ``workload`` a
+    :class:`testbed.workloads.Workload`.
+    """
+
+    def __init__(self, cluster: dict, workload, placement: PlacementPolicy, spillover: SpilloverPolicy,
+                 seed: int = 0, keep_rows: bool = True, validate: bool = False,
+                 max_sim_time_s: float = 1e7):
+        self.cfg = cluster
+        self.workload = workload
+        self.placement = placement
+        self.spillover = spillover
+        self.seed = seed
+        self.validate = validate
+        self.max_sim_time_s = max_sim_time_s
+        self.rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5C4ED]))
+        self.trace = TraceRecorder(keep_rows=keep_rows)
+        self.env = simpy.Environment()
+        self._build_nodes()
+        self.placement.set_truth(self._truth)
+
+    # -- cluster ---------------------------------------------------------------------
+    def _build_nodes(self) -> None:
+        c = self.cfg
+        totals, speeds = [], []
+        if c["node_groups"]:
+            for g in c["node_groups"]:
+                res = {"CPU": float(g["cpus"]), "GPU": float(g["gpus"]), **{k: float(v) for k, v in g["resources"].items()}}
+                for _ in range(g["count"]):
+                    totals.append(res)
+                    speeds.append(1.0 / g["speed"])
+        else:
+            res = {"CPU": c["cpus_per_node"], "GPU": c["gpus_per_node"],
+                   **{k: float(v) for k, v in c["resources"].items()}}
+            for _ in range(c["nodes"]):
+                totals.append(res)
+                speeds.append(1.0)
+        n = len(totals)
+        for i in range(max(0, n - c["slow_nodes"]), n):
+            speeds[i] *= c["slow_factor"]
+        self.n = n
+        self.names = sorted({k for t in totals for k in t})
+        self.total = [{k: t.get(k, 0.0) for k in self.names if t.get(k, 0.0) > 0} for t in totals]
+        self.avail = [dict(t) for t in self.total]
+        #: task-time multiplier per node (1 = nominal speed)
+        self.slow = speeds
+        self.queues: list[dict[tuple, deque]] = [dict() for _ in range(n)]
+        self.qlen = [0] * n
+        self.running = [0] * n
+        self.sched_free = [0.0] * n
+        self.link_free = [0.0] * n
+        self.store_used = [0.0] * n
+        self.spilled_bytes = 0
+        self.gcs_free = [0.0] * c["gcs_shards"]
+        self.gcs_ops = 0
+        self.gs_free = [0.0] * c["global_schedulers"]
+        self.gs_next = 0
+        self._total_arr = np.array([[t.get(k, 0.0) for k in self.names] for t in self.total]).reshape(n, len(self.names))
+        self._slots = np.maximum(self._total_arr[:, self.names.index("CPU")], 1.0) if "CPU" in self.names else np.ones(n)
+        self.view_version = 0
+        self.view = self._snapshot()
+        self._feasible_cache: dict[tuple, bool] = {}
+
+    def _snapshot(self) -> ClusterView:
+        names = self.names
+        avail = np.array([[a.get(k, 0.0) for k in names] for a in self.avail]).reshape(self.n, len(names))
+        self.view_version += 1
+        return ClusterView(version=self.view_version, as_of=self.env.now, resource_names=names,
+                           total=self._total_arr, available=avail, queue_length=self.qlen,
+                           running=self.running, slots=self._slots)
+
+    def _truth(self, quantity, function, node, now):
+        if quantity == "bandwidth":
+            return self.cfg["bandwidth_bytes_per_s"]
+        mean = self.workload.mean_duration(function, now)
+        slow = self.slow[node] if node is not None else sum(self.slow) / self.n
+        return mean * slow
+
+    def _feasible_anywhere(self, task: _Task) -> bool:
+        ok = self._feasible_cache.get(task.dkey)
+        if ok is None:
+            ok = self._feasible_cache[task.dkey] = any(fits(task.demand, t) for t in self.total)
+        return ok
+
+    # -- run -----------------------------------------------------------------------------
+    def run(self) -> SimResult:
+        wl = self.workload
+        self.jobs_done = 0
+        self.next_tid = 0
+        self.pending = 0
+        self.stuck = False
+        self.done = self.env.event()
+        self.driver_nodes = self._driver_nodes()
+        t0 = time.perf_counter()
+        self.env.process(self._heartbeats())
+        for d in range(wl.n_drivers):
+            if wl.arrival == "closed":
+                for _ in range(wl.in_flight):
+                    if not self._submit(d, 0.0):
+                        break
+            else:
+                self._later(wl.next_arrival_gap(d), d, self._arrival)
+        self.env.run(until=simpy.AnyOf(self.env, [self.done, self.env.timeout(self.max_sim_time_s)])
+                     if self.jobs_done < wl.total_jobs else None)
+        wall = time.perf_counter() - t0
+        metrics = self.trace.summary()
+        info = {"wall_s": wall, "sim_end_s": self.env.now, "nodes": self.n, "jobs_done": self.jobs_done,
+                "jobs": wl.total_jobs, "gcs_ops": self.gcs_ops, "spilled_store_bytes": self.spilled_bytes,
+                "complete": self.jobs_done == wl.total_jobs, "stuck": self.stuck}
+        return SimResult(trace=self.trace.frame(), metrics=metrics, info=info)
+
+    def _driver_nodes(self) -> list[int]:
+        wl = self.workload
+        given = list(getattr(wl.spec, "driver_nodes", []) or [])
+        if given:
+            if len(given) != wl.n_drivers:
+                raise ConfigError(f"lists {len(given)} nodes for {wl.n_drivers} drivers", key="workload.driver_nodes")
+            for x in given:
+                if not 0 <= x < self.n:
+                    raise ConfigError(f"node {x} does not exist (the cluster has nodes 0..{self.n - 1})",
+                                      key="workload.driver_nodes")
+            return given
+        return [i * self.n // wl.n_drivers for i in range(wl.n_drivers)]
+
+    def _heartbeats(self):
+        interval = self.cfg["heartbeat_interval_s"]
+        while not self.done.triggered:
+            yield self.env.timeout(interval)
+            if not self.pending and not self.done.triggered:
+                # nothing can ever happen again, yet jobs remain: never wait forever
+                self.stuck = True
+                self.done.succeed()
+                return
+            self.view = self._snapshot()
+
+    # -- submission ----------------------------------------------------------------------
+    def _arrival(self, ev) -> None:
+        d = ev.value
+        self.pending -= 1
+        if self._submit(d, self.env.now):
+            self._later(self.workload.next_arrival_gap(d), d, self._arrival)
+
+    def _submit(self, driver: int, t_sub: float) -> bool:
+        """The driver submits its next job at ``t_sub`` (>= now). False when none is left."""
+        job = self.workload.next_job(driver, t_sub)
+        if job is None:
+            return False
+        node = self.driver_nodes[driver]
+        j = _Job(job, node)
+        tasks = j.tasks
+        for spec in job.tasks:
+            t = _Task(self.next_tid, j, spec, t_sub, node)
+            self.next_tid += 1
+            tasks.append(t)
+            for d in spec.deps:
+                tasks[d].dependents.append(t)
+        for t in tasks:
+            if not t.remaining:
+                self._ready(t)
+            elif self.validate:
+                self._to(t, TaskState.WAITING_FOR_INPUTS)
+        return True
+
+    # -- scheduling ----------------------------------------------------------------------
+    def _to(self, t: _Task, state: TaskState) -> None:
+        if self.validate:
+            check_transition(t.state, state, t.tid)
+        t.state = state
+
+    def _task_view(self, t: _Task) -> TaskView:
+        j = t.job
+        inputs = tuple(InputView(j.size[d], (j.loc[d],)) for d in t.deps)
+        return TaskView(t.tid, t.function, t.demand, inputs, t.submitter)
+
+    def _ready(self, t: _Task) -> None:
+        """All inputs of ``t`` exist (visible from ``t.inputs_at``): the local scheduler decides."""
+        now = self.env.now
+        if not self._feasible_anywhere(t):
+            self._infeasible(t, max(now, t.inputs_at))
+            return
+        d = t.submitter
+        c = self.cfg
+        t_dec = max(t.inputs_at, now)
+        if c["local_decision_s"]:
+            t_dec = max(t_dec, self.sched_free[d]) + c["local_decision_s"]
+            self.sched_free[d] = t_dec
+        tv = self._task_view(t)
+        total = self.total[d]
+        local = LocalView(d, total, self.avail[d], self.qlen[d], self.running[d],
+                          int(self.avail[d].get("CPU", 0.0) + EPS))
+        if not self.spillover.should_forward(tv, local, now, self.rng):
+            t.placed = t_dec
+            self._enqueue(t, d, t_dec)
+            return
+        t.spilled = True
+        r = self.gs_next
+        self.gs_next = (r + 1) % len(self.gs_free)
+        t_g = max(t_dec + c["latency_s"], self.gs_free[r]) + c["global_decision_s"]
+        self.gs_free[r] = t_g
+        if t_g <= now:
+            self._global_place(t, tv)
+        else:
+            self._later(t_g - now, (t, tv), self._global_event)
+
+    def _later(self, delay: float, value, callback) -> None:
+        """Call ``callback(event)`` after ``delay``; counted, so a stuck run is noticed."""
+        self.pending += 1
+        self.env.timeout(delay, value=value).callbacks.append(callback)
+
+    def _global_event(self, ev) -> None:
+        self.pending -= 1
+        t, tv = ev.value
+        self._global_place(t, tv)
+
+    def _global_place(self, t: _Task, tv: TaskView) -> None:
+        now = self.env.now
+        p = self.placement.place(tv, self.view, now, self.rng)
+        if p is None:
+            self._infeasible(t, now)
+            return
+        m = int(p.node)
+        if not fits(t.demand, self.total[m]):
+            raise RuntimeError(f"placement policy {type(self.placement).__name__} chose node {m}, "
+                               f"which cannot hold {dict(t.demand)}")
+        t.placed = now
+        if p.predicted_wait_s is not None:
+            t.pred = float(p.predicted_wait_s)
+        self._enqueue(t, m, now + self.cfg["latency_s"])
+
+    def _gcs_write(self, key: int, t: float) -> float:
+        """A write issued at ``t`` to the shard owning ``key``; returns when it is acknowledged."""
+        s = key % len(self.gcs_free)
+        done = max(t, self.gcs_free[s]) + self.cfg["gcs_write_s"]
+        self.gcs_free[s] = done
+        self.gcs_ops += 1
+        return done
+
+    def _enqueue(self, t: _Task, m: int, ready_at: float) -> None:
+        ack = self._gcs_write(t.tid, ready_at)     # task table: spec + status (the lineage)
+        if self.cfg["gcs_on_critical_path"]:
+            ready_at = ack
+        t.node = m
+        t.ready_at = ready_at
+        self._to(t, TaskState.QUEUED)
+        q = self.queues[m].get(t.dkey)
+        if q is None:
+            q = self.queues[m][t.dkey] = deque()
+        q.append(t)
+        self.qlen[m] += 1
+        self._dispatch(m)
+
+    def _dispatch(self, m: int) -> None:
+        """Start queued tasks on ``m`` while resources allow (FIFO within a demand class)."""
+        avail = self.avail[m]
+        for dkey, q in self.queues[m].items():
+            while q:
+                ok = True
+                for k, v in dkey:
+                    if avail.get(k, 0.0) + EPS < v:
+                        ok = False
+                        break
+                if not ok:
+                    break
+                t = q.popleft()
+                self.qlen[m] -= 1
+                for k, v in dkey:
+                    avail[k] = avail.get(k, 0.0) - v
+                self._start(t, m)
+
+    def _start(self, t: _Task, m: int) -> None:
+        now = self.env.now
+        self.running[m] += 1
+        start = max(now, t.ready_at)
+        if t.deps:
+            j = t.job
+            c = self.cfg
+            bw, lat = c["bandwidth_bytes_per_s"], c["latency_s"]
+            for d in t.deps:
+                src, size = j.loc[d], j.size[d]
+                if src == m or size <= 0:
+                    continue
+                t0 = max(start, self.link_free[m])
+                xfer = size / bw
+                self.link_free[m] = t0 + xfer
+                t1 = t0 + xfer + lat
+                t.bytes_in += size
+                if t.transfers is None:
+                    t.transfers = []
+                t.transfers.append((src, size, t1 - t0))
+                self._store(j, m, size)
+                start = max(start, t1)
+        t.started = start
+        self._to(t, TaskState.RUNNING)
+        run = t.duration * self.slow[m]
+        self._later(start + run - now, t, self._finish)
+
+    def _store(self, j: _Job, m: int, size: int) -> None:
+        if size <= 0:
+            return
+        j.stored.append((m, size))
+        used = self.store_used[m] + size
+        cap = self.cfg["object_store_bytes"]
+        if used > cap:   # LRU spill to disk: modelled as bytes spilled, not as later slow reads
+            self.spilled_bytes += int(used - cap)
+            used = cap
+        self.store_used[m] = used
+
+    # -- completion ----------------------------------------------------------------------
+    def _finish(self, ev) -> None:
+        self.pending -= 1
+        t: _Task = ev.value
+        now = self.env.now
+        m = t.node
+        avail = self.avail[m]
+        for k, v in t.dkey:
+            avail[k] = avail.get(k, 0.0) + v
+        self.running[m] -= 1
+        self._to(t, TaskState.FINISHED)
+        pl = self.placement
+        pl.observe_task(t.function, m, now - t.started, now)
+        if t.transfers:
+            for src, size, secs in t.transfers:
+                pl.observe_transfer(src, m, size, secs, now)
+        self.trace.add((t.tid, t.job.job.job_id, t.function, t.submitter, m, t.submitted, t.placed,
+                        t.started, now, t.spilled, t.pred, t.bytes_in, 1, "finished"))
+        j = t.job
+        i = t.idx
+        j.loc[i] = m
+        j.size[i] = t.out_bytes
+        self._store(j, m, t.out_bytes)
+        visible = self._gcs_write(t.tid, now) if self.cfg["gcs_on_critical_path"] else now
+        if not self.cfg["gcs_on_critical_path"]:
+            self._gcs_write(t.tid, now)
+        j.avail[i] = visible
+        for dep in t.dependents:
+            dep.remaining -= 1
+            if visible > dep.inputs_at:
+                dep.inputs_at = visible
+            if not dep.remaining:
+                self._ready(dep)
+        j.outstanding -= 1
+        if not j.outstanding:
+            self._job_done(j)
+        self._dispatch(m)
+
+    def _infeasible(self, t: _Task, when: float) -> None:
+        """No node can ever hold ``t``: record it and fail everything downstream."""
+        self._to(t, TaskState.INFEASIBLE)
+        self.trace.add((t.tid, t.job.job.job_id, t.function, t.submitter, -1, t.submitted, NAN, NAN, when,
+                        t.spilled, NAN, 0, 1, "infeasible"))
+        j = t.job
+        j.outstanding -= 1
+        stack = list(t.dependents)
+        seen = set()
+        while stack:
+            dep = stack.pop()
+            if dep.tid in seen:
+                continue
+            seen.add(dep.tid)
+            self._to(dep, TaskState.FAILED)
+            self.trace.add((dep.tid, j.job.job_id, dep.function, dep.submitter, -1, dep.submitted, NAN, NAN,
+                            when, False, NAN, 0, 1, "failed"))
+            j.outstanding -= 1
+            stack.extend(dep.dependents)
+        if not j.outstanding:
+            self._job_done(j)
+
+    def _job_done(self, j: _Job) -> None:
+        now = self.env.now
+        lat = self.cfg["latency_s"]
+        seen = now
+        for t in j.tasks:                       # the driver gets the job's sinks
+            if not t.dependents and j.loc[t.idx] >= 0:
+                seen = max(seen, j.avail[t.idx] + (lat if j.loc[t.idx] != j.driver else 0.0))
+        for m, size in j.stored:                # no live reference remains: free the objects
+            self.store_used[m] = max(0.0, self.store_used[m] - size)
+        self.jobs_done += 1
+        if self.jobs_done >= self.workload.total_jobs:
+            if not self.done.triggered:
+                self.done.succeed()
+            return
+        if self.workload.arrival == "closed":
+            self._submit(j.job.driver, seen)

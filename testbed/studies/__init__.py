@@ -1,0 +1,1 @@
+"""Experiments: config -> validated points -> runs (in parallel) -> runs.csv, figures, summary.md."""

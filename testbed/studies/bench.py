@@ -1,0 +1,88 @@
+"""``testbed bench sim``: simulated tasks per wall-clock second and peak memory.
+
+Each case runs in a fresh child process (so its peak RSS is its own) on a fixed
+workload: independent tasks with exponential durations (mean 10 ms) arriving as Poisson
+streams from one driver per node at 90% of the cluster's capacity, scheduled by the
+paper's rules (QueueThreshold spillover, PaperWaitTime placement with exponential
+averages keyed per function x node). Only streaming aggregates are kept, as in any large run.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import resource
+import sys
+import time
+
+#: case name -> (nodes, CPUs per node)
+CASES = {
+    "sim-100-nodes": (100, 8),
+    "sim-1000-nodes": (1000, 8),
+}
+DEFAULT_TASKS = 200_000
+MEAN_TASK_S = 0.01
+LOAD = 0.9
+
+
+def bench_config(nodes: int, cpus: int, tasks: int) -> dict:
+    from ..studies.experiment import resolve
+    rate = LOAD * cpus / MEAN_TASK_S
+    raw = {
+        "cluster": {"nodes": nodes, "cpus_per_node": float(cpus)},
+        "scheduler": {"placement": "PaperWaitTime",
+                      "spillover": {"name": "QueueThreshold", "threshold": 8},
+                      "task_time": {"name": "ExponentialAverage", "alpha": 0.1},
+                      "task_time_key": "function_node"},
+        "workload": {"shape": "independent", "jobs": tasks, "arrival": "poisson", "drivers": nodes,
+                     "rate_per_s": rate, "duration": {"dist": "exponential", "mean": MEAN_TASK_S}},
+        "run": {"trace": "aggregate"},
+    }
+    return resolve(raw)
+
+
+def _case(name: str, tasks: int, conn) -> None:
+    from .execute import make_simulation
+    nodes, cpus = CASES[name]
+    sim = make_simulation(bench_config(nodes, cpus, tasks), seed=0, keep_rows=False)
+    t0 = time.perf_counter()
+    res = sim.run()
+    wall = time.perf_counter() - t0
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    conn.send({"case": name, "nodes": nodes, "tasks": int(res.metrics["finished"]), "wall_s": round(wall, 3),
+               "tasks_per_s": round(res.metrics["finished"] / wall), "peak_mem_mib": round(peak_kib / 1024, 1),
+               "spilled_fraction": round(res.metrics["spilled_fraction"], 4),
+               "sim_time_s": round(res.info["sim_end_s"], 3)})
+    conn.close()
+
+
+def run_case(name: str, tasks: int) -> dict:
+    ctx = multiprocessing.get_context("spawn")   # a fresh interpreter: its peak RSS is the case's own
+    parent, child = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=_case, args=(name, tasks, child))
+    p.start()
+    child.close()
+    out = parent.recv()
+    p.join()
+    return out
+
+
+def bench_sim(json_out: bool = False, tasks: int | None = None, cases: str | None = None) -> int:
+    from ..core.errors import ConfigError
+    names = list(CASES) if not cases else [c.strip() for c in cases.split(",") if c.strip()]
+    for n in names:
+        if n not in CASES:
+            raise ConfigError(f"unknown case {n!r}; cases: {', '.join(CASES)}", key="--cases")
+    tasks = tasks or DEFAULT_TASKS
+    results = []
+    for n in names:
+        r = run_case(n, tasks)
+        results.append(r)
+        if json_out:
+            print(json.dumps(r), flush=True)
+    if not json_out:
+        import pandas as pd
+        df = pd.DataFrame(results)[["case", "nodes", "tasks", "wall_s", "tasks_per_s", "peak_mem_mib",
+                                    "spilled_fraction"]]
+        print(df.to_markdown(index=False, floatfmt=",.4g"))
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,102 @@
+"""Whole-experiment validation: every section, every sweep point, every policy, before anything runs.
+
+``load_experiment(path, overrides)`` returns an :class:`Experiment` whose ``points`` are
+fully resolved configs (every default filled in). Anything wrong is a ConfigError naming
+the file and the key.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..core import config as C
+from ..core.errors import ConfigError
+from ..policy import KeyedEstimator
+from ..policy import registry
+from ..workloads import parse_workload
+
+
+@dataclass
+class Point:
+    #: human label of the sweep point ("" when there is no sweep)
+    label: str
+    #: the swept keys and their values at this point
+    overrides: dict[str, Any]
+    #: the resolved config (all sections, defaults filled)
+    config: dict[str, Any]
+
+
+@dataclass
+class Experiment:
+    name: str
+    path: str
+    #: resolved config without the sweep applied (what config.toml records, with [sweep])
+    resolved: dict[str, Any]
+    points: list[Point] = field(default_factory=list)
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.resolved["run"]["seeds"])
+
+    @property
+    def study(self) -> str:
+        return self.resolved["run"]["study"]
+
+
+def resolve(raw: dict[str, Any]) -> dict[str, Any]:
+    """Validate one concrete config (no sweep applied) and fill its defaults."""
+    C.check_sections(raw)
+    out = C.validate_core(raw)
+    out["workload"] = parse_workload(raw.get("workload", {}), "workload").to_dict()
+    check_policies(out)
+    from . import studies
+    if out["run"]["study"] not in studies.STUDIES:
+        raise ConfigError(f"unknown study {out['run']['study']!r}; known: {', '.join(studies.STUDIES)}",
+                          key="run.study")
+    if out["run"]["engine"] == "real":
+        raise ConfigError("the real engine is not available yet (it arrives with the real runtime); "
+                          "use run.engine = \"sim\"", key="run.engine")
+    return out
+
+
+def check_policies(cfg: dict[str, Any]) -> None:
+    """Build every policy once so a bad name or argument fails before the run."""
+    build_policies(cfg["scheduler"])
+
+
+def build_policies(sched: dict[str, Any]):
+    """(placement, spillover) from a resolved [scheduler] table, estimators bound."""
+    def factory(key: str):
+        spec = sched[key]
+        registry.build("estimator", spec, f"scheduler.{key}")   # fail early, with the key
+        return lambda: registry.build("estimator", spec, f"scheduler.{key}")
+
+    task_time = KeyedEstimator(factory("task_time"), sched["task_time_key"], "task_time")
+    bandwidth = KeyedEstimator(factory("bandwidth"), sched["bandwidth_key"], "bandwidth")
+    placement = registry.build("placement", sched["placement"], "scheduler.placement")
+    placement.bind_estimators(task_time, bandwidth)
+    spillover = registry.build("spillover", sched["spillover"], "scheduler.spillover")
+    return placement, spillover
+
+
+def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Experiment:
+    path = str(path)
+    try:
+        raw = C.load_toml(path)
+        raw = C.apply_overrides(raw, overrides or [])
+        sweep = raw.pop("sweep", None)
+        resolved = resolve(raw)
+        points = []
+        for label, over in C.sweep_points(sweep, resolved):
+            cfg = C.apply_point(raw, over)
+            try:
+                points.append(Point(label, over, resolve(cfg)))
+            except ConfigError as exc:
+                raise ConfigError(f"at sweep point [{label}]: {exc.message}", key=exc.key) from None
+        if sweep:
+            resolved["sweep"] = copy.deepcopy(sweep)
+    except ConfigError as exc:
+        raise exc.with_file(path) from None
+    return Experiment(Path(path).stem, path, resolved, points)

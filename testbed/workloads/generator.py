@@ -1,0 +1,260 @@
+"""A :class:`WorkloadSpec` plus a seed -> a streamed, deterministic sequence of jobs.
+
+::
+
+    engine ──next_job(driver, now)──▶ Workload ──job j──▶ chunk c = j // chunk_jobs
+                                          │                 (LRU of 2 chunks; a miss draws
+                                          │                  the whole chunk, vectorised)
+           ──next_arrival_gap(driver)──▶  └── per-driver gap chunks (poisson)
+
+Jobs are numbered 0, 1, 2, ... in the order ``next_job`` is called, whichever driver
+calls. The *content* of job j (its tasks' functions, durations, output sizes and DAG)
+depends only on (seed, j, regime): chunk c draws its arrays from its own stream
+``SeedSequence([seed, JOB_STREAM, c])``, so two runs with different policies see the
+same job j even when their drivers ask in a different order (common random numbers).
+Durations are drawn both before and after the regime shift, so choosing by regime keeps
+the draws common too. Poisson gaps come from each driver's own stream
+``SeedSequence([seed, GAP_STREAM, driver, k])``, chunk k of ``GAP_CHUNK`` gaps.
+
+Only the current chunks are held, never the whole workload: memory is flat in the
+number of jobs.
+"""
+from __future__ import annotations
+
+import operator
+from collections import OrderedDict
+
+import numpy as np
+
+from ..core.task import Job, TaskSpec
+from .distributions import pick
+from .spec import WorkloadSpec
+
+#: stream tags (second SeedSequence word), keeping job draws, gap draws and any other
+#: user of the run's seed apart
+JOB_STREAM = 0x6A6F6273
+GAP_STREAM = 1_000_003
+#: a chunk holds at most this many jobs ...
+MAX_JOBS_PER_CHUNK = 4096
+#: ... and at most this many tasks (unless one job alone has more)
+MAX_TASKS_PER_CHUNK = 1 << 16
+#: chunks of job draws kept (the current one and the one before)
+CACHE_CHUNKS = 2
+#: Poisson gaps drawn per driver at a time
+GAP_CHUNK = 512
+#: output sizes are clipped to this many bytes (int64 safe)
+MAX_OUTPUT_BYTES = float(2 ** 62)
+
+
+def job_deps(spec: WorkloadSpec) -> tuple[tuple[int, ...], ...]:
+    """Each task's dependencies (indices within the job, lower only) for the spec's shape."""
+    if spec.shape == "independent":
+        return ((),)
+    if spec.shape == "chains":
+        return ((),) + tuple((i - 1,) for i in range(1, spec.chain_length))
+    if spec.shape == "map_reduce":
+        maps = tuple(range(spec.map_tasks))
+        return ((),) * spec.map_tasks + (maps,) * spec.reduce_tasks
+    if spec.shape == "tree_reduce":
+        deps: list[tuple[int, ...]] = [()] * spec.tree_leaves
+        level = list(range(spec.tree_leaves))
+        while len(level) > 1:
+            nxt = []
+            for g in range(0, len(level), spec.tree_fanin):
+                nxt.append(len(deps))
+                deps.append(tuple(level[g:g + spec.tree_fanin]))
+            level = nxt
+        return tuple(deps)
+    raise ValueError(f"unknown shape {spec.shape!r}")
+
+
+class _Chunk:
+    """The draws of one chunk, as Python lists (cheap to index per job)."""
+    __slots__ = ("fn", "before", "after", "out")
+
+    def __init__(self, fn, before, after, out):
+        #: function index of each task
+        self.fn: list[int] = fn
+        #: duration before / after the shift, seconds (after is None without a shift)
+        self.before: list[float] = before
+        self.after: list[float] | None = after
+        #: output size, bytes
+        self.out: list[int] = out
+
+
+class Workload:
+    """Streams the jobs of ``spec`` for one run seeded with ``seed``.
+
+    Not thread-safe; one instance per run, shared by all of the run's drivers.
+    """
+
+    def __init__(self, spec: WorkloadSpec, seed: int):
+        seed = operator.index(seed)
+        if seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed}")
+        self.spec = spec
+        self.seed = seed
+        #: drivers submitting at once; valid driver arguments are 0 .. n_drivers - 1
+        self.n_drivers: int = spec.drivers
+        #: jobs handed out over the whole run
+        self.total_jobs: int = spec.jobs
+        #: "closed" (in_flight jobs outstanding per driver) or "poisson" (open)
+        self.arrival: str = spec.arrival
+        #: closed loop: jobs outstanding per driver
+        self.in_flight: int = spec.in_flight
+        #: poisson: jobs per second per driver
+        self.rate_per_s: float = spec.rate_per_s
+        #: node index of each driver; () = the engine spreads drivers evenly
+        self.driver_nodes: tuple[int, ...] = spec.driver_nodes
+        #: function names, config order
+        self.functions: tuple[str, ...] = tuple(f.name for f in spec.functions)
+        self._deps = job_deps(spec)
+        #: tasks in every job (fixed by the shape)
+        self.tasks_per_job: int = len(self._deps)
+        self._chunk_jobs = max(1, min(MAX_JOBS_PER_CHUNK, MAX_TASKS_PER_CHUNK // self.tasks_per_job))
+        self._weights = tuple(f.weight for f in spec.functions)
+        self._resources = tuple(dict(f.resources) for f in spec.functions)
+        shift = spec.shift
+        self._shift_at_s = shift.at_s if shift is not None else None
+        self._shift_after_jobs = shift.after_jobs if shift is not None else None
+        total_w = sum(self._weights)
+        self._mean = ({}, {})  # regime (0 before, 1 after) -> function -> mean seconds
+        for f in spec.functions:
+            before = f.duration.mean()
+            if f.duration_after_shift is not None:
+                after = f.duration_after_shift.mean()
+            else:
+                after = before * (shift.scale if shift is not None else 1.0)
+            self._mean[0][f.name] = before
+            self._mean[1][f.name] = after
+        self._mean_all = tuple(sum(f.weight * m[f.name] for f in spec.functions) / total_w
+                               for m in self._mean)
+        self._next = 0
+        self._cache: OrderedDict[int, _Chunk] = OrderedDict()
+        self._cur_c = -1
+        self._cur: _Chunk | None = None
+        #: per driver: [gaps, position, chunk index] or None before the first gap
+        self._gaps: list[list | None] = [None] * self.n_drivers
+
+    # --- jobs -----------------------------------------------------------------
+
+    @property
+    def jobs_generated(self) -> int:
+        """Jobs handed out so far (the next job's id)."""
+        return self._next
+
+    def next_job(self, driver: int, now: float) -> Job | None:
+        """The next job, submitted by ``driver`` at time ``now`` (seconds); None when all
+        ``total_jobs`` have been handed out."""
+        j = self._next
+        if j >= self.total_jobs:
+            return None
+        if not 0 <= driver < self.n_drivers:
+            raise ValueError(f"driver must be in 0..{self.n_drivers - 1}, got {driver!r}")
+        self._next = j + 1
+        after = self._shift_after_jobs
+        at = self._shift_at_s
+        shifted = (after is not None and j >= after) or (at is not None and now >= at)
+        return self._build(j, driver, shifted)
+
+    def _build(self, j: int, driver: int, shifted: bool) -> Job:
+        c, r = divmod(j, self._chunk_jobs)
+        chunk = self._cur if c == self._cur_c else self._chunk(c)
+        durs = chunk.after if shifted else chunk.before
+        names = self.functions
+        res = self._resources
+        t = self.tasks_per_job
+        if t == 1:
+            f = chunk.fn[r]
+            return Job(j, driver, [TaskSpec(0, names[f], durs[r], dict(res[f]), chunk.out[r])])
+        base = r * t
+        end = base + t
+        return Job(j, driver, [
+            TaskSpec(i, names[f], d, dict(res[f]), o, deps)
+            for i, (f, d, o, deps) in enumerate(zip(chunk.fn[base:end], durs[base:end],
+                                                    chunk.out[base:end], self._deps))])
+
+    def _chunk(self, c: int) -> _Chunk:
+        chunk = self._cache.get(c)
+        if chunk is None:
+            chunk = self._draw(c)
+            self._cache[c] = chunk
+            while len(self._cache) > CACHE_CHUNKS:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(c)
+        self._cur_c, self._cur = c, chunk
+        return chunk
+
+    def _draw(self, c: int) -> _Chunk:
+        """Every draw of chunk c, vectorised; each quantity from its own child stream so
+        that, e.g., changing output sizes leaves durations alone."""
+        spec = self.spec
+        n = self._chunk_jobs * self.tasks_per_job
+        fn_ss, dur_ss, after_ss, out_ss = np.random.SeedSequence([self.seed, JOB_STREAM, c]).spawn(4)
+        rng_dur = np.random.default_rng(dur_ss)
+        rng_after = np.random.default_rng(after_ss)
+        rng_out = np.random.default_rng(out_ss)
+        fn = pick(np.random.default_rng(fn_ss), self._weights, n)
+        funcs = spec.functions
+        if len(funcs) == 1:
+            masks = [slice(None)]
+            counts = [n]
+        else:
+            masks = [fn == k for k in range(len(funcs))]
+            counts = [int(np.count_nonzero(m)) for m in masks]
+        before = np.empty(n)
+        out = np.empty(n)
+        for f, m, k in zip(funcs, masks, counts):
+            before[m] = f.duration.sample(rng_dur, k)
+            out[m] = f.output_bytes.sample(rng_out, k)
+        after = None
+        if spec.shift is not None:
+            after = before * spec.shift.scale
+            for f, m, k in zip(funcs, masks, counts):
+                if f.duration_after_shift is not None:
+                    after[m] = f.duration_after_shift.sample(rng_after, k)
+            after = after.tolist()
+        out = np.rint(np.clip(out, 0.0, MAX_OUTPUT_BYTES)).astype(np.int64)
+        return _Chunk(fn.tolist(), before.tolist(), after, out.tolist())
+
+    # --- arrivals -------------------------------------------------------------
+
+    def next_arrival_gap(self, driver: int) -> float:
+        """Poisson arrivals: seconds until ``driver``'s next job (exponential, mean
+        1 / rate_per_s), from the driver's own stream."""
+        if self.arrival != "poisson":
+            raise RuntimeError(f"next_arrival_gap is for poisson arrivals; this workload's arrival "
+                               f"is {self.arrival!r}")
+        if not 0 <= driver < self.n_drivers:
+            raise ValueError(f"driver must be in 0..{self.n_drivers - 1}, got {driver!r}")
+        st = self._gaps[driver]
+        if st is None or st[1] >= GAP_CHUNK:
+            k = 0 if st is None else st[2] + 1
+            rng = np.random.default_rng(np.random.SeedSequence([self.seed, GAP_STREAM, driver, k]))
+            st = self._gaps[driver] = [rng.exponential(1.0 / self.rate_per_s, GAP_CHUNK), 0, k]
+        gap = float(st[0][st[1]])
+        st[1] += 1
+        return gap
+
+    # --- truth ----------------------------------------------------------------
+
+    def shifted(self, now: float) -> bool:
+        """Whether the regime after the shift is in force at ``now`` (given the jobs
+        generated so far)."""
+        if self._shift_at_s is not None:
+            return now >= self._shift_at_s
+        if self._shift_after_jobs is not None:
+            return self._next >= self._shift_after_jobs
+        return False
+
+    def mean_duration(self, function: str | None, now: float) -> float:
+        """The true expected duration (seconds) of ``function``'s tasks under the regime
+        in force at ``now``; None = the weight-averaged mean over all functions."""
+        regime = 1 if self.shifted(now) else 0
+        if function is None:
+            return self._mean_all[regime]
+        try:
+            return self._mean[regime][function]
+        except KeyError:
+            raise KeyError(f"unknown function {function!r}; known: {', '.join(self.functions)}") from None

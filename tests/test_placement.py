@@ -1,0 +1,258 @@
+"""Placement policies: exact decisions for hand-built views and fixed seeds."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from testbed.core.errors import ConfigError
+from testbed.core.views import InputView, TaskView, make_cluster_view
+from testbed.policy.base import KeyedEstimator, Placement
+from testbed.policy.estimators import ExponentialAverage, Oracle
+from testbed.policy.placement import (HybridSpread, LeastLoaded, LocalityFirst, PaperWaitTime,
+                                      PowerOfTwoChoices, Random, RecentAssignments,
+                                      RoundRobin)
+from testbed.policy.registry import build, builtins
+
+CPU1 = {"CPU": 1.0}
+ALL = [PaperWaitTime, RecentAssignments, Random, RoundRobin, LeastLoaded, PowerOfTwoChoices,
+       LocalityFirst, HybridSpread]
+
+
+def bind(policy, keying="node", alpha=0.5):
+    """Bind EWMA task-time and bandwidth estimators with one keying; return the policy."""
+    policy.bind_estimators(KeyedEstimator(lambda: ExponentialAverage(alpha), keying),
+                           KeyedEstimator(lambda: ExponentialAverage(alpha), keying, "bandwidth"))
+    return policy
+
+
+def view(queues, cpus=4, *, running=None, available=None, alive=None, version=0, extra=None):
+    """A view of len(queues) nodes with ``cpus`` CPUs each (or per node)."""
+    n = len(queues)
+    cpus = cpus if isinstance(cpus, list) else [cpus] * n
+    nodes = []
+    for m in range(n):
+        total = {"CPU": cpus[m], **((extra or {}).get(m, {}))}
+        avail = dict(total) if available is None else {**total, "CPU": available[m]}
+        nodes.append({"total": total, "available": avail, "queue_length": queues[m],
+                      "running": 0 if running is None else running[m],
+                      "alive": True if alive is None else alive[m]})
+    return make_cluster_view(nodes, version=version)
+
+
+def task(demand=CPU1, inputs=(), submitter=-1, function="f"):
+    return TaskView(task_id=1, function=function, demand=demand,
+                    inputs=tuple(InputView(b, tuple(locs)) for b, locs in inputs),
+                    submitter=submitter)
+
+
+def rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+# --- PaperWaitTime ------------------------------------------------------------------
+
+def trained_paper(**kw):
+    """Node task times 1 s, 2 s, 10 s (function f); no bandwidth samples."""
+    p = bind(PaperWaitTime(**kw))
+    for node, t in enumerate([1.0, 2.0, 10.0]):
+        p.observe_task("f", node, t, 0.0)
+    return p
+
+
+def test_paper_wait_time_least_queue_time_per_slot_plus_transfer():
+    """waits = q*t/slots + remote/1.25e9: [8*1/4, 4*2/4 + 4, 0 + 4] = [2, 6, 4] -> node 0."""
+    v = view([8, 4, 0])
+    t = task(inputs=[(5_000_000_000, [0])])
+    p = trained_paper()
+    np.testing.assert_allclose(p.predicted_waits(t, v, 1.0), [2.0, 6.0, 4.0])
+    assert p.place(t, v, 1.0, rng()) == Placement(0, 2.0)
+
+
+def test_paper_wait_time_literal_formula_without_slots():
+    """per_slot=False: [8*1, 4*2 + 4, 0 + 4] = [8, 12, 4] -> node 2."""
+    p = trained_paper(per_slot=False)
+    t = task(inputs=[(5_000_000_000, [0])])
+    assert p.place(t, view([8, 4, 0]), 1.0, rng()) == Placement(2, 4.0)
+
+
+def test_paper_wait_time_uses_learned_bandwidth_per_node():
+    """Node 2 measured 1e8 B/s, so its 5 GB transfer costs 50 s; node 1 has no sample and
+    borrows the overall estimate (1e8 too): [2, 2 + 50, 50] -> node 0. Without the input:
+    [2, 2, 0] -> node 2."""
+    p = trained_paper()
+    p.observe_transfer(0, 2, 1_000_000_000, 10.0, 0.0)
+    p.observe_transfer(0, 2, 0, 10.0, 0.0)          # empty transfer: ignored
+    t = task(inputs=[(5_000_000_000, [0])])
+    np.testing.assert_allclose(p.predicted_waits(t, view([8, 4, 0]), 1.0), [2.0, 52.0, 50.0])
+    assert p.place(t, view([8, 4, 0]), 1.0, rng()) == Placement(0, 2.0)
+    assert p.place(task(), view([8, 4, 0]), 1.0, rng()) == Placement(2, 0.0)
+
+
+def test_paper_wait_time_cold_start_orders_by_queue_per_slot():
+    """No samples: default 1 s per task, so the least queue/slots wins (node 1: 3/8)."""
+    p = bind(PaperWaitTime())
+    assert p.place(task(), view([2, 3, 1], cpus=[2, 8, 1]), 0.0, rng()) == Placement(1, 3 / 8)
+    p = bind(PaperWaitTime(default_task_time_s=2.0))
+    assert p.place(task(), view([2, 3, 1], cpus=[2, 8, 1]), 0.0, rng()) == Placement(1, 6 / 8)
+
+
+def test_paper_wait_time_ties_go_to_the_lowest_index():
+    assert bind(PaperWaitTime()).place(task(), view([2, 1, 1, 1]), 0.0, rng()).node == 1
+
+
+def test_paper_wait_time_unbound_uses_global_averages():
+    """Without bind_estimators the policy still works (global EWMA, alpha 0.1)."""
+    p = PaperWaitTime()
+    p.observe_task("f", 0, 4.0, 0.0)
+    assert p.place(task(), view([1, 2]), 0.0, rng()) == Placement(0, 1.0)
+
+
+def test_paper_wait_time_with_oracle_estimates():
+    """Oracle estimators read the truth given to set_truth: node 0 is 10x slower."""
+    p = PaperWaitTime()
+    p.bind_estimators(KeyedEstimator(Oracle, "function_node"),
+                      KeyedEstimator(Oracle, "node", "bandwidth"))
+    p.set_truth(lambda q, f, n, now: (10.0 if n == 0 else 1.0) if q == "task_time" else 1e9)
+    assert p.place(task(), view([1, 4]), 0.0, rng()) == Placement(1, 1.0)
+
+
+# --- other policies -----------------------------------------------------------------
+
+def test_recent_assignments_spreads_and_resets_on_new_view_version():
+    """Cost = queue + tasks sent since the heartbeat; a new view version resets the counts."""
+    p = bind(RecentAssignments())
+    v0 = view([0, 2, 0])
+    assert [p.place(task(), v0, 0.0, rng()).node for _ in range(5)] == [0, 2, 0, 2, 0]
+    v1 = view([0, 2, 0], version=1)
+    assert [p.place(task(), v1, 0.0, rng()).node for _ in range(3)] == [0, 2, 0]
+    assert [p.place(task(), view([0, 0, 0]), 0.0, rng()).node for _ in range(3)] == [0, 1, 2]
+
+
+def test_random_repeats_with_the_same_seed_and_skips_infeasible():
+    v = view([0] * 6, cpus=[4, 4, 0.5, 4, 4, 4])
+    r1, r2 = rng(0), rng(0)
+    s1 = [bind(Random()).place(task(), v, 0.0, r1).node for _ in range(20)]
+    s2 = [bind(Random()).place(task(), v, 0.0, r2).node for _ in range(20)]
+    feasible = np.array([0, 1, 3, 4, 5])
+    r3 = rng(0)
+    assert s1 == s2 == [int(feasible[r3.integers(5)]) for _ in range(20)]
+    assert 2 not in s1 and len(set(s1)) > 1
+
+
+def test_round_robin_cycles_over_feasible_nodes():
+    v = view([0] * 5, cpus=[4, 4, 0.5, 4, 4])
+    p = bind(RoundRobin())
+    assert [p.place(task(), v, 0.0, rng()).node for _ in range(6)] == [0, 1, 3, 4, 0, 1]
+
+
+def test_least_loaded_uses_queue_plus_running_per_slot():
+    """(q + r) / slots = [4/2, 6/8, 1/1] -> node 1."""
+    v = view([2, 2, 0], cpus=[2, 8, 1], running=[2, 4, 1])
+    assert bind(LeastLoaded()).place(task(), v, 0.0, rng()).node == 1
+
+
+def test_power_of_two_choices_samples_d_and_picks_least_loaded():
+    loads = [5, 0, 3, 1, 4, 2, 6, 7]
+    v = view(loads)
+    p = bind(PowerOfTwoChoices(d=2))
+    r = rng(7)
+    got = [p.place(task(), v, 0.0, r).node for _ in range(10)]
+    r = rng(7)
+    want = []
+    for _ in range(10):
+        pair = np.sort(r.choice(np.arange(8), size=2, replace=False))
+        want.append(int(pair[np.argmin(np.array(loads)[pair])]))
+    assert got == want
+    # d >= feasible count: no sampling, the least loaded overall (lowest index on ties)
+    assert bind(PowerOfTwoChoices(d=8)).place(task(), view([3, 1, 1]), 0.0, rng()).node == 1
+
+
+def test_locality_first_prefers_most_local_bytes_then_least_wait():
+    p = bind(LocalityFirst())
+    t = task(inputs=[(100, [1, 2]), (50, [2]), (100, [0, 3])])
+    assert p.place(t, view([9, 0, 9, 0]), 0.0, rng()).node == 2      # 150 bytes
+    t = task(inputs=[(100, [1, 2])])
+    assert p.place(t, view([0, 5, 3]), 0.0, rng()).node == 2          # tie 100: less queue
+    assert p.place(t, view([0, 3, 3]), 0.0, rng()).node == 1          # full tie: lowest index
+    v = view([4, 2, 3])
+    assert p.place(task(), v, 0.0, rng()) == bind(PaperWaitTime()).place(task(), v, 0.0, rng())
+
+
+def test_hybrid_keeps_on_submitter_under_threshold():
+    """Submitter at 25 % CPU (score 0 below 0.5) ties the best score: it keeps the task."""
+    v = view([0] * 4, available=[4, 3, 4, 4])
+    assert bind(HybridSpread()).place(task(submitter=1), v, 0.0, rng()).node == 1
+
+
+def test_hybrid_spreads_above_threshold():
+    """Submitter at 75 %: top-k of the score-0 nodes; k = max(1, floor(0.2*4)) = 1 -> node 0;
+    with top_k_fraction 1 the choice spreads over the available ones by seed."""
+    v = view([0] * 4, available=[4, 1, 4, 4])
+    assert bind(HybridSpread()).place(task(submitter=1), v, 0.0, rng()).node == 0
+    p = bind(HybridSpread(top_k_fraction=1.0))
+    r = rng(1)
+    picks = [p.place(task(submitter=1), v, 0.0, r).node for _ in range(40)]
+    assert set(picks) == {0, 1, 2, 3} and picks.count(1) < 20
+    r = rng(1)
+    assert picks == [p.place(task(submitter=1), v, 0.0, r).node for _ in range(40)]
+
+
+def test_hybrid_prefers_available_over_busy_and_orders_by_score():
+    """Node 0 has no free CPU (not a candidate while others are); then least score wins."""
+    v = view([0] * 3, available=[0, 1, 1.5])          # scores 1, 0.75, 0.625
+    assert bind(HybridSpread()).place(task(submitter=0), v, 0.0, rng()).node == 2
+    busy = view([0] * 3, available=[0, 0, 0])         # none available: feasible, by index
+    assert bind(HybridSpread()).place(task(), busy, 0.0, rng()).node == 0
+    assert bind(HybridSpread()).place(task(submitter=2), busy, 0.0, rng()).node == 2
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_infeasible_task_gets_none(cls):
+    assert bind(cls()).place(task({"GPU": 1}), view([0, 0]), 0.0, rng()) is None
+    dead = view([0, 0], alive=[False, False])
+    assert bind(cls()).place(task(), dead, 0.0, rng()) is None
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_dead_node_never_chosen_and_prediction_reported(cls):
+    """The idle node 1 is dead; every choice is alive and feasible, with the shared
+    predicted wait of the chosen node."""
+    v = view([3, 0, 1, 2, 0], alive=[True, False, True, True, True], cpus=[4, 4, 4, 4, 0.5])
+    p = bind(cls())
+    r = rng(5)
+    for i in range(20):
+        t = task(inputs=[(1000, [i % 5])], submitter=i % 5)
+        pl = p.place(t, v, 0.0, r)
+        assert pl.node not in (1, 4)
+        assert pl.predicted_wait_s == p.predicted_waits(t, v, 0.0)[pl.node]
+
+
+def test_custom_resources_restrict_feasibility():
+    v = view([5, 0, 0], extra={0: {"GPU": 1}})
+    assert bind(PaperWaitTime()).place(task({"CPU": 1, "GPU": 1}), v, 0.0, rng()).node == 0
+
+
+# --- validation and registry --------------------------------------------------------
+
+@pytest.mark.parametrize("make, word", [
+    (lambda: PaperWaitTime(default_task_time_s=0), "default_task_time_s"),
+    (lambda: PaperWaitTime(default_bandwidth_bytes_per_s=-1), "default_bandwidth_bytes_per_s"),
+    (lambda: PaperWaitTime(per_slot="yes"), "per_slot"),
+    (lambda: PowerOfTwoChoices(d=0), "d must"),
+    (lambda: HybridSpread(spread_threshold=1.5), "spread_threshold"),
+    (lambda: HybridSpread(top_k_fraction=-0.1), "top_k_fraction"),
+    (lambda: HybridSpread(top_k_absolute=0), "top_k_absolute"),
+])
+def test_constructor_validation(make, word):
+    with pytest.raises(ValueError, match=word):
+        make()
+
+
+def test_registry_builds_placements_and_names_key_on_error():
+    assert list(builtins("placement")) == [c.__name__ for c in ALL]
+    p = build("placement", {"name": "HybridSpread", "top_k_absolute": 3}, key="scheduler.placement")
+    assert isinstance(p, HybridSpread) and p.top_k_absolute == 3
+    for spec in ({"name": "PowerOfTwoChoices", "d": 0}, {"name": "Random", "k": 1},
+                 "NoSuch", "testbed.policy.estimators:Holt"):
+        with pytest.raises(ConfigError, match="scheduler.placement"):
+            build("placement", spec, key="scheduler.placement")

@@ -1,0 +1,339 @@
+"""Workloads: config validation, distributions, DAG shapes, determinism, streaming."""
+from __future__ import annotations
+
+import math
+import tracemalloc
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from testbed.core.errors import ConfigError
+from testbed.workloads import DISTRIBUTIONS, Workload, parse_distribution, parse_workload
+
+
+def make(seed=0, **table):
+    return Workload(parse_workload(table), seed)
+
+
+def content(job):
+    """What a job is, apart from who submitted it."""
+    return job.job_id, [(t.index, t.function, t.duration_s, dict(t.resources), t.output_bytes, t.deps)
+                        for t in job.tasks]
+
+
+def drain(w, driver=0, now=0.0):
+    jobs = []
+    while (job := w.next_job(driver, now)) is not None:
+        jobs.append(job)
+    return jobs
+
+
+MIXED = dict(
+    shape="map_reduce", jobs=300,
+    output_bytes={"dist": "uniform", "low": 0, "high": 1e6},
+    functions=[{"name": "a", "weight": 2.0},
+               {"name": "b", "duration": {"dist": "lognormal", "mean": 0.5, "sigma": 1.0}}],
+)
+
+
+# --- determinism ---------------------------------------------------------------------
+
+def test_same_seed_gives_same_jobs_and_different_seed_different_jobs():
+    a = [content(j) for j in drain(make(7, **MIXED))]
+    b = [content(j) for j in drain(make(7, **MIXED))]
+    c = [content(j) for j in drain(make(8, **MIXED))]
+    assert a == b
+    assert len(a) == 300
+    assert [t[2] for _, ts in a for t in ts] != [t[2] for _, ts in c for t in ts]
+
+
+def test_job_content_does_not_depend_on_which_driver_asks_or_when():
+    """Common random numbers: job j is the same whatever the drivers' interleaving."""
+    table = dict(MIXED, drivers=2, jobs=9000)  # spans several chunks
+    w1, w2 = make(3, **table), make(3, **table)
+    first = [w1.next_job(i % 2, now=0.001 * i) for i in range(9000)]
+    second = []
+    for i in range(9000):
+        driver = 1 if (i // 3) % 2 else 0
+        second.append(w2.next_job(driver, now=5.0 + i))
+    assert [content(j) for j in first] == [content(j) for j in second]
+    assert [j.driver for j in first[:4]] == [0, 1, 0, 1]
+    assert [j.driver for j in second[:4]] == [0, 0, 0, 1]
+
+
+def test_job_ids_are_global_and_total_jobs_is_respected():
+    w = make(drivers=3, jobs=5)
+    jobs = [w.next_job(d, 0.0) for d in (2, 0, 1, 1, 0)]
+    assert [j.job_id for j in jobs] == [0, 1, 2, 3, 4]
+    assert [j.driver for j in jobs] == [2, 0, 1, 1, 0]
+    assert w.jobs_generated == 5
+    assert w.next_job(0, 0.0) is None
+    assert w.next_job(2, 1.0) is None
+    assert w.jobs_generated == 5
+    with pytest.raises(ValueError, match="driver"):
+        make(drivers=2).next_job(2, 0.0)
+
+
+def test_workload_attributes_come_from_the_spec():
+    w = make(drivers=4, jobs=12, arrival="poisson", in_flight=3, rate_per_s=5,
+             functions=[{"name": "x"}, {"name": "y"}])
+    assert (w.n_drivers, w.total_jobs, w.arrival, w.in_flight) == (4, 12, "poisson", 3)
+    assert w.functions == ("x", "y")
+    assert make().functions == ("task",)
+
+
+def test_memory_is_flat_in_the_number_of_jobs():
+    """Jobs are streamed: generating many chunks holds no more than generating one."""
+    w = make(jobs=10_000_000)
+    for _ in range(5000):
+        w.next_job(0, 0.0)
+    tracemalloc.start()
+    try:
+        for _ in range(5000):
+            w.next_job(0, 0.0)
+        base = tracemalloc.get_traced_memory()[0]
+        for _ in range(60_000):
+            w.next_job(0, 0.0)
+        grown = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert grown < 256 * 1024
+
+
+# --- DAG shapes ------------------------------------------------------------------------
+
+def deps_of(**table):
+    w = make(jobs=2, **table)
+    job = w.next_job(0, 0.0)
+    assert [t.index for t in job.tasks] == list(range(len(job.tasks)))
+    assert len(job.tasks) == w.tasks_per_job
+    return [t.deps for t in job.tasks]
+
+
+def test_independent_jobs_are_one_task():
+    assert deps_of(shape="independent") == [()]
+
+
+def test_chains_depend_on_the_previous_task():
+    assert deps_of(shape="chains", chain_length=4) == [(), (0,), (1,), (2,)]
+    assert deps_of(shape="chains", chain_length=1) == [()]
+
+
+def test_map_reduce_reduces_take_every_map():
+    assert deps_of(shape="map_reduce", map_tasks=3, reduce_tasks=2) == [
+        (), (), (), (0, 1, 2), (0, 1, 2)]
+
+
+def test_tree_reduce_combines_by_fanin_with_a_smaller_last_group():
+    assert deps_of(shape="tree_reduce", tree_leaves=5, tree_fanin=2) == [
+        (), (), (), (), (), (0, 1), (2, 3), (4,), (5, 6), (7,), (8, 9)]
+    assert deps_of(shape="tree_reduce", tree_leaves=1) == [()]
+
+
+@pytest.mark.parametrize("leaves,fanin", [(16, 2), (16, 4), (7, 3), (100, 10)])
+def test_tree_reduce_is_a_tree_with_one_root(leaves, fanin):
+    deps = deps_of(shape="tree_reduce", tree_leaves=leaves, tree_fanin=fanin)
+    assert all(d == () for d in deps[:leaves])
+    consumers = [0] * len(deps)
+    for i, d in enumerate(deps[leaves:], start=leaves):
+        assert 1 <= len(d) <= fanin and all(x < i for x in d)
+        for x in d:
+            consumers[x] += 1
+    assert consumers[:-1] == [1] * (len(deps) - 1)  # every task but the root feeds one
+    assert consumers[-1] == 0
+
+
+# --- distributions ---------------------------------------------------------------------
+
+DISTS = [
+    ({"dist": "constant", "value": 2.5}, 2.5),
+    ({"dist": "uniform", "low": 1.0, "high": 3.0}, 2.0),
+    ({"dist": "exponential", "mean": 0.1}, 0.1),
+    ({"dist": "lognormal", "mean": 0.05, "sigma": 1.0}, 0.05),
+    ({"dist": "pareto", "alpha": 3.0, "min": 2.0}, 3.0),
+    ({"dist": "mixture", "components": [
+        {"weight": 9, "dist": "constant", "value": 0.01},
+        {"weight": 1, "dist": "exponential", "mean": 1.0}]}, 0.109),
+]
+
+
+@pytest.mark.parametrize("table,mean", DISTS, ids=[t["dist"] for t, _ in DISTS])
+def test_distribution_mean_is_exact_and_matches_samples(table, mean):
+    d = parse_distribution(table, "d")
+    assert d.mean() == pytest.approx(mean, rel=1e-12)
+    x = d.sample(np.random.default_rng(1), 200_000)
+    assert x.shape == (200_000,) and np.all(x >= 0)
+    assert abs(x.mean() - mean) / mean < 0.02
+    assert parse_distribution(d.to_dict(), "d") == d
+
+
+def test_every_registered_distribution_is_covered():
+    assert set(DISTRIBUTIONS) == {t["dist"] for t, _ in DISTS}
+
+
+def test_mixture_is_bimodal():
+    d = parse_distribution({"dist": "mixture", "components": [
+        {"weight": 0.9, "dist": "constant", "value": 0.01},
+        {"weight": 0.1, "dist": "constant", "value": 1.0}]}, "d")
+    x = d.sample(np.random.default_rng(2), 100_000)
+    assert set(np.unique(x)) == {0.01, 1.0}
+    assert np.mean(x == 0.01) == pytest.approx(0.9, abs=0.005)
+
+
+def test_output_sizes_are_non_negative_ints():
+    w = make(jobs=100, output_bytes={"dist": "exponential", "mean": 1000.5})
+    sizes = [j.tasks[0].output_bytes for j in drain(w)]
+    assert all(type(s) is int and s >= 0 for s in sizes)
+    assert len(set(sizes)) > 50
+
+
+@settings(max_examples=60, deadline=None)
+@given(kind=st.sampled_from(["lognormal", "pareto"]),
+       scale=st.floats(1e-9, 1e9),
+       shape=st.floats(0.0, 1.0))
+def test_valid_heavy_tailed_params_give_finite_non_negative_samples(kind, scale, shape):
+    if kind == "lognormal":
+        table = {"dist": "lognormal", "mean": scale, "sigma": 10.0 * shape}
+    else:
+        table = {"dist": "pareto", "min": scale, "alpha": 1.0 + 1e-6 + 20.0 * shape}
+    d = parse_distribution(table, "d")
+    x = d.sample(np.random.default_rng(0), 2000)
+    assert np.all(np.isfinite(x)) and np.all(x >= 0)
+    assert math.isfinite(d.mean()) and d.mean() > 0
+
+
+# --- functions and regime shifts ---------------------------------------------------------
+
+def test_functions_are_drawn_by_weight_with_their_own_parameters():
+    w = make(jobs=20_000, functions=[
+        {"name": "fast", "weight": 3.0, "duration": {"dist": "constant", "value": 0.01}},
+        {"name": "slow", "resources": {"GPU": 1, "CPU": 0},
+         "output_bytes": {"dist": "constant", "value": 7}}],
+        duration={"dist": "constant", "value": 2.0})
+    tasks = [j.tasks[0] for j in drain(w)]
+    fast = [t for t in tasks if t.function == "fast"]
+    slow = [t for t in tasks if t.function == "slow"]
+    assert len(fast) / len(tasks) == pytest.approx(0.75, abs=0.015)
+    assert {t.duration_s for t in fast} == {0.01} and {t.duration_s for t in slow} == {2.0}
+    assert {t.output_bytes for t in fast} == {0} and {t.output_bytes for t in slow} == {7}
+    assert fast[0].resources == {"CPU": 1.0} and slow[0].resources == {"GPU": 1.0}
+    assert w.mean_duration("fast", 0.0) == 0.01
+    assert w.mean_duration(None, 0.0) == pytest.approx(0.75 * 0.01 + 0.25 * 2.0)
+
+
+def test_shift_after_jobs_scales_durations_with_common_random_numbers():
+    base = drain(make(5, jobs=400))
+    w = make(5, jobs=400, shift={"after_jobs": 150, "scale": 4.0})
+    assert w.mean_duration(None, 1e9) == pytest.approx(0.1)
+    shifted = []
+    for _ in range(400):
+        shifted.append(w.next_job(0, 0.0))
+        if w.jobs_generated == 149:
+            assert w.mean_duration("task", 0.0) == pytest.approx(0.1)
+        if w.jobs_generated == 150:
+            assert w.mean_duration("task", 0.0) == pytest.approx(0.4)
+    for b, s in zip(base, shifted):
+        factor = 4.0 if s.job_id >= 150 else 1.0
+        assert s.tasks[0].duration_s == pytest.approx(b.tasks[0].duration_s * factor)
+
+
+def test_shift_at_s_switches_to_the_functions_after_shift_distribution():
+    w = make(jobs=4000, shift={"at_s": 10.0, "scale": 2.0}, functions=[
+        {"name": "f", "duration": {"dist": "constant", "value": 0.1},
+         "duration_after_shift": {"dist": "constant", "value": 3.0}},
+        {"name": "g", "duration": {"dist": "constant", "value": 1.0}}])
+    assert w.mean_duration("f", 9.99) == 0.1 and w.mean_duration("f", 10.0) == 3.0
+    assert w.mean_duration("g", 9.99) == 1.0 and w.mean_duration("g", 10.0) == 2.0
+    assert w.mean_duration(None, 0.0) == pytest.approx(0.55)
+    assert w.mean_duration(None, 20.0) == pytest.approx(2.5)
+    before = {(t.function, t.duration_s) for j in (w.next_job(0, 5.0) for _ in range(100)) for t in j.tasks}
+    after = {(t.function, t.duration_s) for j in (w.next_job(0, 10.0) for _ in range(100)) for t in j.tasks}
+    assert before == {("f", 0.1), ("g", 1.0)}
+    assert after == {("f", 3.0), ("g", 2.0)}
+    with pytest.raises(KeyError, match="unknown function"):
+        w.mean_duration("nope", 0.0)
+
+
+# --- arrivals --------------------------------------------------------------------------
+
+def test_poisson_gaps_have_mean_one_over_rate_per_driver_stream():
+    w = make(arrival="poisson", rate_per_s=50.0, drivers=2)
+    gaps = np.array([w.next_arrival_gap(0) for _ in range(20_000)])
+    assert np.all(gaps > 0)
+    assert abs(gaps.mean() - 0.02) / 0.02 < 0.03
+    # driver 1's gaps do not depend on how many gaps driver 0 drew
+    other = make(arrival="poisson", rate_per_s=50.0, drivers=2)
+    assert [w.next_arrival_gap(1) for _ in range(600)] == [other.next_arrival_gap(1) for _ in range(600)]
+    assert w.next_arrival_gap(0) != w.next_arrival_gap(1)
+
+
+def test_closed_workloads_have_no_arrival_gaps():
+    with pytest.raises(RuntimeError, match="poisson"):
+        make().next_arrival_gap(0)
+
+
+# --- the spec --------------------------------------------------------------------------
+
+def test_defaults_are_filled_and_to_dict_round_trips():
+    spec = parse_workload({})
+    d = spec.to_dict()
+    assert d["shape"] == "independent" and d["jobs"] == 1000 and d["arrival"] == "closed"
+    assert d["duration"] == {"dist": "exponential", "mean": 0.1}
+    assert d["functions"][0]["name"] == "task" and "shift" not in d
+    assert parse_workload(d) == spec
+    full = parse_workload(dict(MIXED, shift={"at_s": 3, "scale": 2}, driver_nodes=[0, 1], drivers=2))
+    fd = full.to_dict()
+    assert fd["shift"] == {"at_s": 3.0, "scale": 2.0}
+    assert parse_workload(fd) == full
+
+    def no_none(x):
+        if isinstance(x, dict):
+            return all(no_none(v) for v in x.values())
+        if isinstance(x, list):
+            return all(no_none(v) for v in x)
+        return x is not None
+    assert no_none(fd)
+
+
+BAD = [
+    ({"bogus": 1}, "workload.bogus", "unknown key"),
+    ({"jobs": "10"}, "workload.jobs", "expected an integer"),
+    ({"jobs": True}, "workload.jobs", "boolean"),
+    ({"jobs": 0}, "workload.jobs", ">= 1"),
+    ({"shape": "star"}, "workload.shape", "one of"),
+    ({"tree_fanin": 1}, "workload.tree_fanin", ">= 2"),
+    ({"duration": {"dist": "exponential", "mean": -1}}, "workload.duration.mean", "> 0"),
+    ({"duration": {"dist": "pareto", "alpha": 1, "min": 1}}, "workload.duration.alpha", "> 1"),
+    ({"duration": {"dist": "gamma"}}, "workload.duration.dist", "one of"),
+    ({"duration": {"mean": 1}}, "workload.duration.dist", "required"),
+    ({"duration": {"dist": "uniform", "low": 2, "high": 1}}, "workload.duration.high", ">= low"),
+    ({"output_bytes": {"dist": "constant", "value": 1, "x": 2}}, "workload.output_bytes.x", "unknown key"),
+    ({"duration": {"dist": "mixture", "components": [
+        {"weight": 1, "dist": "constant", "value": 1},
+        {"weight": 1, "dist": "exponential", "mean": 0}]}},
+     "workload.duration.components[1].mean", "> 0"),
+    ({"duration": {"dist": "mixture", "components": [{"dist": "constant", "value": 1}]}},
+     "workload.duration.components[0].weight", "required"),
+    ({"resources": {"CPU": -1}}, "workload.resources.CPU", ">= 0"),
+    ({"drivers": 2, "driver_nodes": [0]}, "workload.driver_nodes", "one node per driver"),
+    ({"shift": {"at_s": 1.0, "after_jobs": 5}}, "workload.shift", "exactly one"),
+    ({"shift": {"scale": 2.0}}, "workload.shift", "exactly one"),
+    ({"shift": {"after_jobs": 5, "scale": 0}}, "workload.shift.scale", "> 0"),
+    ({"functions": [{"name": "f"}, {"name": "f"}]}, "workload.functions[1].name", "duplicate"),
+    ({"functions": [{"weight": 1.0}]}, "workload.functions[0].name", "required"),
+    ({"functions": [{"name": "f", "weight": 0}]}, "workload.functions[0].weight", "> 0"),
+    ({"functions": [{"name": "f", "speed": 2}]}, "workload.functions[0].speed", "unknown key"),
+    ({"functions": [{"name": "f", "duration_after_shift": {"dist": "constant", "value": 1}}]},
+     "workload.functions[0].duration_after_shift", "shift"),
+]
+
+
+@pytest.mark.parametrize("table,key,rule", BAD, ids=[k for _, k, _ in BAD])
+def test_invalid_tables_fail_naming_the_key_and_the_rule(table, key, rule):
+    with pytest.raises(ConfigError) as info:
+        parse_workload(table)
+    assert info.value.key == key
+    assert str(info.value).startswith(key + ":")
+    assert rule in str(info.value)
