@@ -25,8 +25,14 @@ def bind(policy, keying="node", alpha=0.5):
     return policy
 
 
-def view(queues, cpus=4, *, running=None, available=None, alive=None, version=0, extra=None):
-    """A view of len(queues) nodes with ``cpus`` CPUs each (or per node)."""
+_versions = iter(range(1_000_000, 2_000_000))
+
+
+def view(queues, cpus=4, *, running=None, available=None, alive=None, version=None, extra=None):
+    """A view of len(queues) nodes with ``cpus`` CPUs each (or per node); each call is a
+    new heartbeat (a fresh version) unless ``version`` is given."""
+    if version is None:
+        version = next(_versions)
     n = len(queues)
     cpus = cpus if isinstance(cpus, list) else [cpus] * n
     nodes = []
@@ -125,7 +131,8 @@ def test_recent_assignments_spreads_and_resets_on_new_view_version():
     assert [p.place(task(), v0, 0.0, rng()).node for _ in range(5)] == [0, 2, 0, 2, 0]
     v1 = view([0, 2, 0], version=1)
     assert [p.place(task(), v1, 0.0, rng()).node for _ in range(3)] == [0, 2, 0]
-    assert [p.place(task(), view([0, 0, 0]), 0.0, rng()).node for _ in range(3)] == [0, 1, 2]
+    v2 = view([0, 0, 0])
+    assert [p.place(task(), v2, 0.0, rng()).node for _ in range(3)] == [0, 1, 2]
 
 
 def test_random_repeats_with_the_same_seed_and_skips_infeasible():
@@ -222,9 +229,10 @@ def test_dead_node_never_chosen_and_prediction_reported(cls):
     r = rng(5)
     for i in range(20):
         t = task(inputs=[(1000, [i % 5])], submitter=i % 5)
+        before = p.predicted_waits(t, v, 0.0)      # the prediction made at decision time
         pl = p.place(t, v, 0.0, r)
         assert pl.node not in (1, 4)
-        assert pl.predicted_wait_s == p.predicted_waits(t, v, 0.0)[pl.node]
+        assert pl.predicted_wait_s == before[pl.node]
 
 
 def test_custom_resources_restrict_feasibility():
@@ -256,3 +264,22 @@ def test_registry_builds_placements_and_names_key_on_error():
                  "NoSuch", "testbed.policy.estimators:Holt"):
         with pytest.raises(ConfigError, match="scheduler.placement"):
             build("placement", spec, key="scheduler.placement")
+
+
+def test_count_recent_spreads_decisions_between_heartbeats():
+    """With count_recent (the default) the tasks sent since the heartbeat count as queued,
+    so equal nodes share the work; without it every decision on one view picks the same
+    node (the herd a stale view causes)."""
+    v = view([0, 0, 0, 0], cpus=1, version=5)
+    p = bind(PaperWaitTime())
+    assert [p.place(task(), v, 0.0, rng()).node for _ in range(8)] == [0, 1, 2, 3, 0, 1, 2, 3]
+    literal = bind(PaperWaitTime(count_recent=False))
+    assert [literal.place(task(), v, 0.0, rng()).node for _ in range(4)] == [0, 0, 0, 0]
+    # a new heartbeat resets the counts
+    v2 = view([0, 0, 0, 0], cpus=1, version=6)
+    assert p.place(task(), v2, 0.0, rng()).node == 0
+    # the prediction counts them too: the 5th task on a 1-slot node behind 1 sent task
+    p3 = bind(PaperWaitTime(default_task_time_s=2.0))
+    v3 = view([0, 0], cpus=1, version=9)
+    waits = [p3.place(task(), v3, 0.0, rng()).predicted_wait_s for _ in range(4)]
+    assert waits == [0.0, 0.0, 2.0, 2.0]

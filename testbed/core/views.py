@@ -10,23 +10,22 @@ A :class:`LocalView` is the local scheduler's own, fresh, view of its node.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
 from .resources import EPS, Resources
 
 
-@dataclass(frozen=True, slots=True)
-class InputView:
+class InputView(NamedTuple):
     """One input object of a task: its size and the nodes holding a copy."""
     size_bytes: int
     locations: tuple[int, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class TaskView:
-    """A task as a policy sees it."""
+class TaskView(NamedTuple):
+    """A task as a policy sees it (immutable; a NamedTuple because engines make one per
+    decision and it must be cheap)."""
     task_id: int
     function: str
     demand: Resources
@@ -47,8 +46,7 @@ class TaskView:
         return out
 
 
-@dataclass(frozen=True, slots=True)
-class LocalView:
+class LocalView(NamedTuple):
     """A local scheduler's fresh view of its own node."""
     node: int
     total: Resources

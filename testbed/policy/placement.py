@@ -56,15 +56,24 @@ class WaitModel(PlacementPolicy):
     Estimates come from ``self.task_time`` (s) and ``self.bandwidth`` (bytes/s); where
     they have no value (NaN), ``default_task_time_s`` and ``default_bandwidth_bytes_per_s``
     are used (with the task-time default the queue term orders nodes by queue length).
-    ``per_slot`` divides the queue term by the node's worker slots. Until the engine binds
+    ``per_slot`` divides the queue term by the node's worker slots. ``count_recent`` adds
+    to a node's heartbeat queue length the tasks this policy sent it since that heartbeat
+    (the 2018 code did this; without it, every decision between two heartbeats sees the
+    same queues and an argmin sends them all to one node). Until the engine binds
     estimators, global exponential averages (alpha 0.1) are used.
     """
 
     def __init__(self, *, per_slot: bool = True, default_task_time_s: float = 1.0,
-                 default_bandwidth_bytes_per_s: float = 1.25e9):
+                 default_bandwidth_bytes_per_s: float = 1.25e9, count_recent: bool = True):
         if not isinstance(per_slot, bool):
             raise ValueError(f"per_slot must be true or false, got {per_slot!r}")
+        if not isinstance(count_recent, bool):
+            raise ValueError(f"count_recent must be true or false, got {count_recent!r}")
         self.per_slot = per_slot
+        self.count_recent = count_recent
+        #: view version the recent counts belong to, and tasks sent per node since it
+        self._recent_version: int | None = None
+        self._recent = np.zeros(0)
         self.default_task_time_s = _positive("default_task_time_s", default_task_time_s)
         self.default_bandwidth_bytes_per_s = _positive("default_bandwidth_bytes_per_s",
                                                        default_bandwidth_bytes_per_s)
@@ -75,6 +84,19 @@ class WaitModel(PlacementPolicy):
     def reset(self) -> None:
         """Forget any decision state (subclasses that keep some override this)."""
 
+    def recent(self, view: ClusterView) -> np.ndarray:
+        """Tasks this policy sent to each node since ``view``'s heartbeat."""
+        if view.version != self._recent_version or len(self._recent) != view.n_nodes:
+            self._recent_version = view.version
+            self._recent = np.zeros(view.n_nodes)
+        return self._recent
+
+    def queue_lengths(self, view: ClusterView) -> np.ndarray:
+        """Queue length per node as this policy believes it (see ``count_recent``)."""
+        if self.count_recent:
+            return view.queue_length + self.recent(view)
+        return view.queue_length
+
     def predicted_waits(self, task: TaskView, view: ClusterView, now: float,
                         bytes_on: np.ndarray | None = None) -> np.ndarray:
         """Predicted wait (s) of ``task`` on every node of ``view`` (shape ``(n_nodes,)``;
@@ -82,7 +104,7 @@ class WaitModel(PlacementPolicy):
         n = view.n_nodes
         tt = self.task_time.estimate_nodes(task.function, n, now, default=None)
         np.copyto(tt, self.default_task_time_s, where=np.isnan(tt))
-        wait = view.queue_length * tt
+        wait = self.queue_lengths(view) * tt
         if self.per_slot:
             wait /= view.slots
         if task.inputs:
@@ -98,6 +120,8 @@ class WaitModel(PlacementPolicy):
     def _placement(self, task, view, now, node, waits=None) -> Placement:
         if waits is None:
             waits = self.predicted_waits(task, view, now)
+        if self.count_recent:
+            self.recent(view)[node] += 1
         return Placement(int(node), float(waits[node]))
 
 
@@ -109,13 +133,15 @@ def _argmin_among(values: np.ndarray, idx: np.ndarray) -> int:
 @register("placement")
 class PaperWaitTime(WaitModel):
     """The Ray paper's rule: the feasible node with the least predicted wait
-    (``per_slot=False``: the paper's literal queue * time, without / slots).
+    (``per_slot=False``: the paper's literal queue * time, without / slots;
+    ``count_recent=False``: heartbeat queue lengths alone).
     Cold start: the default task time and bandwidth (see :class:`WaitModel`)."""
 
     def __init__(self, per_slot: bool = True, default_task_time_s: float = 1.0,
-                 default_bandwidth_bytes_per_s: float = 1.25e9):
+                 default_bandwidth_bytes_per_s: float = 1.25e9, count_recent: bool = True):
         super().__init__(per_slot=per_slot, default_task_time_s=default_task_time_s,
-                         default_bandwidth_bytes_per_s=default_bandwidth_bytes_per_s)
+                         default_bandwidth_bytes_per_s=default_bandwidth_bytes_per_s,
+                         count_recent=count_recent)
 
     def place(self, task, view, now, rng):
         idx = np.flatnonzero(view.feasible(task.demand))
@@ -198,9 +224,10 @@ class PowerOfTwoChoices(WaitModel):
 
     def __init__(self, d: int = 2, *, per_slot: bool = True,
                  default_task_time_s: float = 1.0,
-                 default_bandwidth_bytes_per_s: float = 1.25e9):
+                 default_bandwidth_bytes_per_s: float = 1.25e9, count_recent: bool = True):
         super().__init__(per_slot=per_slot, default_task_time_s=default_task_time_s,
-                         default_bandwidth_bytes_per_s=default_bandwidth_bytes_per_s)
+                         default_bandwidth_bytes_per_s=default_bandwidth_bytes_per_s,
+                         count_recent=count_recent)
         self.d = _count("d", d, 1)
 
     def place(self, task, view, now, rng):
@@ -242,9 +269,10 @@ class HybridSpread(WaitModel):
     def __init__(self, spread_threshold: float = 0.5, top_k_fraction: float = 0.2,
                  top_k_absolute: int = 1, *, per_slot: bool = True,
                  default_task_time_s: float = 1.0,
-                 default_bandwidth_bytes_per_s: float = 1.25e9):
+                 default_bandwidth_bytes_per_s: float = 1.25e9, count_recent: bool = True):
         super().__init__(per_slot=per_slot, default_task_time_s=default_task_time_s,
-                         default_bandwidth_bytes_per_s=default_bandwidth_bytes_per_s)
+                         default_bandwidth_bytes_per_s=default_bandwidth_bytes_per_s,
+                         count_recent=count_recent)
         self.spread_threshold = _fraction("spread_threshold", spread_threshold)
         self.top_k_fraction = _fraction("top_k_fraction", top_k_fraction)
         self.top_k_absolute = _count("top_k_absolute", top_k_absolute, 1)

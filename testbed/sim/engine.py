@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import simpy
 
 from ..core.errors import ConfigError
 from ..core.resources import EPS, fits
@@ -40,18 +39,24 @@ from ..core.task import TaskState, check_transition
 from ..core.trace import TraceRecorder
 from ..core.views import ClusterView, InputView, LocalView, TaskView
 from ..policy.base import PlacementPolicy, SpilloverPolicy
+from .kernel import Kernel
 
 NAN = math.nan
 
 
 class _Task:
-    __slots__ = ("tid", "job", "idx", "function", "duration", "demand", "dkey", "out_bytes", "deps",
-                 "dependents", "remaining", "inputs_at", "submitted", "placed", "ready_at", "started",
-                 "node", "spilled", "pred", "bytes_in", "transfers", "state", "submitter")
+    __slots__ = ("tid", "job", "job_id", "driver", "idx", "function", "duration", "demand", "dkey",
+                 "out_bytes", "deps", "dependents", "remaining", "inputs_at", "submitted", "placed",
+                 "ready_at", "started", "node", "spilled", "pred", "bytes_in", "transfers", "state",
+                 "submitter")
 
-    def __init__(self, tid, job, spec, submitted, submitter):
+    def __init__(self, tid, job, job_id, driver, spec, submitted, submitter):
         self.tid = tid
+        #: the _Job of a multi-task job; None for a single-task job (the common, fast case)
         self.job = job
+        self.job_id = job_id
+        #: index of the submitting driver
+        self.driver = driver
         self.idx = spec.index
         self.function = spec.function
         self.duration = spec.duration_s
@@ -59,7 +64,7 @@ class _Task:
         self.dkey = tuple(spec.resources.items())
         self.out_bytes = spec.output_bytes
         self.deps = spec.deps
-        self.dependents: list[_Task] = []
+        self.dependents: list[_Task] = _NO_DEPENDENTS
         self.remaining = len(spec.deps)
         self.inputs_at = submitted      # when the last input became visible
         self.submitted = submitted
@@ -73,6 +78,25 @@ class _Task:
         self.transfers = None
         self.state = TaskState.SUBMITTED
         self.submitter = submitter
+
+
+_NO_DEPENDENTS: list = []
+
+
+def _serve(free: list[float], i: int, now: float, t: float, service: float) -> float:
+    """A request to FIFO server ``i`` (busy until ``free[i]``), known at ``now`` and due
+    at ``t >= now``; returns when it completes.
+
+    Requests are queued in the order they become known (``now``), not by ``t``: a request
+    due slightly in the future must not block one due earlier but issued later, which a
+    plain "busy until max(t, free) + service" would do. The server stays work-conserving,
+    so its throughput ceiling is exact; a request's own result is never before ``t + service``.
+    """
+    begin = free[i] if free[i] > now else now
+    end = begin + service
+    free[i] = end
+    due = t + service
+    return end if end > due else due
 
 
 class _Job:
@@ -120,7 +144,7 @@ class Simulation:
         self.max_sim_time_s = max_sim_time_s
         self.rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5C4ED]))
         self.trace = TraceRecorder(keep_rows=keep_rows)
-        self.env = simpy.Environment()
+        self.env = Kernel()
         self._build_nodes()
         self.placement.set_truth(self._truth)
 
@@ -194,7 +218,7 @@ class Simulation:
         self.next_tid = 0
         self.pending = 0
         self.stuck = False
-        self.done = self.env.event()
+        self.done = False
         self.driver_nodes = self._driver_nodes()
         t0 = time.perf_counter()
         self.env.process(self._heartbeats())
@@ -205,8 +229,8 @@ class Simulation:
                         break
             else:
                 self._later(wl.next_arrival_gap(d), d, self._arrival)
-        self.env.run(until=simpy.AnyOf(self.env, [self.done, self.env.timeout(self.max_sim_time_s)])
-                     if self.jobs_done < wl.total_jobs else None)
+        if self.jobs_done < wl.total_jobs:
+            self.env.drive(until=self.max_sim_time_s)
         wall = time.perf_counter() - t0
         metrics = self.trace.summary()
         info = {"wall_s": wall, "sim_end_s": self.env.now, "nodes": self.n, "jobs_done": self.jobs_done,
@@ -229,18 +253,21 @@ class Simulation:
 
     def _heartbeats(self):
         interval = self.cfg["heartbeat_interval_s"]
-        while not self.done.triggered:
+        while not self.done:
             yield self.env.timeout(interval)
-            if not self.pending and not self.done.triggered:
+            if not self.pending and not self.done:
                 # nothing can ever happen again, yet jobs remain: never wait forever
                 self.stuck = True
-                self.done.succeed()
+                self._stop()
                 return
             self.view = self._snapshot()
 
+    def _stop(self) -> None:
+        self.done = True
+        self.env.stopped = True
+
     # -- submission ----------------------------------------------------------------------
-    def _arrival(self, ev) -> None:
-        d = ev.value
+    def _arrival(self, d) -> None:
         self.pending -= 1
         if self._submit(d, self.env.now):
             self._later(self.workload.next_arrival_gap(d), d, self._arrival)
@@ -251,14 +278,22 @@ class Simulation:
         if job is None:
             return False
         node = self.driver_nodes[driver]
+        if len(job.tasks) == 1:
+            t = _Task(self.next_tid, None, job.job_id, driver, job.tasks[0], t_sub, node)
+            self.next_tid += 1
+            self._ready(t)
+            return True
         j = _Job(job, node)
         tasks = j.tasks
         for spec in job.tasks:
-            t = _Task(self.next_tid, j, spec, t_sub, node)
+            t = _Task(self.next_tid, j, job.job_id, driver, spec, t_sub, node)
             self.next_tid += 1
             tasks.append(t)
             for d in spec.deps:
-                tasks[d].dependents.append(t)
+                dep = tasks[d]
+                if dep.dependents is _NO_DEPENDENTS:
+                    dep.dependents = []
+                dep.dependents.append(t)
         for t in tasks:
             if not t.remaining:
                 self._ready(t)
@@ -273,6 +308,8 @@ class Simulation:
         t.state = state
 
     def _task_view(self, t: _Task) -> TaskView:
+        if not t.deps:
+            return TaskView(t.tid, t.function, t.demand, (), t.submitter)
         j = t.job
         inputs = tuple(InputView(j.size[d], (j.loc[d],)) for d in t.deps)
         return TaskView(t.tid, t.function, t.demand, inputs, t.submitter)
@@ -287,12 +324,11 @@ class Simulation:
         c = self.cfg
         t_dec = max(t.inputs_at, now)
         if c["local_decision_s"]:
-            t_dec = max(t_dec, self.sched_free[d]) + c["local_decision_s"]
-            self.sched_free[d] = t_dec
+            t_dec = _serve(self.sched_free, d, now, t_dec, c["local_decision_s"])
         tv = self._task_view(t)
-        total = self.total[d]
-        local = LocalView(d, total, self.avail[d], self.qlen[d], self.running[d],
-                          int(self.avail[d].get("CPU", 0.0) + EPS))
+        avail = self.avail[d]
+        local = LocalView(d, self.total[d], avail, self.qlen[d], self.running[d],
+                          int(avail.get("CPU", 0.0) + EPS))
         if not self.spillover.should_forward(tv, local, now, self.rng):
             t.placed = t_dec
             self._enqueue(t, d, t_dec)
@@ -300,8 +336,7 @@ class Simulation:
         t.spilled = True
         r = self.gs_next
         self.gs_next = (r + 1) % len(self.gs_free)
-        t_g = max(t_dec + c["latency_s"], self.gs_free[r]) + c["global_decision_s"]
-        self.gs_free[r] = t_g
+        t_g = _serve(self.gs_free, r, now, t_dec + c["latency_s"], c["global_decision_s"])
         if t_g <= now:
             self._global_place(t, tv)
         else:
@@ -310,11 +345,11 @@ class Simulation:
     def _later(self, delay: float, value, callback) -> None:
         """Call ``callback(event)`` after ``delay``; counted, so a stuck run is noticed."""
         self.pending += 1
-        self.env.timeout(delay, value=value).callbacks.append(callback)
+        self.env.call_in(delay, callback, value)
 
-    def _global_event(self, ev) -> None:
+    def _global_event(self, arg) -> None:
         self.pending -= 1
-        t, tv = ev.value
+        t, tv = arg
         self._global_place(t, tv)
 
     def _global_place(self, t: _Task, tv: TaskView) -> None:
@@ -334,11 +369,8 @@ class Simulation:
 
     def _gcs_write(self, key: int, t: float) -> float:
         """A write issued at ``t`` to the shard owning ``key``; returns when it is acknowledged."""
-        s = key % len(self.gcs_free)
-        done = max(t, self.gcs_free[s]) + self.cfg["gcs_write_s"]
-        self.gcs_free[s] = done
         self.gcs_ops += 1
-        return done
+        return _serve(self.gcs_free, key % len(self.gcs_free), self.env.now, t, self.cfg["gcs_write_s"])
 
     def _enqueue(self, t: _Task, m: int, ready_at: float) -> None:
         ack = self._gcs_write(t.tid, ready_at)     # task table: spec + status (the lineage)
@@ -384,10 +416,9 @@ class Simulation:
                 src, size = j.loc[d], j.size[d]
                 if src == m or size <= 0:
                     continue
-                t0 = max(start, self.link_free[m])
                 xfer = size / bw
-                self.link_free[m] = t0 + xfer
-                t1 = t0 + xfer + lat
+                t1 = _serve(self.link_free, m, now, start, xfer) + lat
+                t0 = t1 - lat - xfer
                 t.bytes_in += size
                 if t.transfers is None:
                     t.transfers = []
@@ -411,9 +442,8 @@ class Simulation:
         self.store_used[m] = used
 
     # -- completion ----------------------------------------------------------------------
-    def _finish(self, ev) -> None:
+    def _finish(self, t: _Task) -> None:
         self.pending -= 1
-        t: _Task = ev.value
         now = self.env.now
         m = t.node
         avail = self.avail[m]
@@ -426,16 +456,21 @@ class Simulation:
         if t.transfers:
             for src, size, secs in t.transfers:
                 pl.observe_transfer(src, m, size, secs, now)
-        self.trace.add((t.tid, t.job.job.job_id, t.function, t.submitter, m, t.submitted, t.placed,
+        self.trace.add((t.tid, t.job_id, t.function, t.submitter, m, t.submitted, t.placed,
                         t.started, now, t.spilled, t.pred, t.bytes_in, 1, "finished"))
+        critical = self.cfg["gcs_on_critical_path"]
+        ack = self._gcs_write(t.tid, now)          # object table: the output's location and size
+        visible = ack if critical else now
         j = t.job
+        if j is None:                              # single-task job: the driver gets the result
+            self._store_free(m, t.out_bytes, stored=False)
+            self._job_done_single(t, visible + (self.cfg["latency_s"] if m != t.submitter else 0.0))
+            self._dispatch(m)
+            return
         i = t.idx
         j.loc[i] = m
         j.size[i] = t.out_bytes
         self._store(j, m, t.out_bytes)
-        visible = self._gcs_write(t.tid, now) if self.cfg["gcs_on_critical_path"] else now
-        if not self.cfg["gcs_on_critical_path"]:
-            self._gcs_write(t.tid, now)
         j.avail[i] = visible
         for dep in t.dependents:
             dep.remaining -= 1
@@ -448,12 +483,27 @@ class Simulation:
             self._job_done(j)
         self._dispatch(m)
 
+    def _store_free(self, m: int, size: int, stored: bool) -> None:
+        """A single-task job's output: created on ``m`` and freed once the driver has it."""
+        if size > self.cfg["object_store_bytes"] - self.store_used[m]:
+            self.spilled_bytes += int(size - max(0.0, self.cfg["object_store_bytes"] - self.store_used[m]))
+
+    def _job_done_single(self, t: _Task, seen: float) -> None:
+        self.jobs_done += 1
+        if self.jobs_done >= self.workload.total_jobs:
+            self._stop()
+        elif self.workload.arrival == "closed":
+            self._submit(t.driver, seen)
+
     def _infeasible(self, t: _Task, when: float) -> None:
         """No node can ever hold ``t``: record it and fail everything downstream."""
         self._to(t, TaskState.INFEASIBLE)
-        self.trace.add((t.tid, t.job.job.job_id, t.function, t.submitter, -1, t.submitted, NAN, NAN, when,
+        self.trace.add((t.tid, t.job_id, t.function, t.submitter, -1, t.submitted, NAN, NAN, when,
                         t.spilled, NAN, 0, 1, "infeasible"))
         j = t.job
+        if j is None:
+            self._job_done_single(t, when)
+            return
         j.outstanding -= 1
         stack = list(t.dependents)
         seen = set()
@@ -463,7 +513,7 @@ class Simulation:
                 continue
             seen.add(dep.tid)
             self._to(dep, TaskState.FAILED)
-            self.trace.add((dep.tid, j.job.job_id, dep.function, dep.submitter, -1, dep.submitted, NAN, NAN,
+            self.trace.add((dep.tid, dep.job_id, dep.function, dep.submitter, -1, dep.submitted, NAN, NAN,
                             when, False, NAN, 0, 1, "failed"))
             j.outstanding -= 1
             stack.extend(dep.dependents)
@@ -481,8 +531,7 @@ class Simulation:
             self.store_used[m] = max(0.0, self.store_used[m] - size)
         self.jobs_done += 1
         if self.jobs_done >= self.workload.total_jobs:
-            if not self.done.triggered:
-                self.done.succeed()
+            self._stop()
             return
         if self.workload.arrival == "closed":
             self._submit(j.job.driver, seen)
