@@ -198,7 +198,7 @@ def sweep_points(sweep: Mapping[str, Any] | None, known: Mapping[str, Any]) -> l
                     raise ConfigError("a case must set at least one key", key=f"sweep.cases[{i}]")
                 for k in over:
                     _check_known(k, known, f"sweep.cases[{i}]")
-                cases.append((label or ", ".join(f"{k}={_short(v)}" for k, v in over.items()), dict(over)))
+                cases.append((label or ", ".join(f"{_leaf(k)}={_short(v)}" for k, v in over.items()), dict(over)))
             continue
         _check_known(key, known, "sweep")
         if not isinstance(values, list) or not values:
@@ -209,7 +209,7 @@ def sweep_points(sweep: Mapping[str, Any] | None, known: Mapping[str, Any]) -> l
     points = []
     for label, over in cases:
         for g in grid:
-            glabel = ", ".join(f"{k}={_short(v)}" for k, v in g.items())
+            glabel = ", ".join(f"{_leaf(k)}={_short(v)}" for k, v in g.items())
             points.append((" | ".join(x for x in (label, glabel) if x), {**over, **g}))
     return points
 
@@ -231,10 +231,18 @@ def _check_known(dotted: str, known: Mapping[str, Any], where: str) -> None:
         raise ConfigError(f"sweeps over {dotted!r}; expected 'section.key'", key=where)
 
 
+def _leaf(dotted: str) -> str:
+    return dotted.rsplit(".", 1)[-1]
+
+
 def _short(v: Any) -> str:
+    """A value as a label: policy specs as ``Name(arg=value)``, plug-ins without their module."""
     if isinstance(v, Mapping) and "name" in v:
+        name = str(v["name"]).rsplit(":", 1)[-1]
         args = ", ".join(f"{k}={x}" for k, x in v.items() if k != "name")
-        return f"{v['name']}({args})" if args else str(v["name"])
+        return f"{name}({args})" if args else name
+    if isinstance(v, str):
+        return v.rsplit(":", 1)[-1]
     return str(v)
 
 

@@ -86,23 +86,29 @@ class MetricsAccumulator:
         self.pred_actual = 0.0
 
     def add_frame(self, df: pd.DataFrame) -> None:
-        if len(df) == 0:
+        """Take a chunk of Trace rows as a DataFrame."""
+        self.add_columns({c: df[c].to_numpy() for c in df.columns})
+
+    def add_columns(self, df) -> None:
+        """Take a chunk of Trace rows as a mapping column -> numpy array."""
+        n = len(df["state"])
+        if n == 0:
             return
-        self.tasks += len(df)
-        state = df["state"].to_numpy()
+        self.tasks += n
+        state = np.asarray(df["state"])
         for k in self.counts:
             self.counts[k] += int((state == k).sum())
-        sub = df["submitted_s"].to_numpy(float)
-        fin = df["finished_s"].to_numpy(float)
+        sub = np.asarray(df["submitted_s"], float)
+        fin = np.asarray(df["finished_s"], float)
         done = state == "finished"
         if np.isfinite(sub).any():
             self.first_submit = min(self.first_submit, float(np.nanmin(sub)))
         if done.any():
             self.last_finish = max(self.last_finish, float(fin[done].max()))
             self.latency.add(fin[done] - sub[done])
-            wait = (df["started_s"].to_numpy(float) - df["placed_s"].to_numpy(float))[done]
+            wait = (np.asarray(df["started_s"], float) - np.asarray(df["placed_s"], float))[done]
             self.queue.add(wait)
-            pred = df["predicted_wait_s"].to_numpy(float)[done]
+            pred = np.asarray(df["predicted_wait_s"], float)[done]
             has = np.isfinite(pred)
             if has.any():
                 self.pred_n += int(has.sum())
@@ -110,8 +116,8 @@ class MetricsAccumulator:
                 self.pred_abs += float(np.abs(d).sum())
                 self.pred_signed += float(d.sum())
                 self.pred_actual += float(wait[has].sum())
-        self.spilled += int(df["spilled"].to_numpy(bool).sum())
-        self.bytes += int(df["bytes_transferred"].to_numpy(np.int64).sum())
+        self.spilled += int(np.asarray(df["spilled"], bool).sum())
+        self.bytes += int(np.asarray(df["bytes_transferred"], np.int64).sum())
 
     def result(self) -> dict[str, float]:
         fin = self.counts["finished"]

@@ -43,25 +43,26 @@ class TraceRecorder:
     def __init__(self, keep_rows: bool = True):
         self.keep_rows = keep_rows
         self.metrics = MetricsAccumulator()
-        self._buf: list[tuple] = []
+        #: rows not flushed yet (engines may append to it directly and call flush())
+        self.buf: list[tuple] = []
         self._chunks: list[pd.DataFrame] = []
         #: rows recorded so far
         self.n_rows = 0
 
     def add(self, row: tuple) -> None:
-        self._buf.append(row)
-        if len(self._buf) >= FLUSH_ROWS:
+        self.buf.append(row)
+        if len(self.buf) >= FLUSH_ROWS:
             self.flush()
 
     def flush(self) -> None:
-        if not self._buf:
+        if not self.buf:
             return
-        df = rows_to_frame(self._buf)
-        self.n_rows += len(self._buf)
-        self._buf = []
-        self.metrics.add_frame(df)
+        cols = rows_to_columns(self.buf)
+        self.n_rows += len(self.buf)
+        self.buf.clear()
+        self.metrics.add_columns(cols)
         if self.keep_rows:
-            self._chunks.append(df)
+            self._chunks.append(pd.DataFrame(cols, columns=list(NAMES)))
 
     def frame(self) -> pd.DataFrame | None:
         """Every row, in recording order (None if rows were not kept)."""
@@ -79,11 +80,14 @@ class TraceRecorder:
         return self.metrics.result()
 
 
+def rows_to_columns(rows: list[tuple]) -> dict[str, np.ndarray]:
+    """Row tuples (in ``NAMES`` order) -> one numpy array per column."""
+    cols = list(zip(*rows)) if rows else [() for _ in NAMES]
+    return {name: np.array(col, dtype=COLUMNS[name][0]) for name, col in zip(NAMES, cols)}
+
+
 def rows_to_frame(rows: list[tuple]) -> pd.DataFrame:
-    cols = list(zip(*rows)) if rows else [[] for _ in NAMES]
-    data = {name: np.asarray(col, dtype=COLUMNS[name][0]) if COLUMNS[name][0] != "object"
-            else np.asarray(col, dtype=object) for name, col in zip(NAMES, cols)}
-    return pd.DataFrame(data, columns=list(NAMES))
+    return pd.DataFrame(rows_to_columns(rows), columns=list(NAMES))
 
 
 def empty_frame() -> pd.DataFrame:

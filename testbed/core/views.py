@@ -67,7 +67,7 @@ class ClusterView:
     """
 
     __slots__ = ("version", "as_of", "resource_names", "total", "available",
-                 "queue_length", "running", "alive", "slots", "_col", "_mask_cache")
+                 "queue_length", "running", "alive", "slots", "_col", "_mask_cache", "_idx_cache")
 
     def __init__(self, *, version: int, as_of: float, resource_names: Sequence[str],
                  total: np.ndarray, available: np.ndarray, queue_length: np.ndarray,
@@ -94,6 +94,7 @@ class ClusterView:
         self.slots = _ro(np.asarray(slots, dtype=float))
         self._col = {name: i for i, name in enumerate(self.resource_names)}
         self._mask_cache: dict[tuple, np.ndarray] = {}
+        self._idx_cache: dict[tuple, np.ndarray] = {}
 
     @property
     def n_nodes(self) -> int:
@@ -123,6 +124,16 @@ class ClusterView:
     def feasible(self, demand: Resources) -> np.ndarray:
         """Nodes alive whose *total* resources can hold ``demand`` (bool array)."""
         return self._mask(demand, self.total, "total")
+
+    def feasible_nodes(self, demand: Resources) -> np.ndarray:
+        """Indices (ascending) of the nodes :meth:`feasible` for ``demand`` (cached)."""
+        key = tuple(demand.items())
+        idx = self._idx_cache.get(key)
+        if idx is None:
+            idx = np.flatnonzero(self.feasible(demand))
+            idx.flags.writeable = False
+            self._idx_cache[key] = idx
+        return idx
 
     def has_available(self, demand: Resources) -> np.ndarray:
         """Nodes alive whose *available* resources (at the snapshot) hold ``demand``."""

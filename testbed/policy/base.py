@@ -78,6 +78,8 @@ class KeyedEstimator:
         self._cached = (keying in ("node", "function_node") and not self.wants_truth
                         and not getattr(self._fallback, "estimate_uses_now", True))
         self._node_arrays: dict[str | None, np.ndarray] = {}
+        #: per function: how many leading entries of its node array are set (no NaN before)
+        self._node_set: dict[str | None, int] = {}
 
     def key(self, function: str | None, node: int | None) -> object:
         k = self.keying
@@ -107,7 +109,10 @@ class KeyedEstimator:
             if arr is None or node >= len(arr):
                 arr = self._grow(fkey, arr, node)
             v = est.estimate(now)
+            was_unset = arr[node] != arr[node]
             arr[node] = np.nan if v is None else v
+            if was_unset and v is not None:
+                self._node_set[fkey] = self._node_set.get(fkey, 0) + 1
 
     def _grow(self, fkey, arr, node):
         new = np.full(max(node + 1, 16, 0 if arr is None else 2 * len(arr)), np.nan)
@@ -141,9 +146,13 @@ class KeyedEstimator:
         fb = default if fb is None else fb
         fb = np.nan if fb is None else float(fb)
         if self._cached:
-            arr = self._node_arrays.get(None if self.keying == "node" else function)
+            fkey = None if self.keying == "node" else function
+            arr = self._node_arrays.get(fkey)
             if arr is None:
                 return np.full(n_nodes, fb)
+            if len(arr) >= n_nodes and self._node_set.get(fkey, 0) == n_nodes \
+                    and len(arr) == n_nodes:
+                return arr.copy()     # every node has its own estimate: one copy
             out = np.full(n_nodes, np.nan)
             m = min(n_nodes, len(arr))
             out[:m] = arr[:m]

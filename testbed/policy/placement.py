@@ -102,8 +102,7 @@ class WaitModel(PlacementPolicy):
         """Predicted wait (s) of ``task`` on every node of ``view`` (shape ``(n_nodes,)``;
         infeasible and dead nodes included; a NaN product counts as +inf)."""
         n = view.n_nodes
-        tt = self.task_time.estimate_nodes(task.function, n, now, default=None)
-        np.copyto(tt, self.default_task_time_s, where=np.isnan(tt))
+        tt = self.task_time.estimate_nodes(task.function, n, now, default=self.default_task_time_s)
         wait = self.queue_lengths(view) * tt
         if self.per_slot:
             wait /= view.slots
@@ -115,7 +114,9 @@ class WaitModel(PlacementPolicy):
             np.copyto(bw, self.default_bandwidth_bytes_per_s, where=np.isnan(bw))
             with np.errstate(divide="ignore", invalid="ignore"):
                 wait += np.where(remote > 0, remote / bw, 0.0)
-        return np.where(np.isnan(wait), np.inf, wait)
+        if np.isnan(wait.sum()):      # only if an estimate was inf or NaN: count it as +inf
+            wait[np.isnan(wait)] = np.inf
+        return wait
 
     def _placement(self, task, view, now, node, waits=None) -> Placement:
         if waits is None:
@@ -127,6 +128,8 @@ class WaitModel(PlacementPolicy):
 
 def _argmin_among(values: np.ndarray, idx: np.ndarray) -> int:
     """The index in ``idx`` (ascending) with the least value; ties -> the lowest index."""
+    if len(idx) == len(values):      # every node is a candidate
+        return int(np.argmin(values))
     return int(idx[np.argmin(values[idx])])
 
 
@@ -144,7 +147,7 @@ class PaperWaitTime(WaitModel):
                          count_recent=count_recent)
 
     def place(self, task, view, now, rng):
-        idx = np.flatnonzero(view.feasible(task.demand))
+        idx = view.feasible_nodes(task.demand)
         if not len(idx):
             return None
         waits = self.predicted_waits(task, view, now)

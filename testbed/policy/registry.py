@@ -66,6 +66,7 @@ def resolve(kind: str, name: str, key: str) -> type:
         mod_name, _, attr = name.partition(":")
         if not mod_name or not attr:
             raise ConfigError(f"plug-in {name!r} must look like 'package.module:ClassName'", key=key)
+        _cwd_on_path()
         try:
             module = importlib.import_module(mod_name)
         except Exception as exc:  # noqa: BLE001 - any import failure is the user's to see
@@ -85,6 +86,16 @@ def resolve(kind: str, name: str, key: str) -> type:
         raise ConfigError(f"unknown {kind} {name!r}; known: {', '.join(known)} "
                           f"(or a plug-in 'package.module:ClassName')", key=key)
     return known[name]
+
+
+def _cwd_on_path() -> None:
+    """Plug-ins are imported from installed packages or the current directory (as with
+    ``python -m``); the console script alone would not look in the current directory."""
+    import os
+    import sys
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
 
 
 def check_kwargs(cls: type, kwargs: Mapping[str, Any], key: str) -> None:

@@ -36,7 +36,7 @@ import numpy as np
 from ..core.errors import ConfigError
 from ..core.resources import EPS, fits
 from ..core.task import TaskState, check_transition
-from ..core.trace import TraceRecorder
+from ..core.trace import FLUSH_ROWS, TraceRecorder
 from ..core.views import ClusterView, InputView, LocalView, TaskView
 from ..policy.base import PlacementPolicy, SpilloverPolicy
 from .kernel import Kernel
@@ -144,6 +144,14 @@ class Simulation:
         self.max_sim_time_s = max_sim_time_s
         self.rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5C4ED]))
         self.trace = TraceRecorder(keep_rows=keep_rows)
+        #: the recorder's row buffer, appended to directly on the hot path
+        self._rows = self.trace.buf
+        # config scalars read on every task (attribute access beats a dict lookup)
+        self._lat = cluster["latency_s"]
+        self._ldec = cluster["local_decision_s"]
+        self._gdec = cluster["global_decision_s"]
+        self._gcs_s = cluster["gcs_write_s"]
+        self._critical = cluster["gcs_on_critical_path"]
         self.env = Kernel()
         self._build_nodes()
         self.placement.set_truth(self._truth)
@@ -194,7 +202,7 @@ class Simulation:
         names = self.names
         avail = np.array([[a.get(k, 0.0) for k in names] for a in self.avail]).reshape(self.n, len(names))
         self.view_version += 1
-        return ClusterView(version=self.view_version, as_of=self.env.now, resource_names=names,
+        return ClusterView(version=self.view_version, as_of=self.env._now, resource_names=names,
                            total=self._total_arr, available=avail, queue_length=self.qlen,
                            running=self.running, slots=self._slots)
 
@@ -233,7 +241,7 @@ class Simulation:
             self.env.drive(until=self.max_sim_time_s)
         wall = time.perf_counter() - t0
         metrics = self.trace.summary()
-        info = {"wall_s": wall, "sim_end_s": self.env.now, "nodes": self.n, "jobs_done": self.jobs_done,
+        info = {"wall_s": wall, "sim_end_s": self.env._now, "nodes": self.n, "jobs_done": self.jobs_done,
                 "jobs": wl.total_jobs, "gcs_ops": self.gcs_ops, "spilled_store_bytes": self.spilled_bytes,
                 "complete": self.jobs_done == wl.total_jobs, "stuck": self.stuck}
         return SimResult(trace=self.trace.frame(), metrics=metrics, info=info)
@@ -269,7 +277,7 @@ class Simulation:
     # -- submission ----------------------------------------------------------------------
     def _arrival(self, d) -> None:
         self.pending -= 1
-        if self._submit(d, self.env.now):
+        if self._submit(d, self.env._now):
             self._later(self.workload.next_arrival_gap(d), d, self._arrival)
 
     def _submit(self, driver: int, t_sub: float) -> bool:
@@ -316,16 +324,15 @@ class Simulation:
 
     def _ready(self, t: _Task) -> None:
         """All inputs of ``t`` exist (visible from ``t.inputs_at``): the local scheduler decides."""
-        now = self.env.now
+        now = self.env._now
         if not self._feasible_anywhere(t):
             self._infeasible(t, max(now, t.inputs_at))
             return
         d = t.submitter
-        c = self.cfg
-        t_dec = max(t.inputs_at, now)
-        if c["local_decision_s"]:
-            t_dec = _serve(self.sched_free, d, now, t_dec, c["local_decision_s"])
-        tv = self._task_view(t)
+        t_dec = t.inputs_at if t.inputs_at > now else now
+        if self._ldec:
+            t_dec = _serve(self.sched_free, d, now, t_dec, self._ldec)
+        tv = TaskView(t.tid, t.function, t.demand, (), d) if not t.deps else self._task_view(t)
         avail = self.avail[d]
         local = LocalView(d, self.total[d], avail, self.qlen[d], self.running[d],
                           int(avail.get("CPU", 0.0) + EPS))
@@ -336,7 +343,7 @@ class Simulation:
         t.spilled = True
         r = self.gs_next
         self.gs_next = (r + 1) % len(self.gs_free)
-        t_g = _serve(self.gs_free, r, now, t_dec + c["latency_s"], c["global_decision_s"])
+        t_g = _serve(self.gs_free, r, now, t_dec + self._lat, self._gdec)
         if t_g <= now:
             self._global_place(t, tv)
         else:
@@ -353,38 +360,51 @@ class Simulation:
         self._global_place(t, tv)
 
     def _global_place(self, t: _Task, tv: TaskView) -> None:
-        now = self.env.now
+        now = self.env._now
         p = self.placement.place(tv, self.view, now, self.rng)
         if p is None:
             self._infeasible(t, now)
             return
-        m = int(p.node)
-        if not fits(t.demand, self.total[m]):
+        m = p[0]
+        if not 0 <= m < self.n or not self.view.feasible(t.demand)[m]:
             raise RuntimeError(f"placement policy {type(self.placement).__name__} chose node {m}, "
                                f"which cannot hold {dict(t.demand)}")
         t.placed = now
-        if p.predicted_wait_s is not None:
-            t.pred = float(p.predicted_wait_s)
-        self._enqueue(t, m, now + self.cfg["latency_s"])
+        if p[1] is not None:
+            t.pred = p[1]
+        self._enqueue(t, m, now + self._lat)
 
     def _gcs_write(self, key: int, t: float) -> float:
         """A write issued at ``t`` to the shard owning ``key``; returns when it is acknowledged."""
         self.gcs_ops += 1
-        return _serve(self.gcs_free, key % len(self.gcs_free), self.env.now, t, self.cfg["gcs_write_s"])
+        return _serve(self.gcs_free, key % len(self.gcs_free), self.env._now, t, self._gcs_s)
 
     def _enqueue(self, t: _Task, m: int, ready_at: float) -> None:
         ack = self._gcs_write(t.tid, ready_at)     # task table: spec + status (the lineage)
-        if self.cfg["gcs_on_critical_path"]:
+        if self._critical:
             ready_at = ack
         t.node = m
         t.ready_at = ready_at
-        self._to(t, TaskState.QUEUED)
-        q = self.queues[m].get(t.dkey)
-        if q is None:
-            q = self.queues[m][t.dkey] = deque()
+        if self.validate:
+            self._to(t, TaskState.QUEUED)
+        dkey = t.dkey
+        q = self.queues[m].get(dkey)
+        if not q:
+            # nothing of this demand class waits here: start now if it fits (a non-empty
+            # class queue means its head did not fit at the last finish, so neither does t)
+            avail = self.avail[m]
+            for k, v in dkey:
+                if avail.get(k, 0.0) + EPS < v:
+                    break
+            else:
+                for k, v in dkey:
+                    avail[k] = avail.get(k, 0.0) - v
+                self._start(t, m)
+                return
+            if q is None:
+                q = self.queues[m][dkey] = deque()
         q.append(t)
         self.qlen[m] += 1
-        self._dispatch(m)
 
     def _dispatch(self, m: int) -> None:
         """Start queued tasks on ``m`` while resources allow (FIFO within a demand class)."""
@@ -405,30 +425,32 @@ class Simulation:
                 self._start(t, m)
 
     def _start(self, t: _Task, m: int) -> None:
-        now = self.env.now
+        now = self.env._now
         self.running[m] += 1
-        start = max(now, t.ready_at)
+        start = t.ready_at if t.ready_at > now else now
         if t.deps:
             j = t.job
-            c = self.cfg
-            bw, lat = c["bandwidth_bytes_per_s"], c["latency_s"]
+            bw, lat = self.cfg["bandwidth_bytes_per_s"], self._lat
+            asked = start
             for d in t.deps:
                 src, size = j.loc[d], j.size[d]
                 if src == m or size <= 0:
                     continue
-                xfer = size / bw
-                t1 = _serve(self.link_free, m, now, start, xfer) + lat
-                t0 = t1 - lat - xfer
+                # inputs are fetched one after another over m's link; the observed time of
+                # a fetch runs from the request to the last byte (link queueing included)
+                t1 = _serve(self.link_free, m, now, asked, size / bw) + lat
                 t.bytes_in += size
                 if t.transfers is None:
                     t.transfers = []
-                t.transfers.append((src, size, t1 - t0))
+                t.transfers.append((src, size, t1 - asked))
                 self._store(j, m, size)
-                start = max(start, t1)
+                if t1 > start:
+                    start = t1
         t.started = start
-        self._to(t, TaskState.RUNNING)
-        run = t.duration * self.slow[m]
-        self._later(start + run - now, t, self._finish)
+        if self.validate:
+            self._to(t, TaskState.RUNNING)
+        self.pending += 1
+        self.env.call_in(start + t.duration * self.slow[m] - now, self._finish, t)
 
     def _store(self, j: _Job, m: int, size: int) -> None:
         if size <= 0:
@@ -444,28 +466,33 @@ class Simulation:
     # -- completion ----------------------------------------------------------------------
     def _finish(self, t: _Task) -> None:
         self.pending -= 1
-        now = self.env.now
+        now = self.env._now
         m = t.node
         avail = self.avail[m]
         for k, v in t.dkey:
             avail[k] = avail.get(k, 0.0) + v
         self.running[m] -= 1
-        self._to(t, TaskState.FINISHED)
+        if self.validate:
+            self._to(t, TaskState.FINISHED)
         pl = self.placement
         pl.observe_task(t.function, m, now - t.started, now)
         if t.transfers:
             for src, size, secs in t.transfers:
                 pl.observe_transfer(src, m, size, secs, now)
-        self.trace.add((t.tid, t.job_id, t.function, t.submitter, m, t.submitted, t.placed,
-                        t.started, now, t.spilled, t.pred, t.bytes_in, 1, "finished"))
-        critical = self.cfg["gcs_on_critical_path"]
+        buf = self._rows
+        buf.append((t.tid, t.job_id, t.function, t.submitter, m, t.submitted, t.placed,
+                    t.started, now, t.spilled, t.pred, t.bytes_in, 1, "finished"))
+        if len(buf) >= FLUSH_ROWS:
+            self.trace.flush()
         ack = self._gcs_write(t.tid, now)          # object table: the output's location and size
-        visible = ack if critical else now
+        visible = ack if self._critical else now
         j = t.job
         if j is None:                              # single-task job: the driver gets the result
-            self._store_free(m, t.out_bytes, stored=False)
-            self._job_done_single(t, visible + (self.cfg["latency_s"] if m != t.submitter else 0.0))
-            self._dispatch(m)
+            if t.out_bytes:
+                self._store_free(m, t.out_bytes, stored=False)
+            self._job_done_single(t, visible + (self._lat if m != t.submitter else 0.0))
+            if self.qlen[m]:
+                self._dispatch(m)
             return
         i = t.idx
         j.loc[i] = m
@@ -481,7 +508,8 @@ class Simulation:
         j.outstanding -= 1
         if not j.outstanding:
             self._job_done(j)
-        self._dispatch(m)
+        if self.qlen[m]:
+            self._dispatch(m)
 
     def _store_free(self, m: int, size: int, stored: bool) -> None:
         """A single-task job's output: created on ``m`` and freed once the driver has it."""
@@ -521,7 +549,7 @@ class Simulation:
             self._job_done(j)
 
     def _job_done(self, j: _Job) -> None:
-        now = self.env.now
+        now = self.env._now
         lat = self.cfg["latency_s"]
         seen = now
         for t in j.tasks:                       # the driver gets the job's sinks

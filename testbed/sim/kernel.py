@@ -8,7 +8,9 @@ push and pop and a call: no Event object, no callback list. That is the differen
 between ~25k and ~100k simulated tasks per second here (see ``testbed bench sim``).
 
 It relies on SimPy 4's ``_queue``/``_eid``/``_now`` (pinned ``simpy>=4.1,<5``); the
-test-suite checks that fast calls and SimPy events interleave in time order.
+simulator reads ``env._now`` directly on its hot path for the same reason (the ``now``
+property costs a call). The test-suite checks that fast calls and SimPy events interleave
+in time order.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Each case runs in a fresh child process (so its peak RSS is its own) on a fixed
 workload: independent tasks with exponential durations (mean 10 ms) arriving as Poisson
 streams from one driver per node at 90% of the cluster's capacity, scheduled by the
 paper's rules (QueueThreshold spillover, PaperWaitTime placement with exponential
-averages keyed per function x node). Only streaming aggregates are kept, as in any large run.
+averages keyed per function x node) with one global scheduler replica and one GCS shard per 10 nodes. Only streaming aggregates are kept, as in any large run.
 """
 from __future__ import annotations
 
@@ -28,7 +28,10 @@ def bench_config(nodes: int, cpus: int, tasks: int) -> dict:
     from ..studies.experiment import resolve
     rate = LOAD * cpus / MEAN_TASK_S
     raw = {
-        "cluster": {"nodes": nodes, "cpus_per_node": float(cpus)},
+        # one global scheduler replica and one GCS shard per 10 nodes, so neither saturates
+        # (defaults: 100 us per decision, 10 us per GCS write, two writes per task)
+        "cluster": {"nodes": nodes, "cpus_per_node": float(cpus), "global_schedulers": max(1, nodes // 10),
+                    "gcs_shards": max(1, nodes // 10)},
         "scheduler": {"placement": "PaperWaitTime",
                       "spillover": {"name": "QueueThreshold", "threshold": 8},
                       "task_time": {"name": "ExponentialAverage", "alpha": 0.1},
