@@ -19,7 +19,8 @@ EXIT_USAGE = 2
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2 (argparse would print the usage first)
-        raise _UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
+        where = self.prog.removeprefix("testbed").strip()
+        raise _UsageError(f"{where + ': ' if where else ''}{message} (see '{self.prog} --help')")
 
 
 class _UsageError(Exception):
@@ -28,7 +29,8 @@ class _UsageError(Exception):
 
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="testbed", description="Experiments on Ray-style scheduling, simulated (and soon real).")
-    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser, metavar="COMMAND",
+                           title="commands")
 
     r = sub.add_parser("run", help="run an experiment config; write results/<name>/<timestamp>/")
     r.add_argument("config", help="experiment config (TOML)")
@@ -131,6 +133,20 @@ def _list(args) -> int:
         doc = (obj.__doc__ or "").strip().splitlines()
         return doc[0] if doc else ""
 
+    plugins = []
+    for spec in args.plugin:      # resolve first: a bad plug-in fails before any output
+        errors = []
+        for kind in ("placement", "spillover", "estimator"):
+            try:
+                plugins.append((spec, kind, registry.resolve(kind, spec, "--plugin")))
+                break
+            except TestbedError as exc:
+                errors.append(str(exc).removeprefix("--plugin: "))
+        else:
+            from .core.errors import ConfigError
+            reason = errors[0] if "cannot import" in errors[0] or "has no attribute" in errors[0] else \
+                "not a subclass of PlacementPolicy, SpilloverPolicy or Estimator"
+            raise ConfigError(f"{spec!r}: {reason}", key="--plugin")
     print("studies (run.study):")
     for name, s in STUDIES.items():
         print(f"  {name:26s} {s.description}")
@@ -143,19 +159,10 @@ def _list(args) -> int:
     print("distributions (workload.duration, workload.output_bytes):")
     for name, cls in DISTRIBUTIONS.items():
         print(f"  {name:26s} {first_line(cls)}")
-    if args.plugin:
+    if plugins:
         print("plug-ins:")
-    for spec in args.plugin:
-        for kind in ("placement", "spillover", "estimator"):
-            try:
-                cls = registry.resolve(kind, spec, "--plugin")
-            except TestbedError:
-                continue
-            print(f"  {spec:26s} {kind}: {first_line(cls)}")
-            break
-        else:
-            from .core.errors import ConfigError
-            raise ConfigError(f"{spec!r} is not a loadable placement, spillover or estimator class", key="--plugin")
+    for spec, kind, cls in plugins:
+        print(f"  {spec:26s} {kind}: {first_line(cls)}")
     print("plug-ins: any key above also takes 'package.module:ClassName' (a subclass of the matching base class).")
     return 0
 

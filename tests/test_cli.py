@@ -319,8 +319,6 @@ def test_run_accepts_an_empty_out_folder(tmp_path, monkeypatch, capsys):
     assert len(read_runs(out)) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="runner.run_experiment only checks that --out does not exist; a parent "
-                   "that is a file fails after every run, in tmp.mkdir, with a NotADirectoryError traceback")
 def test_out_under_a_file_is_refused_before_running(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     cfg = write(tmp_path, BASE)
@@ -384,9 +382,6 @@ def test_ctrl_c_before_any_run_finished_still_says_where(tmp_path, monkeypatch, 
     assert "No run finished" in (saved / "summary.md").read_text()
 
 
-@pytest.mark.xfail(strict=True, reason="a second interrupted run with the same --out: os.replace(tmp, "
-                   "'<out>-interrupted') onto the first one's non-empty folder raises OSError (traceback) "
-                   "and leaves '.<out>.partial' behind")
 def test_a_second_ctrl_c_with_the_same_out_keeps_both(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     cfg = write(tmp_path, TINY)
@@ -402,8 +397,6 @@ def test_a_second_ctrl_c_with_the_same_out_keeps_both(tmp_path, monkeypatch, cap
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")]
 
 
-@pytest.mark.xfail(strict=True, reason="Ctrl-C while the results are being written (figures, summary) escapes "
-                   "run_experiment's handler: '.<out>.partial' is left half-written and the message says no where")
 def test_ctrl_c_while_writing_leaves_nothing_half_written(tmp_path, monkeypatch, capsys):
     from testbed.studies.studies import STUDIES
 

@@ -401,8 +401,6 @@ def test_an_invalid_policy_in_a_sweep_case_names_the_case(tmp_path):
     assert "[typo]" in err.message and "'Randon'" in err.message
 
 
-@pytest.mark.xfail(strict=True, reason="a sweep over an argument of a defaulted policy is checked against the "
-                   "resolved config but applied to the raw one, so the point loses the policy's name")
 def test_a_sweep_over_an_argument_of_the_default_estimator(tmp_path):
     """``scheduler.task_time`` is not in the file, so it is the default EWMA; sweeping its
     ``alpha`` passes the key check and should vary that default's alpha."""
@@ -411,8 +409,6 @@ def test_a_sweep_over_an_argument_of_the_default_estimator(tmp_path):
         {"name": "ExponentialAverage", "alpha": 0.2}, {"name": "ExponentialAverage", "alpha": 0.5}]
 
 
-@pytest.mark.xfail(strict=True, reason="run.seeds (and run.study) are accepted as sweep axes, but the runner "
-                   "uses the unswept exp.seeds/exp.study for every point, so the sweep is silently ignored")
 def test_sweeping_run_seeds_is_rejected_rather_than_ignored(tmp_path):
     """A sweep over a key the runner does not read per point must fail, not be dropped silently."""
     with pytest.raises(ConfigError):

@@ -85,7 +85,7 @@ RUN: dict[str, Field] = {
     "max_sim_time_s": Field(_num, 1e7, positive, "> 0", "stop a simulation at this simulated time"),
 }
 
-#: [faults] belongs to the fault-tolerance work; accepted only empty until then
+#: [faults] (fault injection) is not implemented yet: the section is accepted only empty
 FAULTS: dict[str, Field] = {}
 
 #: Sections the core validates; "workload" and "sweep" are validated elsewhere/here.
@@ -107,7 +107,7 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", file=str(path)) from None
     try:
-        return tomllib.loads(text.decode("utf-8"))
+        return tomllib.loads(text.decode("utf-8-sig"))   # a BOM from some editors is fine
     except UnicodeDecodeError:
         raise ConfigError("not UTF-8 text", file=str(path)) from None
     except tomllib.TOMLDecodeError as exc:
@@ -214,7 +214,14 @@ def sweep_points(sweep: Mapping[str, Any] | None, known: Mapping[str, Any]) -> l
     return points
 
 
+#: keys that hold for the whole experiment, so they cannot be swept
+NOT_SWEEPABLE = ("run.seeds", "run.study")
+
+
 def _check_known(dotted: str, known: Mapping[str, Any], where: str) -> None:
+    if dotted in NOT_SWEEPABLE:
+        raise ConfigError(f"{dotted!r} applies to the whole experiment and cannot be swept; "
+                          f"set it in [run]", key=where)
     parts = dotted.split(".")
     node: Any = known
     for i, p in enumerate(parts):
@@ -246,8 +253,30 @@ def _short(v: Any) -> str:
     return str(v)
 
 
-def apply_point(cfg: dict, point: Mapping[str, Any]) -> dict:
+def apply_point(cfg: dict, point: Mapping[str, Any], resolved: Mapping[str, Any] | None = None) -> dict:
+    """``cfg`` with the point's keys set. A key inside a table the file left to its default
+    (``scheduler.task_time.alpha``) starts from the resolved default table, so sweeping one
+    argument keeps the rest (the policy's name, the distribution's kind)."""
     out = copy.deepcopy(cfg)
     for k, v in point.items():
+        parts = k.split(".")
+        if resolved is not None and len(parts) > 2:
+            _materialise(out, resolved, parts[:-1])
         set_path(out, k, copy.deepcopy(v), what="sweep")
     return out
+
+
+def _materialise(raw: dict, resolved: Mapping[str, Any], parents: list[str]) -> None:
+    node, ref = raw, resolved
+    for p in parents:
+        ref = ref.get(p) if isinstance(ref, Mapping) else None
+        cur = node.get(p)
+        if cur is None and isinstance(ref, Mapping):
+            cur = node[p] = copy.deepcopy(dict(ref))
+        elif isinstance(cur, str) and isinstance(ref, Mapping) and "name" in ref:
+            cur = node[p] = {"name": cur}          # "Name" given as a string: make it a table
+        elif cur is None:
+            return
+        if not isinstance(cur, dict):
+            return
+        node = cur

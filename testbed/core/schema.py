@@ -73,6 +73,8 @@ def check_table(table: Any, fields: Mapping[str, Field], prefix: str) -> dict[st
         raise ConfigError(f"expected a table, got {type(table).__name__}", key=prefix or None)
     for k in table:
         if k not in fields:
+            if not fields:
+                raise ConfigError(f"unknown key; [{prefix}] takes no keys yet", key=_join(prefix, k))
             raise ConfigError(f"unknown key; known keys: {', '.join(fields)}", key=_join(prefix, k))
     out: dict[str, Any] = {}
     for k, f in fields.items():

@@ -11,13 +11,15 @@ Data flow of one task (d: the submitting driver's node, m: the node that runs it
                                          --> closed loop: the driver submits its next job
   heartbeat tick (every heartbeat_interval_s): node loads --> a new, immutable ClusterView
 
-Event flow (the simulator's speed is its event flow): a task costs one SimPy event (its
+Event flow (the simulator's speed is its event flow): a task costs one event (its
 finish) plus one per forwarded decision and one per open-loop arrival. Servers with a fixed
 service time — local schedulers, global scheduler replicas, GCS shards, network links —
-are FIFO queues computed in closed form from a "busy until" time, not processes: a job
+are FIFO queues computed in closed form from a "busy until" time, not processes: a task
 that must wait for one carries an earliest-start time (``ready_at``) instead of an event.
-That is exact for FIFO servers; the one approximation is that a worker slot is taken when
-a task is dispatched, even if its dispatch message lands a few microseconds later.
+Two approximations follow, both small while no server is saturated: a server queues
+requests in the order they become known rather than the order they are due (it stays
+work-conserving, so throughput ceilings are exact; see ``_serve``), and a worker slot is
+taken when a task is dispatched, even if its dispatch message lands a few microseconds later.
 
 Determinism: every tie is broken by insertion order (SimPy's event ids, FIFO deques),
 randomness comes from generators seeded from the run's seed, and the workload's content
@@ -213,6 +215,13 @@ class Simulation:
         slow = self.slow[node] if node is not None else sum(self.slow) / self.n
         return mean * slow
 
+    def _fits_total(self, t: _Task, node: int) -> bool:
+        key = (t.dkey, node)
+        ok = self._feasible_cache.get(key)
+        if ok is None:
+            ok = self._feasible_cache[key] = fits(t.demand, self.total[node])
+        return ok
+
     def _feasible_anywhere(self, task: _Task) -> bool:
         ok = self._feasible_cache.get(task.dkey)
         if ok is None:
@@ -302,15 +311,19 @@ class Simulation:
                 if dep.dependents is _NO_DEPENDENTS:
                     dep.dependents = []
                 dep.dependents.append(t)
+        if self.validate:
+            for t in tasks:
+                if t.remaining:
+                    self._to(t, TaskState.WAITING_FOR_INPUTS)
         for t in tasks:
-            if not t.remaining:
+            if not t.remaining and t.state is not TaskState.FAILED:
                 self._ready(t)
-            elif self.validate:
-                self._to(t, TaskState.WAITING_FOR_INPUTS)
         return True
 
     # -- scheduling ----------------------------------------------------------------------
     def _to(self, t: _Task, state: TaskState) -> None:
+        """Record a state change; validation mode checks it is a legal transition. The hot
+        path sets only the states other code reads (FAILED, INFEASIBLE) when not validating."""
         if self.validate:
             check_transition(t.state, state, t.tid)
         t.state = state
@@ -337,6 +350,9 @@ class Simulation:
         local = LocalView(d, self.total[d], avail, self.qlen[d], self.running[d],
                           int(avail.get("CPU", 0.0) + EPS))
         if not self.spillover.should_forward(tv, local, now, self.rng):
+            if not self._fits_total(t, d):
+                raise RuntimeError(f"spillover policy {type(self.spillover).__name__} kept task {t.tid} on "
+                                   f"node {d}, which can never hold {dict(t.demand)}; it must forward it")
             t.placed = t_dec
             self._enqueue(t, d, t_dec)
             return
@@ -503,7 +519,7 @@ class Simulation:
             dep.remaining -= 1
             if visible > dep.inputs_at:
                 dep.inputs_at = visible
-            if not dep.remaining:
+            if not dep.remaining and dep.state is not TaskState.FAILED:
                 self._ready(dep)
         j.outstanding -= 1
         if not j.outstanding:
@@ -524,28 +540,36 @@ class Simulation:
             self._submit(t.driver, seen)
 
     def _infeasible(self, t: _Task, when: float) -> None:
-        """No node can ever hold ``t``: record it and fail everything downstream."""
+        """No node can ever hold ``t``: record it and fail everything downstream (once each,
+        even when several of a task's inputs are infeasible)."""
         self._to(t, TaskState.INFEASIBLE)
         self.trace.add((t.tid, t.job_id, t.function, t.submitter, -1, t.submitted, NAN, NAN, when,
                         t.spilled, NAN, 0, 1, "infeasible"))
         j = t.job
+        if j is not None:
+            j.outstanding -= 1
+            stack = list(t.dependents)
+            while stack:
+                dep = stack.pop()
+                if dep.state is TaskState.FAILED:
+                    continue
+                self._to(dep, TaskState.FAILED)
+                self.trace.add((dep.tid, dep.job_id, dep.function, dep.submitter, -1, dep.submitted, NAN,
+                                NAN, when, False, NAN, 0, 1, "failed"))
+                j.outstanding -= 1
+                stack.extend(dep.dependents)
+            if j.outstanding:
+                return
+        # The job ended without an event; its driver's next submission must not recurse
+        # into this one (a closed loop of infeasible jobs would exhaust the stack).
+        self._later(0.0, (t, j, when), self._ended_infeasible)
+
+    def _ended_infeasible(self, arg) -> None:
+        self.pending -= 1
+        t, j, when = arg
         if j is None:
             self._job_done_single(t, when)
-            return
-        j.outstanding -= 1
-        stack = list(t.dependents)
-        seen = set()
-        while stack:
-            dep = stack.pop()
-            if dep.tid in seen:
-                continue
-            seen.add(dep.tid)
-            self._to(dep, TaskState.FAILED)
-            self.trace.add((dep.tid, dep.job_id, dep.function, dep.submitter, -1, dep.submitted, NAN, NAN,
-                            when, False, NAN, 0, 1, "failed"))
-            j.outstanding -= 1
-            stack.extend(dep.dependents)
-        if not j.outstanding:
+        else:
             self._job_done(j)
 
     def _job_done(self, j: _Job) -> None:

@@ -90,7 +90,7 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
         resolved = resolve(raw)
         points = []
         for label, over in C.sweep_points(sweep, resolved):
-            cfg = C.apply_point(raw, over)
+            cfg = C.apply_point(raw, over, resolved)
             try:
                 points.append(Point(label, over, resolve(cfg)))
             except ConfigError as exc:

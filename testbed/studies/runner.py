@@ -16,6 +16,7 @@ import concurrent.futures as cf
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import time
 from datetime import datetime
@@ -59,21 +60,51 @@ def _flat(v: Any) -> Any:
 
 
 def default_out_dir(exp: Experiment, root: str | Path = "results") -> Path:
+    """``results/<name>/<timestamp>``, with ``-2``, ``-3``... if that second is taken."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path(root) / exp.name / stamp
+    base = Path(root) / exp.name / stamp
+    return _unique(base)
+
+
+def _unique(path: Path) -> Path:
+    if not path.exists() and not (path.parent / f".{path.name}.partial").exists():
+        return path
+    i = 2
+    while True:
+        cand = path.with_name(f"{path.name}-{i}")
+        if not cand.exists() and not (cand.parent / f".{cand.name}.partial").exists():
+            return cand
+        i += 1
+
+
+def check_out_dir(out: Path) -> None:
+    """Refuse, before anything runs, an output folder that cannot be made or is in use."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        what = "is a file" if not out.is_dir() else "already exists and is not empty"
+        raise RunFailed(f"--out {out}: {what}; choose another folder")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise RunFailed(f"--out {out}: {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise RunFailed(f"--out {out}: cannot write in {parent}")
+            break
+
+
+def _quiet_worker() -> None:
+    # Ctrl-C is the parent's to handle: it stops the pool and saves what finished
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def run_experiment(exp: Experiment, out: Path, jobs: int | None = None, progress: bool = True) -> Path:
-    """Run all points x seeds; write ``out``; return it. Raises KeyboardInterrupt after
-    saving partial results (the caller reports where)."""
+    """Run all points x seeds; write ``out``; return it. On Ctrl-C, save what finished in
+    ``<out>-interrupted`` and raise KeyboardInterrupt(that folder)."""
     from . import studies
     study = studies.STUDIES[exp.study]
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise RunFailed(f"{out}: already exists and is not empty; choose another --out")
+    check_out_dir(out)
     tasks = [(i, p, s) for i, p in enumerate(exp.points) for s in exp.seeds]
     jobs = jobs or min(len(tasks), os.cpu_count() or 1)
-    tmp = out.parent / f".{out.name}.partial"
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     interrupted = False
@@ -81,37 +112,70 @@ def run_experiment(exp: Experiment, out: Path, jobs: int | None = None, progress
     try:
         if jobs <= 1 or len(tasks) == 1:
             for t in tasks:
-                rows.append(_one(t))
+                rows.append(_guarded(t))
                 bar.update(1)
         else:
             ctx = multiprocessing.get_context("fork")
-            with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-                futs = [pool.submit(_one, t) for t in tasks]
-                try:
-                    for f in cf.as_completed(futs):
-                        rows.append(f.result())
-                        bar.update(1)
-                except BaseException:
-                    for f in futs:
-                        f.cancel()
-                    for p in list(getattr(pool, "_processes", {}).values()):
-                        p.terminate()
-                    raise
+            pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_quiet_worker)
+            try:
+                futs = {pool.submit(_guarded, t): t for t in tasks}
+                for f in cf.as_completed(futs):
+                    rows.append(f.result())
+                    bar.update(1)
+            except BaseException:
+                for f in futs:
+                    f.cancel()
+                for p in list((getattr(pool, "_processes", None) or {}).values()):
+                    p.terminate()
+                raise
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
     except KeyboardInterrupt:
         interrupted = True
     finally:
         bar.close()
     wall = time.perf_counter() - t0
     if interrupted:
-        out = out.parent / f"{out.name}-interrupted"
-    _write(exp, study, rows, tmp, wall, len(tasks), interrupted)
-    if out.exists():
-        shutil.rmtree(out) if out.is_dir() and not any(out.iterdir()) else None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, out)
+        out = _unique(out.with_name(f"{out.name}-interrupted"))
+    # Writing takes a second or two; a Ctrl-C now would leave a half-written folder, so
+    # it waits until the folder is complete (and renamed into place) instead.
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
+    tmp = out.parent / f".{out.name}.partial"
+    try:
+        _write(exp, study, rows, tmp, wall, len(tasks), interrupted)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.exists():
+            out.rmdir()           # checked empty above
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGINT, old)
     if interrupted:
         raise KeyboardInterrupt(str(out))
     return out
+
+
+def _main_thread() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+def _guarded(args: tuple[int, Point, int]) -> dict[str, Any]:
+    """One run; an error inside it becomes a one-line RunFailed naming the point and seed."""
+    try:
+        return _one(args)
+    except (KeyboardInterrupt, TestbedError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a user's policy may raise anything
+        if os.environ.get("TESTBED_DEBUG"):
+            raise
+        i, point, seed = args
+        where = f"point {i}" + (f" [{point.label}]" if point.label else "")
+        raise RunFailed(f"{where}, seed {seed} failed: {type(exc).__name__}: {exc} "
+                        f"(set TESTBED_DEBUG=1 for the traceback)") from None
 
 
 def _write(exp: Experiment, study, rows: list[dict], tmp: Path, wall: float, planned: int, interrupted: bool) -> None:
@@ -120,7 +184,7 @@ def _write(exp: Experiment, study, rows: list[dict], tmp: Path, wall: float, pla
     tmp.mkdir(parents=True)
     (tmp / "config.toml").write_text(
         f"# resolved config of {exp.path} (every default filled in)\n" + tomli_w.dumps(exp.resolved))
-    runs = pd.DataFrame(rows)
+    runs = pd.DataFrame(rows) if rows else pd.DataFrame(columns=["point", "label", "seed"])
     if len(runs):
         runs = runs.sort_values(["point", "seed"], kind="stable").reset_index(drop=True)
     runs.to_csv(tmp / "runs.csv", index=False)
