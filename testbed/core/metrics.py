@@ -22,6 +22,8 @@ import math
 import numpy as np
 import pandas as pd
 
+#: percentiles are exact up to this many samples (8 bytes each per metric), then binned
+EXACT_LIMIT = 250_000
 #: histogram range and resolution for percentiles beyond exact_limit
 _LO, _HI, _GROWTH = 1e-7, 1e6, 1.01
 _NBINS = int(math.ceil(math.log(_HI / _LO) / math.log(_GROWTH))) + 2
@@ -71,7 +73,7 @@ class _Quantiles:
 
 
 class MetricsAccumulator:
-    def __init__(self, exact_limit: int = 2_000_000):
+    def __init__(self, exact_limit: int = EXACT_LIMIT):
         self.tasks = 0
         self.counts = {"finished": 0, "failed": 0, "infeasible": 0, "lost": 0}
         self.first_submit = math.inf

@@ -9,15 +9,17 @@ averages keyed per function x node) with one global scheduler replica and one GC
 from __future__ import annotations
 
 import json
-import multiprocessing
 import resource
+import subprocess
 import sys
 import time
 
-#: case name -> (nodes, CPUs per node)
+#: case name -> (nodes, CPUs per node, tasks as a multiple of --tasks)
 CASES = {
-    "sim-100-nodes": (100, 8),
-    "sim-1000-nodes": (1000, 8),
+    "sim-100-nodes": (100, 8, 1),
+    "sim-1000-nodes": (1000, 8, 1),
+    # ten times the tasks: peak memory must stay where the 1x case has it (streaming)
+    "sim-100-nodes-10x": (100, 8, 10),
 }
 DEFAULT_TASKS = 200_000
 MEAN_TASK_S = 0.01
@@ -43,30 +45,27 @@ def bench_config(nodes: int, cpus: int, tasks: int) -> dict:
     return resolve(raw)
 
 
-def _case(name: str, tasks: int, conn) -> None:
+def _case(name: str, tasks: int) -> dict:
     from .execute import make_simulation
-    nodes, cpus = CASES[name]
-    sim = make_simulation(bench_config(nodes, cpus, tasks), seed=0, keep_rows=False)
+    nodes, cpus, mult = CASES[name]
+    sim = make_simulation(bench_config(nodes, cpus, tasks * mult), seed=0, keep_rows=False)
     t0 = time.perf_counter()
     res = sim.run()
     wall = time.perf_counter() - t0
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    conn.send({"case": name, "nodes": nodes, "tasks": int(res.metrics["finished"]), "wall_s": round(wall, 3),
-               "tasks_per_s": round(res.metrics["finished"] / wall), "peak_mem_mib": round(peak_kib / 1024, 1),
-               "spilled_fraction": round(res.metrics["spilled_fraction"], 4),
-               "sim_time_s": round(res.info["sim_end_s"], 3)})
-    conn.close()
+    return {"case": name, "nodes": nodes, "tasks": int(res.metrics["finished"]), "wall_s": round(wall, 3),
+            "tasks_per_s": round(res.metrics["finished"] / wall), "peak_mem_mib": round(peak_kib / 1024, 1),
+            "spilled_fraction": round(res.metrics["spilled_fraction"], 4),
+            "sim_time_s": round(res.info["sim_end_s"], 3)}
 
 
 def run_case(name: str, tasks: int) -> dict:
-    ctx = multiprocessing.get_context("spawn")   # a fresh interpreter: its peak RSS is the case's own
-    parent, child = ctx.Pipe(duplex=False)
-    p = ctx.Process(target=_case, args=(name, tasks, child))
-    p.start()
-    child.close()
-    out = parent.recv()
-    p.join()
-    return out
+    """Run one case in a fresh interpreter, so its peak RSS is the case's own."""
+    out = subprocess.run([sys.executable, "-m", "testbed.studies.bench", name, str(tasks)],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"bench case {name} failed:\n{out.stderr.strip()}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def bench_sim(json_out: bool = False, tasks: int | None = None, cases: str | None = None) -> int:
@@ -89,3 +88,7 @@ def bench_sim(json_out: bool = False, tasks: int | None = None, cases: str | Non
         print(df.to_markdown(index=False, floatfmt=",.4g"))
     sys.stdout.flush()
     return 0
+
+
+if __name__ == "__main__":       # one case, in its own process: python -m testbed.studies.bench CASE TASKS
+    print(json.dumps(_case(sys.argv[1], int(sys.argv[2]))))
