@@ -25,7 +25,7 @@ from testbed.workloads import Workload, parse_workload
 from testbed.workloads.generator import job_deps
 
 #: cluster overheads switched off, for exact arithmetic on times
-NO_OVERHEADS = {"latency_s": 0.0, "gcs_write_s": 0.0, "local_decision_s": 0.0}
+NO_OVERHEADS = {"latency_s": 0.0, "gcs_write_s": 0.0, "gcs_read_s": 0.0, "local_decision_s": 0.0}
 TPU_TASK = {"CPU": 1.0, "TPU": 1.0}
 GPU_TASK = {"CPU": 1.0, "GPU": 1.0}
 SHAPE_PARAMS = {"chain_length": 5, "map_tasks": 4, "reduce_tasks": 2, "tree_leaves": 7, "tree_fanin": 3}
@@ -374,7 +374,7 @@ def test_remote_input_is_fetched_over_the_link_before_the_task_starts():
     otherwise would, records the bytes, and the placement policy's bandwidth estimator sees
     size / (size / bandwidth + latency) bytes/s."""
     size, bw, lat, L, jobs = 1e6, 1e8, 1e-3, 4, 5
-    cfg = config({"nodes": 2, "bandwidth_bytes_per_s": bw, "latency_s": lat, "gcs_write_s": 0.0,
+    cfg = config({"nodes": 2, "bandwidth_bytes_per_s": bw, "latency_s": lat, "gcs_write_s": 0.0, "gcs_read_s": 0.0,
                   "global_decision_s": 0.0},
                  {"shape": "chains", "chain_length": L, "jobs": jobs, "in_flight": 1,
                   "duration": const(0.05), "output_bytes": const(size)},

@@ -151,8 +151,8 @@ class KeyedEstimator:
             if arr is None:
                 return np.full(n_nodes, fb)
             if len(arr) >= n_nodes and self._node_set.get(fkey, 0) == n_nodes \
-                    and len(arr) == n_nodes:
-                return arr.copy()     # every node has its own estimate: one copy
+                    and not np.isnan(arr[n_nodes - 1]):
+                return arr[:n_nodes].copy()     # every node has its own estimate: one copy
             out = np.full(n_nodes, np.nan)
             m = min(n_nodes, len(arr))
             out[:m] = arr[:m]

@@ -154,6 +154,9 @@ class Simulation:
         self._gdec = cluster["global_decision_s"]
         self._gcs_s = cluster["gcs_write_s"]
         self._critical = cluster["gcs_on_critical_path"]
+        self._n_gcs = cluster["gcs_shards"]
+        self._gcs_read_s = cluster["gcs_read_s"]
+        self._n_gs = cluster["global_schedulers"]
         self.env = Kernel()
         self._build_nodes()
         self.placement.set_truth(self._truth)
@@ -285,9 +288,11 @@ class Simulation:
 
     # -- submission ----------------------------------------------------------------------
     def _arrival(self, d) -> None:
-        self.pending -= 1
         if self._submit(d, self.env._now):
-            self._later(self.workload.next_arrival_gap(d), d, self._arrival)
+            # the pending count is unchanged: this arrival's event becomes the next one's
+            self.env.call_in(self.workload.next_arrival_gap(d), self._arrival, d)
+        else:
+            self.pending -= 1
 
     def _submit(self, driver: int, t_sub: float) -> bool:
         """The driver submits its next job at ``t_sub`` (>= now). False when none is left."""
@@ -338,7 +343,10 @@ class Simulation:
     def _ready(self, t: _Task) -> None:
         """All inputs of ``t`` exist (visible from ``t.inputs_at``): the local scheduler decides."""
         now = self.env._now
-        if not self._feasible_anywhere(t):
+        ok = self._feasible_cache.get(t.dkey)
+        if ok is None:
+            ok = self._feasible_anywhere(t)
+        if not ok:
             self._infeasible(t, max(now, t.inputs_at))
             return
         d = t.submitter
@@ -358,12 +366,13 @@ class Simulation:
             return
         t.spilled = True
         r = self.gs_next
-        self.gs_next = (r + 1) % len(self.gs_free)
+        self.gs_next = (r + 1) % self._n_gs
         t_g = _serve(self.gs_free, r, now, t_dec + self._lat, self._gdec)
         if t_g <= now:
             self._global_place(t, tv)
         else:
-            self._later(t_g - now, (t, tv), self._global_event)
+            self.pending += 1
+            self.env.call_in(t_g - now, self._global_event, (t, tv))
 
     def _later(self, delay: float, value, callback) -> None:
         """Call ``callback(event)`` after ``delay``; counted, so a stuck run is noticed."""
@@ -393,7 +402,7 @@ class Simulation:
     def _gcs_write(self, key: int, t: float) -> float:
         """A write issued at ``t`` to the shard owning ``key``; returns when it is acknowledged."""
         self.gcs_ops += 1
-        return _serve(self.gcs_free, key % len(self.gcs_free), self.env._now, t, self._gcs_s)
+        return _serve(self.gcs_free, key % self._n_gcs, self.env._now, t, self._gcs_s)
 
     def _enqueue(self, t: _Task, m: int, ready_at: float) -> None:
         ack = self._gcs_write(t.tid, ready_at)     # task table: spec + status (the lineage)
@@ -452,13 +461,16 @@ class Simulation:
                 src, size = j.loc[d], j.size[d]
                 if src == m or size <= 0:
                     continue
-                # inputs are fetched one after another over m's link; the observed time of
-                # a fetch runs from the request to the last byte (link queueing included)
-                t1 = _serve(self.link_free, m, now, asked, size / bw) + lat
+                # the object table tells where the input is (a GCS read), then inputs are
+                # fetched one after another over m's link; the observed time of a fetch runs
+                # from the lookup to the last byte (link queueing included)
+                self.gcs_ops += 1
+                found = _serve(self.gcs_free, j.tasks[d].tid % self._n_gcs, now, asked, self._gcs_read_s)
+                t1 = _serve(self.link_free, m, now, found, size / bw) + lat
                 t.bytes_in += size
                 if t.transfers is None:
                     t.transfers = []
-                t.transfers.append((src, size, t1 - asked))
+                t.transfers.append((src, size, t1 - found))
                 self._store(j, m, size)
                 if t1 > start:
                     start = t1
