@@ -20,6 +20,7 @@ HEADLINE = {
     "queue_delay_mean_s": ("queue delay mean (ms)", 1e3, "{:.2f}"),
     "spilled_fraction": ("spilled", 1.0, "{:.1%}"),
     "pred_mae_s": ("wait prediction MAE (ms)", 1e3, "{:.2f}"),
+    "pred_bias_s": ("wait prediction bias (ms)", 1e3, "{:+.2f}"),
     "pred_rel_error": ("prediction rel. error", 1.0, "{:.2f}"),
 }
 
@@ -87,8 +88,8 @@ class Compare(Study):
 class Estimators(Study):
     name = "estimators"
     description = "estimator shoot-out: makespan, latency and wait-prediction error per estimator/policy"
-    metrics = ["makespan_s", "latency_p50_s", "latency_p99_s", "pred_mae_s", "pred_rel_error",
-               "spilled_fraction"]
+    metrics = ["makespan_s", "latency_p50_s", "latency_p99_s", "pred_mae_s", "pred_bias_s",
+               "pred_rel_error", "spilled_fraction"]
 
     def summary(self, runs, exp) -> str:
         df = per_point(runs, self.metrics)
@@ -98,8 +99,10 @@ class Estimators(Study):
                 table(df, self.metrics, first_title="scheduler / estimator"), "",
                 "The wait prediction is what the placement policy predicted for the node it chose "
                 "(queue x estimated task time / slots + remote input bytes / estimated bandwidth), "
-                "against the wait the task then had (placed -> started). Only tasks the global "
-                "scheduler placed have a prediction.", ""]
+                "against the wait the task then had (placed -> started); bias > 0 means it "
+                "over-predicted. Only tasks the global scheduler placed have a prediction. Makespan "
+                "is the last finish: with heavy-tailed durations it is decided by where the longest "
+                "tasks landed, so it varies from seed to seed.", ""]
         if best is not None:
             text.append(f"Lowest prediction error: **{best}**. Lowest p99 latency: **{fastest}**.")
         return "\n".join(text) + "\n"
@@ -109,10 +112,12 @@ class Estimators(Study):
         plt = _mpl()
         fig, axes = plt.subplots(1, 3, figsize=(14, max(3.0, 0.38 * len(df) + 1.5)), sharey=True)
         y = np.arange(len(df))
-        for ax, m in zip(axes, ["latency_p99_s", "makespan_s", "pred_mae_s"]):
+        for ax, m in zip(axes, ["latency_p50_s", "latency_p99_s", "pred_mae_s"]):
             title, scale, _ = HEADLINE[m]
             ax.barh(y, df[m].fillna(0) * scale, xerr=df[m + "_std"].fillna(0) * scale, color="#4878a8")
-            ax.set_xlabel(title)
+            ax.set_xscale("log")      # one bad policy must not flatten the others
+            ax.set_xlabel(title + ", log scale")
+            ax.grid(axis="x", which="both", alpha=0.3)
         axes[0].set_yticks(y, [lbl or "(base)" for lbl in df["label"]], fontsize=8)
         axes[0].invert_yaxis()
         fig.suptitle(f"{exp.name}: estimators and placement policies")
