@@ -25,12 +25,19 @@ _int = (int,)
 _str = (str,)
 _spec = (str, dict)
 
+def _resource_table(x) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in x.values())
+
+
+def _resources_field(doc: str) -> Field:
+    return Field((dict,), {}, _resource_table, "a table of non-negative numbers", doc)
+
+
 CLUSTER: dict[str, Field] = {
     "nodes": Field(_int, 4, positive, "> 0", "number of nodes (ignored when node_groups is given)"),
     "cpus_per_node": Field(_num, 8.0, positive, "> 0", "CPUs (worker slots) per node"),
     "gpus_per_node": Field(_num, 0.0, non_negative, ">= 0", "GPUs per node"),
-    "resources": Field((dict,), {}, lambda d: all(isinstance(v, (int, float)) and v >= 0 for v in d.values()),
-                       "a table of non-negative numbers", "custom resources per node, e.g. {accel = 1}"),
+    "resources": _resources_field("custom resources per node, e.g. {accel = 1}"),
     "node_groups": Field((list,), [], None, "", "heterogeneous nodes: a list of {count, cpus, gpus, resources, speed}; "
                          "replaces nodes/cpus_per_node/gpus_per_node/resources", items=(dict,)),
     "slow_nodes": Field(_int, 0, non_negative, ">= 0", "how many nodes (the last ones) compute slow_factor times slower"),
@@ -55,8 +62,7 @@ NODE_GROUP: dict[str, Field] = {
     "count": Field(_int, 1, positive, "> 0", "nodes in this group"),
     "cpus": Field(_num, 8.0, non_negative, ">= 0", "CPUs per node"),
     "gpus": Field(_num, 0.0, non_negative, ">= 0", "GPUs per node"),
-    "resources": Field((dict,), {}, lambda d: all(isinstance(v, (int, float)) and v >= 0 for v in d.values()),
-                       "a table of non-negative numbers", "custom resources per node"),
+    "resources": _resources_field("custom resources per node"),
     "speed": Field(_num, 1.0, positive, "> 0", "relative compute speed (0.25 = four times slower)"),
 }
 

@@ -32,6 +32,30 @@ def _mpl():
     return plt
 
 
+def bar_panels(df: pd.DataFrame, metrics: list[str], out: Path, name: str, title: str,
+               log: bool = False) -> str:
+    """One horizontal bar chart per metric (mean +- std over seeds), a row per sweep point."""
+    plt = _mpl()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.7 * len(metrics), max(3.0, 0.38 * len(df) + 1.5)),
+                             sharey=True, squeeze=False)
+    y = np.arange(len(df))
+    for ax, m in zip(axes[0], metrics):
+        label, scale, _ = HEADLINE[m]
+        ax.barh(y, df[m].fillna(0) * scale, xerr=df[m + "_std"].fillna(0) * scale, color="#4878a8")
+        if log:
+            ax.set_xscale("log")      # one bad policy must not flatten the others
+            label += ", log scale"
+        ax.set_xlabel(label)
+        ax.grid(axis="x", which="both", alpha=0.3)
+    axes[0][0].set_yticks(y, [lbl or "(base)" for lbl in df["label"]], fontsize=8)
+    axes[0][0].invert_yaxis()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
 def per_point(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     """Mean (and std over seeds) of ``metrics`` per sweep point, in point order."""
     g = runs.groupby("point", sort=True)
@@ -64,20 +88,7 @@ class Study:
 
     def figures(self, runs: pd.DataFrame, exp, out: Path) -> list[str]:
         df = per_point(runs, self.metrics)
-        plt = _mpl()
-        fig, axes = plt.subplots(1, 2, figsize=(11, max(3.0, 0.35 * len(df) + 1.5)))
-        for ax, m in zip(axes, ["throughput_per_s", "latency_p99_s"]):
-            title, scale, _ = HEADLINE[m]
-            y = np.arange(len(df))
-            ax.barh(y, df[m] * scale, xerr=df[m + "_std"] * scale, color="#4878a8")
-            ax.set_yticks(y, [lbl or "(base)" for lbl in df["label"]], fontsize=8)
-            ax.invert_yaxis()
-            ax.set_xlabel(title)
-        fig.suptitle(exp.name)
-        fig.tight_layout()
-        fig.savefig(out / "compare.png", dpi=110)
-        plt.close(fig)
-        return ["compare.png"]
+        return [bar_panels(df, ["throughput_per_s", "latency_p99_s"], out, "compare.png", exp.name)]
 
 
 class Compare(Study):
@@ -109,22 +120,8 @@ class Estimators(Study):
 
     def figures(self, runs, exp, out) -> list[str]:
         df = per_point(runs, self.metrics)
-        plt = _mpl()
-        fig, axes = plt.subplots(1, 3, figsize=(14, max(3.0, 0.38 * len(df) + 1.5)), sharey=True)
-        y = np.arange(len(df))
-        for ax, m in zip(axes, ["latency_p50_s", "latency_p99_s", "pred_mae_s"]):
-            title, scale, _ = HEADLINE[m]
-            ax.barh(y, df[m].fillna(0) * scale, xerr=df[m + "_std"].fillna(0) * scale, color="#4878a8")
-            ax.set_xscale("log")      # one bad policy must not flatten the others
-            ax.set_xlabel(title + ", log scale")
-            ax.grid(axis="x", which="both", alpha=0.3)
-        axes[0].set_yticks(y, [lbl or "(base)" for lbl in df["label"]], fontsize=8)
-        axes[0].invert_yaxis()
-        fig.suptitle(f"{exp.name}: estimators and placement policies")
-        fig.tight_layout()
-        fig.savefig(out / "estimators.png", dpi=110)
-        plt.close(fig)
-        return ["estimators.png"]
+        return [bar_panels(df, ["latency_p50_s", "latency_p99_s", "pred_mae_s"], out, "estimators.png",
+                           f"{exp.name}: estimators and placement policies", log=True)]
 
 
 class Scalability(Study):
