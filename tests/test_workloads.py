@@ -337,3 +337,23 @@ def test_invalid_tables_fail_naming_the_key_and_the_rule(table, key, rule):
     assert info.value.key == key
     assert str(info.value).startswith(key + ":")
     assert rule in str(info.value)
+
+
+def test_next_task_fast_path_gives_the_same_draws_as_next_job():
+    """Engines may take single-task jobs through next_task; it must hand out exactly what
+    next_job would: the same functions, durations (regime included), resources and sizes."""
+    table = dict(jobs=9000, functions=[
+        {"name": "a", "weight": 3, "duration": {"dist": "exponential", "mean": 0.1},
+         "output_bytes": {"dist": "uniform", "low": 0, "high": 1e6}},
+        {"name": "b", "weight": 1, "duration": {"dist": "lognormal", "mean": 1.0, "sigma": 1.0},
+         "resources": {"CPU": 2.0}}],
+        shift={"after_jobs": 4500, "scale": 10.0})
+    slow, fast = make(seed=3, **table), make(seed=3, **table)
+    while True:
+        job = slow.next_job(0, 0.0)
+        t = fast.next_task(0.0)
+        if job is None:
+            assert t is None
+            break
+        spec = job.tasks[0]
+        assert t == (job.job_id, spec.function, spec.duration_s, spec.resources, spec.output_bytes)

@@ -41,6 +41,7 @@ from ..core.task import TaskState, check_transition
 from ..core.trace import FLUSH_ROWS, TraceRecorder
 from ..core.views import ClusterView, InputView, LocalView, TaskView
 from ..policy.base import PlacementPolicy, SpilloverPolicy
+from ..workloads import Workload
 from .kernel import Kernel
 
 NAN = math.nan
@@ -52,22 +53,26 @@ class _Task:
                  "ready_at", "started", "node", "spilled", "pred", "bytes_in", "transfers", "state",
                  "submitter")
 
-    def __init__(self, tid, job, job_id, driver, spec, submitted, submitter):
+    def __init__(self, tid, job, job_id, driver, idx, function, duration, demand, dkey, out_bytes, deps,
+                 submitted, submitter):
         self.tid = tid
         #: the _Job of a multi-task job; None for a single-task job (the common, fast case)
         self.job = job
         self.job_id = job_id
         #: index of the submitting driver
         self.driver = driver
-        self.idx = spec.index
-        self.function = spec.function
-        self.duration = spec.duration_s
-        self.demand = spec.resources
-        self.dkey = tuple(spec.resources.items())
-        self.out_bytes = spec.output_bytes
-        self.deps = spec.deps
+        #: index within the job
+        self.idx = idx
+        self.function = function
+        #: seconds on a node of speed 1
+        self.duration = duration
+        #: resources held while running, and the same as a hashable tuple (its demand class)
+        self.demand = demand
+        self.dkey = dkey
+        self.out_bytes = out_bytes
+        self.deps = deps
         self.dependents: list[_Task] = _NO_DEPENDENTS
-        self.remaining = len(spec.deps)
+        self.remaining = len(deps)
         self.inputs_at = submitted      # when the last input became visible
         self.submitted = submitted
         self.placed = NAN
@@ -157,6 +162,11 @@ class Simulation:
         self._n_gcs = cluster["gcs_shards"]
         self._gcs_read_s = cluster["gcs_read_s"]
         self._n_gs = cluster["global_schedulers"]
+        #: single-task jobs take the workload's fast path (no Job/TaskSpec objects)
+        # (unless a subclass changed next_job: then it must see every job)
+        self._single = workload.tasks_per_job == 1 and type(workload).next_job is Workload.next_job
+        #: id(shared resources dict) -> (its items as a tuple, the dict, kept alive)
+        self._dkeys: dict[int, tuple] = {}
         self.env = Kernel()
         self._build_nodes()
         self.placement.set_truth(self._truth)
@@ -296,19 +306,28 @@ class Simulation:
 
     def _submit(self, driver: int, t_sub: float) -> bool:
         """The driver submits its next job at ``t_sub`` (>= now). False when none is left."""
-        job = self.workload.next_job(driver, t_sub)
-        if job is None:
-            return False
         node = self.driver_nodes[driver]
-        if len(job.tasks) == 1:
-            t = _Task(self.next_tid, None, job.job_id, driver, job.tasks[0], t_sub, node)
+        if self._single:
+            nxt = self.workload.next_task(t_sub)
+            if nxt is None:
+                return False
+            job_id, function, duration, demand, out_bytes = nxt
+            dkey = self._dkeys.get(id(demand))
+            if dkey is None:
+                dkey = self._dkeys[id(demand)] = (tuple(demand.items()), demand)
+            t = _Task(self.next_tid, None, job_id, driver, 0, function, duration, demand, dkey[0],
+                      out_bytes, (), t_sub, node)
             self.next_tid += 1
             self._ready(t)
             return True
+        job = self.workload.next_job(driver, t_sub)
+        if job is None:
+            return False
         j = _Job(job, node)
         tasks = j.tasks
         for spec in job.tasks:
-            t = _Task(self.next_tid, j, job.job_id, driver, spec, t_sub, node)
+            t = _Task(self.next_tid, j, job.job_id, driver, spec.index, spec.function, spec.duration_s,
+                      spec.resources, tuple(spec.resources.items()), spec.output_bytes, spec.deps, t_sub, node)
             self.next_tid += 1
             tasks.append(t)
             for d in spec.deps:

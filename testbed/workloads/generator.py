@@ -157,6 +157,24 @@ class Workload:
         shifted = (after is not None and j >= after) or (at is not None and now >= at)
         return self._build(j, driver, shifted)
 
+    def next_task(self, now: float):
+        """Fast path for single-task shapes (``tasks_per_job == 1``): the next job's only
+        task as ``(job_id, function, duration_s, resources, output_bytes)``, the same draws
+        as :meth:`next_job` gives, without building Job and TaskSpec objects; None when the
+        workload is exhausted. ``resources`` is shared by every task of the function: read it,
+        never change it."""
+        j = self._next
+        if j >= self.total_jobs:
+            return None
+        self._next = j + 1
+        after = self._shift_after_jobs
+        at = self._shift_at_s
+        shifted = (after is not None and j >= after) or (at is not None and now >= at)
+        c, r = divmod(j, self._chunk_jobs)
+        chunk = self._cur if c == self._cur_c else self._chunk(c)
+        f = chunk.fn[r]
+        return j, self.functions[f], (chunk.after if shifted else chunk.before)[r], self._resources[f], chunk.out[r]
+
     def _build(self, j: int, driver: int, shifted: bool) -> Job:
         c, r = divmod(j, self._chunk_jobs)
         chunk = self._cur if c == self._cur_c else self._chunk(c)
