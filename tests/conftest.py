@@ -43,15 +43,31 @@ def _segments() -> set[str]:
         return set()
 
 
+def _live_cluster():
+    """(supervisor pid, shm prefix) of a runtime cluster that is still meant to run (a
+    module-scoped fixture's), whose processes and segments are not leftovers yet."""
+    import sys
+    api = sys.modules.get("testbed.real.api")
+    c = getattr(api, "_cluster", None) if api else None
+    if c is None:
+        return None, None
+    return c.proc.pid, c.shm_prefix
+
+
 @pytest.fixture(autouse=True)
 def no_leftovers():
-    """Fail a test that leaves a child process or a /dev/shm segment behind (and clean up)."""
+    """Fail a test that leaves a child process or a /dev/shm segment behind (and clean up).
+    A cluster that a module-scoped fixture keeps running is checked when it shuts down."""
     me = os.getpid()
     procs_before = _children(me)
     shm_before = _segments()
     yield
+    sup, prefix = _live_cluster()
     procs = _children(me) - procs_before
     shm = _segments() - shm_before
+    if sup is not None:
+        procs -= {sup} | _children(sup)
+        shm = {s for s in shm if not s.startswith(prefix)}
     for pid in procs:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -64,3 +80,15 @@ def no_leftovers():
             pass
     assert not procs, f"test left processes running: {sorted(procs)}"
     assert not shm, f"test left shared-memory segments: {sorted(shm)}"
+
+
+def assert_cluster_gone(cluster) -> None:
+    """After shutdown: the cluster's supervisor and everything it started have exited, its
+    shared memory and its folder are gone."""
+    assert cluster.proc.poll() is not None, "the supervisor still runs"
+    alive = [pid for pid in cluster.pids if Path(f"/proc/{pid}").exists()
+             and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
+    assert not alive, f"cluster processes still running: {alive}"
+    left = [n for n in _segments() if n.startswith(cluster.shm_prefix)]
+    assert not left, f"shared memory left behind: {left}"
+    assert not Path(cluster.dir).exists()

@@ -1,0 +1,411 @@
+"""The user's API: ``import testbed as tb``; ``tb.init()``, ``@tb.remote``, ``tb.get``, ...
+
+It reads like Ray's core API. State is one process-wide cluster handle (as in Ray) in the
+driver, or the worker's connection when the code runs inside a task.
+"""
+from __future__ import annotations
+
+import atexit
+import inspect
+import json
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from numbers import Real
+from typing import Any
+
+from . import transport
+from .core import INLINE_MAX, Core, ObjectRef, new_task_id, object_id, to_bytes
+from .errors import ClusterError, GetTimeoutError
+
+#: the driver's cluster (None when not initialised); workers set _worker_core instead
+_cluster: "Cluster | None" = None
+_worker_core: Core | None = None
+_lock = threading.RLock()
+
+START_TIMEOUT_S = 60.0
+
+
+def _core() -> Core:
+    if _worker_core is not None:
+        return _worker_core
+    if _cluster is None:
+        raise ClusterError("testbed is not initialised: call tb.init() first")
+    return _cluster.core
+
+
+# --- options ---------------------------------------------------------------------------
+
+def _check_amount(name: str, v, *, integer: bool = False) -> float:
+    if isinstance(v, bool) or not isinstance(v, Real) or v < 0 or v != v:
+        raise ValueError(f"{name} must be a number >= 0, got {v!r}")
+    if integer and int(v) != v:
+        raise ValueError(f"{name} must be a whole number, got {v!r}")
+    return float(v)
+
+
+def _resources(num_cpus, num_gpus, resources, where: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    if num_cpus is not None:
+        out["CPU"] = _check_amount(f"{where}num_cpus", num_cpus)
+    if num_gpus is not None:
+        out["GPU"] = _check_amount(f"{where}num_gpus", num_gpus)
+    if resources is not None:
+        if not isinstance(resources, dict):
+            raise TypeError(f"{where}resources must be a dict of name -> amount, got {type(resources).__name__}")
+        for k, v in resources.items():
+            if not isinstance(k, str) or k in ("CPU", "GPU"):
+                raise ValueError(f"{where}resources: use num_cpus/num_gpus for CPU/GPU; bad key {k!r}")
+            out[k] = _check_amount(f"{where}resources[{k!r}]", v)
+    return {k: v for k, v in sorted(out.items()) if v > 0}
+
+
+# --- the cluster -----------------------------------------------------------------------
+
+class Cluster:
+    """A running cluster: the supervisor process and the driver's connection."""
+
+    def __init__(self, config: dict[str, Any]):
+        self.config = config
+        self.dir = tempfile.mkdtemp(prefix="testbed-")        # 0700
+        self.secret = transport.new_secret()
+        self.shm_prefix = f"tb-{uuid.uuid4().hex[:10]}-"
+        self.events: "queue.Queue[dict]" = queue.Queue()
+        self.proc = subprocess.Popen([sys.executable, "-m", "testbed.real.supervisor"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, close_fds=True)
+        boot = {"dir": self.dir, "secret": self.secret.hex(), "config": config, "shm_prefix": self.shm_prefix,
+                "sys_path": [p for p in sys.path if p], "cwd": os.getcwd()}
+        self.proc.stdin.write((json.dumps(boot) + "\n").encode())
+        self.proc.stdin.flush()
+        self.pids: dict[int, tuple[str, list]] = {}
+        threading.Thread(target=self._read_events, name="testbed-supervisor-events", daemon=True).start()
+        self._wait_for("started")
+        from .gcsclient import connect_retry
+        ch = connect_retry(os.path.join(self.dir, "node-0.sock"), self.secret, START_TIMEOUT_S)
+        self.core = Core(ch, 0, "driver")
+        self.core.request("hello_driver", os.getpid())
+        # init returns once every node has reported (its first heartbeat is in the GCS)
+        end = time.monotonic() + START_TIMEOUT_S
+        while len(self.core.request("nodes")) < len(config["nodes"]):
+            if time.monotonic() > end:
+                self.shutdown()
+                raise ClusterError(f"not every node reported within {START_TIMEOUT_S:.0f} s")
+            time.sleep(0.005)   # bounded poll while the other node managers start
+
+    def _read_events(self) -> None:
+        for line in self.proc.stdout:
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            if ev.get("event") == "spawned":
+                self.pids[ev["pid"]] = (ev["role"], ev["args"])
+            elif ev.get("event") == "exited":
+                self.pids.pop(ev["pid"], None)
+            self.events.put(ev)
+        self.events.put({"event": "supervisor-exited"})
+
+    def _wait_for(self, name: str) -> None:
+        end = time.monotonic() + START_TIMEOUT_S
+        while True:
+            try:
+                ev = self.events.get(timeout=max(0.0, end - time.monotonic()))
+            except queue.Empty:
+                self.shutdown()
+                raise ClusterError(f"the cluster did not start within {START_TIMEOUT_S:.0f} s") from None
+            if ev.get("event") == name:
+                return
+            if ev.get("event") == "supervisor-exited":
+                self.shutdown()
+                raise ClusterError("the cluster's supervisor exited during start-up (see its output above)")
+
+    def shutdown(self) -> None:
+        core = getattr(self, "core", None)
+        if core is not None:
+            core.close()
+        try:
+            if self.proc.stdin and not self.proc.stdin.closed:
+                self.proc.stdin.write(b'{"cmd": "shutdown"}\n')
+                self.proc.stdin.flush()
+                self.proc.stdin.close()
+        except (BrokenPipeError, OSError, ValueError):
+            pass
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # context manager: `with tb.init(...):`
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        shutdown()
+        return False
+
+
+def init(num_cpus: float | None = None, num_gpus: float | None = None, resources: dict | None = None, *,
+         num_nodes: int = 1, nodes: list[dict] | None = None,
+         placement: Any = "PaperWaitTime", spillover: Any = None,
+         task_time: Any = None, task_time_key: str = "function_node",
+         bandwidth: Any = None, bandwidth_key: str = "node",
+         gcs_shards: int = 1, heartbeat_interval_s: float = 0.1,
+         object_store_bytes: int = 1 << 30, link_bandwidth_bytes_per_s: float | None = None,
+         link_latency_s: float = 0.0, ignore_reinit_error: bool = False) -> Cluster:
+    """Start a cluster of logical nodes on this machine and connect this process as its driver.
+
+    ``init(num_cpus=2, num_gpus=0, resources={"accel": 1})`` is one node with those resources
+    (as in Ray); ``num_nodes=4`` makes four such nodes; ``nodes=[{"CPU": 2}, {"CPU": 4, "GPU": 1}]``
+    gives heterogeneous ones. Policies and estimators take the names (or "pkg.module:Name")
+    of the config's [scheduler] section. Returns a handle usable as a context manager.
+    """
+    global _cluster
+    with _lock:
+        if _cluster is not None:
+            if ignore_reinit_error:
+                return _cluster
+            raise ClusterError("tb.init() was already called; call tb.shutdown() first")
+        if nodes is not None:
+            if not isinstance(nodes, list) or not nodes or not all(isinstance(n, dict) for n in nodes):
+                raise TypeError("nodes must be a non-empty list of resource dicts, e.g. [{'CPU': 2}]")
+            node_list = []
+            for i, n in enumerate(nodes):
+                res = {}
+                for k, v in n.items():
+                    if not isinstance(k, str):
+                        raise ValueError(f"nodes[{i}]: resource names must be strings, got {k!r}")
+                    res[k] = _check_amount(f"nodes[{i}][{k!r}]", v)
+                node_list.append({k: v for k, v in res.items() if v > 0})
+        else:
+            if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 1:
+                raise ValueError(f"num_nodes must be an integer >= 1, got {num_nodes!r}")
+            res = _resources(num_cpus if num_cpus is not None else (os.cpu_count() or 1), num_gpus, resources, "")
+            node_list = [dict(res) for _ in range(num_nodes)]
+        if isinstance(gcs_shards, bool) or not isinstance(gcs_shards, int) or gcs_shards < 1:
+            raise ValueError(f"gcs_shards must be an integer >= 1, got {gcs_shards!r}")
+        for name, v in (("heartbeat_interval_s", heartbeat_interval_s), ("object_store_bytes", object_store_bytes),
+                        ("link_latency_s", link_latency_s)):
+            _check_amount(name, v)
+        if heartbeat_interval_s <= 0:
+            raise ValueError(f"heartbeat_interval_s must be > 0, got {heartbeat_interval_s}")
+        if link_bandwidth_bytes_per_s is not None and not _check_amount("link_bandwidth_bytes_per_s",
+                                                                         link_bandwidth_bytes_per_s) > 0:
+            raise ValueError("link_bandwidth_bytes_per_s must be > 0 (or None for no emulated link)")
+        scheduler = {
+            "placement": placement,
+            "spillover": spillover if spillover is not None else {"name": "QueueThreshold", "threshold": 8},
+            "task_time": task_time if task_time is not None else {"name": "ExponentialAverage", "alpha": 0.1},
+            "task_time_key": task_time_key,
+            "bandwidth": bandwidth if bandwidth is not None else {"name": "ExponentialAverage", "alpha": 0.1},
+            "bandwidth_key": bandwidth_key,
+        }
+        _check_policies(scheduler)
+        config = {"nodes": node_list, "gcs_shards": gcs_shards, "heartbeat_interval_s": float(heartbeat_interval_s),
+                  "object_store_bytes": int(object_store_bytes), "scheduler": scheduler,
+                  "link_bandwidth_bytes_per_s": link_bandwidth_bytes_per_s, "link_latency_s": float(link_latency_s)}
+        _cluster = Cluster(config)
+        return _cluster
+
+
+def _check_policies(scheduler: dict) -> None:
+    """Build the policies once in the driver so a bad name fails here, naming the argument."""
+    from ..core.errors import ConfigError
+    from ..studies.experiment import build_policies
+    try:
+        build_policies(scheduler)
+    except ConfigError as exc:
+        raise ValueError(str(exc).replace("scheduler.", "init(): ")) from None
+
+
+def shutdown() -> None:
+    """Stop the cluster: every process it started exits and its shared memory is freed."""
+    global _cluster
+    with _lock:
+        c, _cluster = _cluster, None
+    if c is not None:
+        c.shutdown()
+
+
+@atexit.register
+def _at_exit() -> None:
+    shutdown()
+
+
+def is_initialized() -> bool:
+    return _cluster is not None or _worker_core is not None
+
+
+# --- remote functions ------------------------------------------------------------------
+
+_TASK_OPTIONS = ("num_cpus", "num_gpus", "resources", "num_returns", "max_retries", "name")
+
+
+def _check_options(opts: dict, for_class: bool) -> dict:
+    allowed = _TASK_OPTIONS + (("max_restarts", "checkpoint_interval") if for_class else ())
+    for k in opts:
+        if k not in allowed:
+            raise TypeError(f"unknown option {k!r}; options: {', '.join(allowed)}")
+    out = dict(opts)
+    _resources(opts.get("num_cpus"), opts.get("num_gpus"), opts.get("resources"), "")
+    nr = opts.get("num_returns", 1)
+    if isinstance(nr, bool) or not isinstance(nr, int) or nr < 1:
+        raise ValueError(f"num_returns must be an integer >= 1, got {nr!r}")
+    mr = opts.get("max_retries", 0)
+    if isinstance(mr, bool) or not isinstance(mr, int) or mr < -1:
+        raise ValueError(f"max_retries must be an integer >= 0 (or -1 for unlimited), got {mr!r}")
+    return out
+
+
+class RemoteFunction:
+    def __init__(self, fn, options: dict):
+        self._fn = fn
+        self._options = options
+        self.__name__ = getattr(fn, "__name__", "remote_function")
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(f"remote function {self.__name__} cannot be called directly; "
+                        f"use {self.__name__}.remote(...)")
+
+    def options(self, **opts) -> "RemoteFunction":
+        return RemoteFunction(self._fn, _check_options({**self._options, **opts}, False))
+
+    def remote(self, *args, **kwargs):
+        core = _core()
+        opts = self._options
+        num_returns = opts.get("num_returns", 1)
+        fid, data = core.function_id(self._fn)
+        res = _resources(opts.get("num_cpus", 1), opts.get("num_gpus"), opts.get("resources"), "")
+        task_id = new_task_id()
+        name = opts.get("name") or getattr(self._fn, "__qualname__", self.__name__)
+        spec = {"task_id": task_id, "fn_id": fid, "fn": data, "name": name,
+                "args": [_encode(core, a, i, name) for i, a in enumerate(args)],
+                "kwargs": {k: _encode(core, v, k, name) for k, v in kwargs.items()},
+                "num_returns": num_returns, "resources": res, "max_retries": opts.get("max_retries", 0)}
+        core.send(("submit", spec))
+        refs = [ObjectRef(object_id(task_id, i)) for i in range(num_returns)]
+        return refs[0] if num_returns == 1 else refs
+
+
+def _encode(core: Core, value, where, fname: str):
+    if isinstance(value, ObjectRef):
+        return ("r", value.id)
+    try:
+        inline, ser = to_bytes(value)
+    except Exception as exc:  # noqa: BLE001 - pickling can raise anything
+        what = f"argument {where!r}" if isinstance(where, str) else f"argument {where}"
+        raise TypeError(f"{what} of {fname} cannot be pickled: {type(exc).__name__}: {exc}") from None
+    if inline is not None:
+        return ("v", inline)
+    oid = object_id(new_task_id(), 0)
+    core.put_serialized(oid, ser)
+    return ("r", oid)
+
+
+def remote(*args, **options):
+    """``@tb.remote`` or ``@tb.remote(num_cpus=..., num_gpus=..., resources=..., num_returns=...,
+    max_retries=...)`` on a function (or, later, a class)."""
+    if len(args) == 1 and not options and callable(args[0]):
+        return _make(args[0], {})
+    if args:
+        raise TypeError("use @tb.remote or @tb.remote(option=value, ...)")
+    return lambda obj: _make(obj, options)
+
+
+def _make(obj, options: dict):
+    if inspect.isclass(obj):
+        from .actors import ActorClass
+        return ActorClass(obj, _check_options(options, True))
+    if not callable(obj):
+        raise TypeError(f"@tb.remote applies to a function or a class, not {type(obj).__name__}")
+    return RemoteFunction(obj, _check_options(options, False))
+
+
+# --- objects ---------------------------------------------------------------------------
+
+def _refs_arg(name: str, value) -> tuple[list[ObjectRef], bool]:
+    if isinstance(value, ObjectRef):
+        return [value], True
+    if isinstance(value, (list, tuple)) and all(isinstance(r, ObjectRef) for r in value):
+        return list(value), False
+    bad = value if not isinstance(value, (list, tuple)) else next(r for r in value if not isinstance(r, ObjectRef))
+    raise TypeError(f"{name}() expects an ObjectRef or a list of ObjectRefs, got {type(bad).__name__}")
+
+
+def get(refs, *, timeout: float | None = None):
+    """The value(s) of ``refs`` (an ObjectRef or a list), blocking until they exist.
+    A task's exception is re-raised (TaskError, also an instance of the original type)."""
+    lst, single = _refs_arg("get", refs)
+    if timeout is not None:
+        _check_amount("timeout", timeout)
+    values = _core().get(lst, timeout)
+    return values[0] if single else values
+
+
+def put(value) -> ObjectRef:
+    """Store ``value`` in the local object store; returns its ObjectRef."""
+    if isinstance(value, ObjectRef):
+        raise TypeError("put() of an ObjectRef is not allowed; pass the ObjectRef itself")
+    try:
+        return _core().put(value)
+    except (TypeError, AttributeError, ValueError) as exc:
+        if "pickle" in str(exc).lower() or "serializ" in str(exc).lower():
+            raise TypeError(f"put(): value cannot be pickled: {exc}") from None
+        raise
+
+
+def wait(refs, *, num_returns: int = 1, timeout: float | None = None):
+    """``(ready, not_ready)``: the first ``num_returns`` refs that exist, once they do (or
+    whatever exists when ``timeout`` seconds have passed); both lists in input order."""
+    lst, single = _refs_arg("wait", refs)
+    if single:
+        raise TypeError("wait() expects a list of ObjectRefs")
+    if len(set(lst)) != len(lst):
+        raise ValueError("wait() expects distinct ObjectRefs")
+    if isinstance(num_returns, bool) or not isinstance(num_returns, int) or not 1 <= num_returns <= max(1, len(lst)):
+        raise ValueError(f"num_returns must be between 1 and {len(lst)}, got {num_returns!r}")
+    if timeout is not None:
+        _check_amount("timeout", timeout)
+    if not lst:
+        return [], []
+    ready_ids = _core().wait(lst, num_returns, timeout)
+    ready, not_ready = [], []
+    for r in lst:
+        (ready if r.id in ready_ids and len(ready) < num_returns else not_ready).append(r)
+    return ready, not_ready
+
+
+# --- cluster information ---------------------------------------------------------------
+
+def nodes() -> list[dict]:
+    """One dict per node: "NodeID", "Alive", "Resources" (as in Ray), plus "Index", "Available"."""
+    return _core().request("nodes")
+
+
+def cluster_resources() -> dict[str, float]:
+    out: dict[str, float] = {}
+    for n in nodes():
+        if n["Alive"]:
+            for k, v in n["Resources"].items():
+                out[k] = out.get(k, 0.0) + v
+    return out
+
+
+def available_resources() -> dict[str, float]:
+    out: dict[str, float] = {}
+    for n in nodes():
+        if n["Alive"]:
+            for k, v in n["Available"].items():
+                out[k] = out.get(k, 0.0) + v
+    return {k: v for k, v in out.items() if v > 0}

@@ -1,0 +1,177 @@
+"""The client side of the runtime, shared by the driver and the workers.
+
+    driver / worker ──("submit", spec)───────────────────────────> its node manager
+                    ──("get"|"wait"|"create", request id, ...)───> node manager ──("reply", id, ...)──>
+                    ──("put_inline"|"seal"|"unpin", ...)─────────> node manager
+
+Requests are synchronous (one outstanding per process, under a lock): a worker blocked in
+``get`` is exactly what the node manager sees and schedules around. Values travel as
+bytes when small (<= INLINE_MAX) and through the node's shared-memory store otherwise;
+shared-memory reads are zero-copy and pinned until the last Python reference is gone
+(a finaliser queues an "unpin", sent with the next message — never from inside a send).
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import threading
+import weakref
+from collections import deque
+from typing import Any
+
+import cloudpickle
+
+from . import objstore
+from .errors import GetTimeoutError, TaskError
+
+#: values up to this size are passed inline, not through shared memory (Ray: 100 KiB)
+INLINE_MAX = 100 * 1024
+
+
+def new_task_id() -> bytes:
+    return os.urandom(16)
+
+
+def object_id(task_id: bytes, index: int) -> bytes:
+    return task_id + index.to_bytes(4, "little")
+
+
+class ObjectRef:
+    """A future: the id of an object that exists, or will once its task has run."""
+    __slots__ = ("id",)
+
+    def __init__(self, oid: bytes):
+        self.id = oid
+
+    def __reduce__(self):
+        return (ObjectRef, (self.id,))
+
+    def __eq__(self, other):
+        return isinstance(other, ObjectRef) and other.id == self.id
+
+    def __hash__(self):
+        return hash(self.id)
+
+    def __repr__(self):
+        return f"ObjectRef({self.id.hex()})"
+
+    def hex(self) -> str:
+        return self.id.hex()
+
+
+class _Pin:
+    """Kept alive by every zero-copy view of a shared-memory object; its death unpins it."""
+    __slots__ = ("__weakref__",)
+
+
+def to_bytes(value: Any) -> tuple[bytes | None, "objstore.Serialized"]:
+    """Serialise; return (inline bytes or None if too big for inline, the serialisation)."""
+    ser = objstore.serialize(value)
+    if ser.size <= INLINE_MAX:
+        return objstore.to_bytes(ser), ser
+    return None, ser
+
+
+class Core:
+    def __init__(self, channel, node_index: int, role: str):
+        self.ch = channel
+        self.node = node_index
+        self.role = role
+        self.lock = threading.RLock()
+        self._req = itertools.count(1)
+        self.store = objstore.StoreClient()
+        self._unpins: deque[bytes] = deque()
+        self._shipped: set[str] = set()
+        self._fn_cache: dict[int, tuple] = {}
+
+    # --- plumbing -----------------------------------------------------------------------
+    def _flush_unpins(self) -> None:
+        if self._unpins:
+            oids = []
+            while self._unpins:
+                oids.append(self._unpins.popleft())
+            self.ch.send(("unpin", oids))
+
+    def send(self, msg) -> None:
+        with self.lock:
+            self._flush_unpins()
+            self.ch.send(msg)
+
+    def request(self, kind: str, *args):
+        with self.lock:
+            self._flush_unpins()
+            req = next(self._req)
+            self.ch.send((kind, req) + args)
+            while True:
+                msg = self.ch.recv()
+                if msg[0] == "reply" and msg[1] == req:
+                    return msg[2]
+                self.unexpected(msg)
+
+    def unexpected(self, msg) -> None:
+        raise RuntimeError(f"unexpected message {msg[0]!r} while waiting for a reply")
+
+    # --- functions ----------------------------------------------------------------------
+    def function_id(self, fn) -> tuple[str, bytes | None]:
+        """(content hash, the pickled function the first time this process ships it)."""
+        cached = self._fn_cache.get(id(fn))
+        if cached is None or cached[2] is not fn:
+            data = cloudpickle.dumps(fn)
+            fid = hashlib.sha1(data).hexdigest()
+            cached = self._fn_cache[id(fn)] = (fid, data, fn)
+        fid, data, _ = cached
+        if fid in self._shipped:
+            return fid, None
+        self._shipped.add(fid)
+        return fid, data
+
+    # --- objects ------------------------------------------------------------------------
+    def put(self, value: Any, oid: bytes | None = None) -> ObjectRef:
+        oid = oid or object_id(new_task_id(), 0)
+        inline, ser = to_bytes(value)
+        if inline is not None:
+            self.send(("put_inline", oid, inline))
+        else:
+            self.put_serialized(oid, ser)
+        return ObjectRef(oid)
+
+    def put_serialized(self, oid: bytes, ser) -> tuple:
+        seg, off = self.request("create", oid, ser.size)
+        if seg is None:
+            raise MemoryError(f"object store of node {self.node} is full ({ser.size} bytes asked): {off}")
+        self.store.write(seg, off, ser)
+        self.send(("seal", oid, ser.size))
+        return ("shm", ser.size)
+
+    def decode(self, oid: bytes, desc) -> Any:
+        if desc[0] == "inline":
+            return objstore.deserialize_bytes(desc[1])
+        _, seg, off, size = desc
+        pin = _Pin()
+        weakref.finalize(pin, self._unpins.append, oid)
+        return self.store.read(seg, off, size, pin)
+
+    def get(self, refs: list[ObjectRef], timeout: float | None = None) -> list[Any]:
+        reply = self.request("get", [r.id for r in refs], timeout)
+        if reply == "timeout":
+            raise GetTimeoutError(f"get timed out after {timeout} s")
+        values = []
+        for r, desc in zip(refs, reply):
+            v = self.decode(r.id, desc)
+            if isinstance(v, TaskError):
+                raise v.as_instanceof_cause()
+            if isinstance(v, BaseException) and getattr(v, "_testbed_raise", False):
+                raise v
+            values.append(v)
+        return values
+
+    def wait(self, refs: list[ObjectRef], num_returns: int, timeout: float | None) -> set[bytes]:
+        return set(self.request("wait", [r.id for r in refs], num_returns, timeout))
+
+    def close(self) -> None:
+        try:
+            self.ch.close()
+        except OSError:
+            pass
+        self.store.close()

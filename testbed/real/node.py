@@ -1,0 +1,549 @@
+"""A node manager: the local scheduler and the object-store manager of one logical node.
+
+    driver, workers ──("submit" | "get" | "wait" | "create" | "seal" | "put_inline" | "unpin")──> node
+    node ──("run", task)──> idle worker ──("done", ...)──> node
+    node ──("forward", spec)──> global scheduler ──("assign", spec)──> some node
+    node ──("pull", oid)──> node holding it ──("object", oid, bytes)──> node
+    node ──heartbeat ("put", "node", id, load) and object locations ("obj_add")──> GCS shards
+    node ──"spawn_worker"──> supervisor (private pipe)
+
+State it owns: the queue of tasks whose inputs are here and which wait for resources and
+a worker; tasks waiting for inputs; the node's objects (small ones inline in memory, the
+rest in shared memory, see objstore); which client pins which object; the workers.
+The shared SpilloverPolicy decides, per submitted task, whether it stays here.
+"""
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections import Counter, deque
+from typing import Any
+
+import numpy as np
+
+from ..core.resources import EPS, fits
+from ..core.views import LocalView, TaskView
+from . import objstore
+from .context import Context
+from .core import object_id
+from .errors import InfeasibleError, WorkerCrashedError
+from .gcsclient import GcsClient, connect_retry
+from .loop import Loop
+
+
+class Client:
+    __slots__ = ("ch", "kind", "id", "pid", "task", "blocked", "held", "fns")
+
+    def __init__(self, ch, kind: str, cid: str, pid: int):
+        self.ch = ch
+        #: "worker" or "driver"
+        self.kind = kind
+        self.id = cid
+        self.pid = pid
+        #: the task a worker runs (its record), or None when idle
+        self.task: "Task | None" = None
+        #: a worker blocked in get/wait has given its CPU back
+        self.blocked = False
+        #: resources it holds now
+        self.held: dict[str, float] = {}
+        #: functions this worker has been sent
+        self.fns: set[str] = set()
+
+
+class Task:
+    __slots__ = ("spec", "missing", "attempt", "placed_at", "worker")
+
+    def __init__(self, spec: dict):
+        self.spec = spec
+        #: object ids (and "fn:<id>") still missing before it can run here
+        self.missing: set = set()
+        self.attempt = 1
+        self.placed_at = time.time()
+        self.worker: Client | None = None
+
+
+class NodeManager:
+    def __init__(self, ctx: Context, index: int, request_fd: int | None):
+        self.ctx = ctx
+        self.index = index
+        self.node_id = uuid.uuid5(uuid.NAMESPACE_OID, f"{ctx.shm_prefix}{index}").hex
+        self.total = dict(ctx.config["nodes"][index])
+        self.avail = dict(self.total)
+        self.request_fd = request_fd
+        self.loop = Loop(f"node-{index}")
+        self.loop.listen(ctx.node(index), ctx.secret)
+        self.gcs = GcsClient(ctx, self.loop)
+        cfg = ctx.config
+        spill = os.path.join(ctx.dir, f"spill-{index}")
+        os.makedirs(spill, exist_ok=True)
+        self.store = objstore.StoreServer(f"{ctx.shm_prefix}n{index}", int(cfg["object_store_bytes"]), spill)
+        #: oid -> bytes for small objects; shared-memory ones live in self.store
+        self.inline: dict[bytes, bytes] = {}
+        self.sizes: dict[bytes, int] = {}
+        self.clients: dict[Any, Client] = {}
+        self.idle: deque[Client] = deque()
+        self.ready: deque[Task] = deque()
+        self.starting = 0
+        #: oid -> callbacks to run once the object is on this node
+        self.local_waiters: dict[bytes, list] = {}
+        #: oid -> callbacks to run once the object exists anywhere
+        self.exists_waiters: dict[bytes, list] = {}
+        self.watching: set[bytes] = set()
+        self.known: dict[bytes, dict] = {}           # oid -> latest object-table entry seen
+        self.pulling: set[bytes] = set()
+        self.peers: dict[int, Any] = {}
+        self.gs = None
+        self.fns: dict[str, bytes] = {}
+        self.fn_fetching: set[str] = set()
+        self.durations: list[tuple[str, float]] = []
+        self.transfers: list[tuple[int, int, int, float]] = []
+        self.timeline: list[tuple] = []
+        self.t0 = time.time()
+        from ..studies.experiment import build_policies
+        _, self.spillover = build_policies(cfg["scheduler"])
+        self.rng = np.random.default_rng(index)
+        for kind in ("hello_worker", "hello_driver", "submit", "assign", "infeasible", "done", "get", "wait",
+                     "create", "seal", "put_inline", "unpin", "pull", "object", "nodes", "timeline"):
+            self.loop.on(kind, getattr(self, "on_" + kind))
+        self.loop.on_close = self.on_close
+        self.loop.every(cfg["heartbeat_interval_s"], self.heartbeat)
+        self.heartbeat()
+
+    # --- clients ----------------------------------------------------------------------
+    def on_hello_worker(self, ch, wid, pid) -> None:
+        c = self.clients[ch] = Client(ch, "worker", f"w{wid}", pid)
+        self.starting = max(0, self.starting - 1)
+        self.idle.append(c)
+        self.dispatch()
+
+    def on_hello_driver(self, ch, req, pid) -> None:
+        self.clients[ch] = Client(ch, "driver", f"d{pid}", pid)
+        self.loop.send(ch, ("reply", req, self.node_id))
+
+    def on_close(self, ch) -> None:
+        c = self.clients.pop(ch, None)
+        if c is None:
+            return
+        self.store.release_client(c.id)
+        if c in self.idle:
+            self.idle.remove(c)
+        if c.kind == "worker":
+            self._give_back(c)
+            if c.task is not None:                     # it died mid-task
+                t, c.task = c.task, None
+                left = t.spec.get("max_retries", 0)
+                if left == -1 or t.attempt <= left:
+                    t.attempt += 1
+                    self.ready.appendleft(t)
+                else:
+                    self.fail(t.spec, WorkerCrashedError(
+                        f"the worker running {t.spec['name']} (pid {c.pid}) died"
+                        + (f" after {t.attempt} attempts" if t.attempt > 1 else "")))
+            self.spawn_worker()
+            self.dispatch()
+
+    def spawn_worker(self) -> None:
+        if self.request_fd is None:
+            return
+        self.starting += 1
+        try:
+            os.write(self.request_fd, b"spawn_worker\n")
+        except OSError:
+            self.starting -= 1
+
+    # --- submission and placement ------------------------------------------------------
+    def on_submit(self, ch, spec) -> None:
+        fid = spec["fn_id"]
+        if spec.get("fn") is not None and fid not in self.fns:
+            self.fns[fid] = spec["fn"]
+            self.gcs.put("fn", fid, spec["fn"])
+        spec["fn"] = None
+        self.gcs.put("task", spec["task_id"], {"name": spec["name"], "fn_id": fid, "node": self.index,
+                                                "state": "submitted"}, later=True)
+        demand = spec["resources"]
+        if not any(fits(demand, n) for n in self.ctx.config["nodes"]):
+            have = ", ".join(f"node {i}: {n}" for i, n in enumerate(self.ctx.config["nodes"]))
+            self.fail(spec, InfeasibleError(
+                f"task {spec['name']} asks for {demand}, which no node has ({have})"))
+            return
+        tv = self.task_view(spec)
+        local = LocalView(self.index, self.total, self.avail, len(self.ready), self.running(),
+                          sum(1 for _ in self.idle))
+        if self.spillover.should_forward(tv, local, time.time() - self.t0, self.rng) or not fits(demand, self.total):
+            self.forward(spec, tv)
+        else:
+            self.accept(spec)
+
+    def task_view(self, spec) -> TaskView:
+        from ..core.views import InputView
+        inputs = []
+        for a in list(spec["args"]) + list(spec["kwargs"].values()):
+            if a[0] == "r":
+                entry = self.known.get(a[1])
+                size = self.sizes.get(a[1], entry["size"] if entry else 0)
+                locs = tuple(entry["locations"]) if entry else ((self.index,) if a[1] in self.sizes else ())
+                inputs.append(InputView(size, locs))
+        return TaskView(int.from_bytes(spec["task_id"][:8], "little"), spec["name"], spec["resources"],
+                        tuple(inputs), self.index)
+
+    def forward(self, spec, tv) -> None:
+        if self.gs is None:
+            self.gs = self.loop.add(connect_retry(self.ctx.global_scheduler(), self.ctx.secret))
+        self.loop.send(self.gs, ("forward", spec, tv))
+
+    def on_assign(self, ch, spec) -> None:
+        self.accept(spec)
+
+    def on_infeasible(self, ch, spec, message) -> None:
+        self.fail(spec, InfeasibleError(message))
+
+    def accept(self, spec) -> None:
+        """The task runs here: wait for its inputs (and its function), then queue it."""
+        t = Task(spec)
+        for a in list(spec["args"]) + list(spec["kwargs"].values()):
+            if a[0] == "r" and not self.is_local(a[1]):
+                t.missing.add(a[1])
+        fid = spec["fn_id"]
+        if fid not in self.fns:
+            t.missing.add("fn:" + fid)
+            self.fetch_fn(fid)
+        if not t.missing:
+            self.ready.append(t)
+            self.dispatch()
+            return
+        for m in list(t.missing):
+            if isinstance(m, bytes):
+                self.when_local(m, lambda m=m, t=t: self._arrived(t, m))
+            else:
+                self.local_waiters.setdefault(m, []).append(lambda m=m, t=t: self._arrived(t, m))
+
+    def _arrived(self, t: Task, what) -> None:
+        t.missing.discard(what)
+        if not t.missing:
+            self.ready.append(t)
+            self.dispatch()
+
+    def fetch_fn(self, fid: str) -> None:
+        if fid in self.fn_fetching:
+            return
+        self.fn_fetching.add(fid)
+
+        def got(data):
+            self.fn_fetching.discard(fid)
+            self.fns[fid] = data
+            for cb in self.local_waiters.pop("fn:" + fid, ()):
+                cb()
+        self.gcs.get("fn", fid, got, wait=True)
+
+    def running(self) -> int:
+        return sum(1 for c in self.clients.values() if c.kind == "worker" and c.task is not None)
+
+    def dispatch(self) -> None:
+        while self.ready:
+            t = self.ready[0]
+            demand = t.spec["resources"]
+            if not fits(demand, self.avail):
+                return
+            if not self.idle:
+                if self.starting == 0:
+                    self.spawn_worker()
+                return
+            self.ready.popleft()
+            w = self.idle.popleft()
+            for k, v in demand.items():
+                self.avail[k] = self.avail.get(k, 0.0) - v
+            w.held = dict(demand)
+            w.task = t
+            t.worker = w
+            self.run_on(w, t)
+
+    def run_on(self, w: Client, t: Task) -> None:
+        spec = t.spec
+        task = dict(spec)
+        fid = spec["fn_id"]
+        task["fn"] = None if fid in w.fns else self.fns[fid]
+        w.fns.add(fid)
+        task["args"] = [self.resolve(a, w) for a in spec["args"]]
+        task["kwargs"] = {k: self.resolve(a, w) for k, a in spec["kwargs"].items()}
+        t.placed_at = time.time()
+        self.loop.send(w.ch, ("run", task))
+
+    def resolve(self, a, client: Client):
+        if a[0] == "v":
+            return a
+        return ("o", a[1], self.descriptor(a[1], client))
+
+    # --- objects ------------------------------------------------------------------------
+    def is_local(self, oid: bytes) -> bool:
+        return oid in self.inline or self.store.contains(oid)
+
+    def descriptor(self, oid: bytes, client: Client):
+        data = self.inline.get(oid)
+        if data is not None:
+            return ("inline", data)
+        seg, off, size = self.store.get(oid, pin_for=client.id)
+        return ("shm", seg, off, size)
+
+    def add_object(self, oid: bytes, size: int) -> None:
+        first = oid not in self.sizes
+        self.sizes[oid] = size
+        if first:
+            self.gcs.obj_add(oid, self.index, size, later=True)
+        for cb in self.local_waiters.pop(oid, ()):
+            cb()
+        for cb in self.exists_waiters.pop(oid, ()):
+            cb()
+
+    def when_local(self, oid: bytes, cb) -> None:
+        if self.is_local(oid):
+            cb()
+            return
+        self.local_waiters.setdefault(oid, []).append(cb)
+        self.watch(oid)
+        entry = self.known.get(oid)
+        if entry and entry["locations"]:
+            self.maybe_pull(oid, entry)
+
+    def when_exists(self, oid: bytes, cb) -> None:
+        if self.is_local(oid) or (self.known.get(oid) or {}).get("locations"):
+            cb()
+            return
+        self.exists_waiters.setdefault(oid, []).append(cb)
+        self.watch(oid)
+
+    def watch(self, oid: bytes) -> None:
+        if oid not in self.watching:
+            self.watching.add(oid)
+            self.gcs.subscribe("obj", oid, self.on_obj_entry)
+
+    def on_obj_entry(self, table, oid, entry) -> None:
+        if entry is None:
+            return
+        self.known[oid] = entry
+        if entry["locations"]:
+            for cb in self.exists_waiters.pop(oid, ()):
+                cb()
+            if oid in self.local_waiters:
+                self.maybe_pull(oid, entry)
+
+    def maybe_pull(self, oid: bytes, entry: dict) -> None:
+        if oid in self.pulling or self.is_local(oid):
+            return
+        src = next((n for n in entry["locations"] if n != self.index), None)
+        if src is None:
+            return
+        self.pulling.add(oid)
+        self.loop.send(self.peer(src), ("pull", oid, self.index, time.time()))
+
+    def peer(self, index: int):
+        ch = self.peers.get(index)
+        if ch is None or ch.closed:
+            ch = self.peers[index] = self.loop.add(connect_retry(self.ctx.node(index), self.ctx.secret))
+        return ch
+
+    def on_pull(self, ch, oid, requester, asked_at) -> None:
+        data = self.inline.get(oid)
+        if data is not None:
+            self.loop.send(ch, ("object", oid, "inline", data, asked_at, self.index))
+        elif self.store.contains(oid):
+            self.loop.send(ch, ("object", oid, "shm", bytes(self.store.view(oid)), asked_at, self.index))
+        else:
+            self.loop.send(ch, ("object", oid, "missing", b"", asked_at, self.index))
+
+    def on_object(self, ch, oid, kind, data, asked_at, src) -> None:
+        cfg = self.ctx.config
+        bw = cfg.get("link_bandwidth_bytes_per_s")
+        delay = cfg.get("link_latency_s", 0.0) + (len(data) / bw if bw else 0.0)
+
+        def land():
+            self.pulling.discard(oid)
+            if kind == "missing":
+                return
+            if kind == "inline":
+                self.inline[oid] = data
+            else:
+                seg, off = self.store.create(oid, len(data))
+                self.store.view(oid)[:] = data
+                self.store.seal(oid)
+            self.transfers.append((src, self.index, len(data), time.time() - asked_at))
+            self.add_object(oid, len(data))
+        if delay > 0:
+            self.loop.later(delay, land)
+        else:
+            land()
+
+    def on_put_inline(self, ch, oid, data) -> None:
+        self.inline[oid] = data
+        self.add_object(oid, len(data))
+
+    def on_create(self, ch, req, oid, size) -> None:
+        try:
+            c = self.clients.get(ch)
+            seg, off = self.store.create(oid, size, client_id=c.id if c else None)
+        except objstore.StoreFull as exc:
+            self.loop.send(ch, ("reply", req, (None, str(exc))))
+            return
+        self.loop.send(ch, ("reply", req, (seg, off)))
+
+    def on_seal(self, ch, oid, size) -> None:
+        self.store.seal(oid)
+        self.add_object(oid, size)
+
+    def on_unpin(self, ch, oids) -> None:
+        c = self.clients.get(ch)
+        if c is None:
+            return
+        for oid in oids:
+            self.store.unpin(oid, c.id)
+
+    # --- tasks ending -------------------------------------------------------------------
+    def _give_back(self, w: Client) -> None:
+        for k, v in w.held.items():
+            self.avail[k] = self.avail.get(k, 0.0) + v
+        w.held = {}
+
+    def on_done(self, ch, task_id, results, failed, start, end) -> None:
+        w = self.clients.get(ch)
+        if w is None:
+            return
+        t = w.task
+        for i, r in enumerate(results):
+            oid = object_id(task_id, i)
+            if r[0] == "inline":
+                self.inline[oid] = r[1]
+                self.add_object(oid, len(r[1]))
+            else:
+                self.add_object(oid, r[1])
+        if t is not None:
+            self.durations.append((t.spec["name"], end - start))
+            self.timeline.append((t.spec["name"], task_id.hex(), w.pid, start, end, failed))
+            self.gcs.put("task", task_id, {"name": t.spec["name"], "node": self.index,
+                                           "state": "failed" if failed else "finished"}, later=True)
+        w.task = None
+        w.blocked = False
+        self._give_back(w)
+        self.idle.append(w)
+        self.dispatch()
+
+    def fail(self, spec, error: BaseException) -> None:
+        """Every return of the task becomes ``error`` (raised by get)."""
+        error._testbed_raise = True
+        data = objstore.to_bytes(objstore.serialize(error))
+        for i in range(spec["num_returns"]):
+            oid = object_id(spec["task_id"], i)
+            self.inline[oid] = data
+            self.add_object(oid, len(data))
+
+    # --- get and wait ---------------------------------------------------------------------
+    def _block(self, c: Client) -> None:
+        """A worker waits inside its task: give its CPU back so others can run (as Ray does)."""
+        if c.kind == "worker" and c.task is not None and not c.blocked:
+            c.blocked = True
+            cpu = c.held.pop("CPU", 0.0)
+            if cpu:
+                self.avail["CPU"] = self.avail.get("CPU", 0.0) + cpu
+                c.held["_CPU_released"] = cpu
+            self.dispatch()
+
+    def _unblock(self, c: Client) -> None:
+        if c.blocked:
+            c.blocked = False
+            cpu = c.held.pop("_CPU_released", 0.0)
+            if cpu:
+                self.avail["CPU"] = self.avail.get("CPU", 0.0) - cpu    # may oversubscribe briefly
+                c.held["CPU"] = cpu
+
+    def on_get(self, ch, req, oids, timeout) -> None:
+        c = self.clients.get(ch)
+        if c is None:
+            return
+        missing = [o for o in oids if not self.is_local(o)]
+        state = {"left": set(missing), "done": False}
+
+        def finish(timed_out: bool = False):
+            if state["done"]:
+                return
+            state["done"] = True
+            self._unblock(c)
+            if timed_out:
+                self.loop.send(ch, ("reply", req, "timeout"))
+            else:
+                self.loop.send(ch, ("reply", req, [self.descriptor(o, c) for o in oids]))
+
+        if not missing:
+            finish()
+            return
+        self._block(c)
+        for o in missing:
+            self.when_local(o, lambda o=o: (state["left"].discard(o), state["left"] or finish()))
+        if timeout is not None:
+            self.loop.later(timeout, lambda: finish(True))
+
+    def on_wait(self, ch, req, oids, num_returns, timeout) -> None:
+        c = self.clients.get(ch)
+        if c is None:
+            return
+        state = {"ready": [], "done": False}
+
+        def finish():
+            if state["done"]:
+                return
+            state["done"] = True
+            self._unblock(c)
+            self.loop.send(ch, ("reply", req, list(state["ready"])))
+
+        def one(o):
+            if not state["done"] and o not in state["ready"]:
+                state["ready"].append(o)
+                if len(state["ready"]) >= num_returns:
+                    finish()
+
+        for o in oids:
+            self.when_exists(o, lambda o=o: one(o))
+        if not state["done"]:
+            self._block(c)
+            if timeout is not None:
+                self.loop.later(timeout, finish)
+
+    # --- reporting ------------------------------------------------------------------------
+    def heartbeat(self) -> None:
+        info = {"NodeID": self.node_id, "Index": self.index, "Alive": True, "Resources": self.total,
+                "Available": {k: max(0.0, v) for k, v in self.avail.items()},
+                "queue_length": len(self.ready), "running": self.running(), "time": time.time(),
+                "durations": self.durations, "transfers": self.transfers}
+        self.durations, self.transfers = [], []
+        self.gcs.put("node", self.node_id, info)
+
+    def on_nodes(self, ch, req) -> None:
+        got: dict[int, dict] = {}
+        left = {"n": self.ctx.n_shards}
+
+        def one(table):
+            got.update(table or {})
+            left["n"] -= 1
+            if left["n"] == 0:
+                rows = sorted(got.values(), key=lambda r: r["Index"])
+                self.loop.send(ch, ("reply", req, [{k: r[k] for k in ("NodeID", "Alive", "Resources", "Index", "Available")}
+                                        for r in rows]))
+        for k, shard in enumerate(self.gcs.shards):
+            rid = next(self.gcs._req)
+            self.gcs._callbacks[rid] = one
+            self.loop.send(shard, ("scan", rid, "node"))
+
+    def on_timeline(self, ch, req) -> None:
+        self.loop.send(ch, ("reply", req, list(self.timeline)))
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def main(ctx: Context, index: int, request_fd: int | None) -> None:
+    import signal
+    nm = NodeManager(ctx, index, request_fd)
+    signal.signal(signal.SIGTERM, lambda *_: nm.loop.stop())
+    try:
+        nm.loop.run()
+    finally:
+        nm.close()
+        nm.loop.close()

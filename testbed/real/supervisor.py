@@ -1,0 +1,254 @@
+"""The supervisor: starts every process of a cluster and cleans up after all of them.
+
+    driver ──stdin (bootstrap: folder, secret, config; then commands)──> supervisor
+    driver <─stdout (one JSON line per event: "ready", "spawned", "exited")── supervisor
+    supervisor ──fork──> GCS shards, global scheduler, node managers, workers
+    node manager ──private pipe ("spawn_worker", "kill")──> supervisor
+
+It is a fresh interpreter that imports the runtime once and then *forks* each role, so a
+process starts in milliseconds instead of a Python start-up each. It stays single-threaded
+(forking a threaded process is unsafe). Children die with it (PR_SET_PDEATHSIG); it dies
+with the driver: EOF on stdin (driver exited, crashed or was SIGKILLed) means clean up —
+stop every child, unlink every /dev/shm file with the cluster's prefix, remove the folder.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import select
+import shutil
+import signal
+import sys
+import time
+import traceback
+
+from .context import Context
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(sig: int = signal.SIGKILL) -> None:
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
+    except Exception:   # noqa: BLE001 - not Linux: the lifeline (stdin EOF) still works
+        pass
+
+
+class Supervisor:
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        #: pid -> (role, args)
+        self.children: dict[int, tuple[str, tuple]] = {}
+        #: read end of each node manager's request pipe -> node index
+        self.requests: dict[int, int] = {}
+        self.next_worker = 0
+        self.stdin_buf = b""
+
+    def emit(self, **event) -> None:
+        try:
+            os.write(1, (json.dumps(event) + "\n").encode())
+        except OSError:
+            pass
+
+    def spawn(self, role: str, *args) -> int:
+        extra_r = extra_w = None
+        if role == "node":
+            extra_r, extra_w = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:   # child
+            code = 0
+            try:
+                _die_with_parent()
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_IGN)   # the driver's Ctrl-C is the driver's
+                devnull = os.open(os.devnull, os.O_RDONLY)
+                os.dup2(devnull, 0)
+                os.dup2(2, 1)              # our stdout is the driver's event pipe: never write to it
+                for fd in list(self.requests):
+                    os.close(fd)
+                if extra_r is not None:
+                    os.close(extra_r)
+                _run_role(self.ctx, role, args, extra_w)
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 0
+            except BaseException:   # noqa: BLE001
+                traceback.print_exc()
+                code = 1
+            finally:
+                os._exit(code)
+        if extra_w is not None:
+            os.close(extra_w)
+            self.requests[extra_r] = args[0]
+        self.children[pid] = (role, args)
+        self.emit(event="spawned", role=role, args=list(args), pid=pid)
+        return pid
+
+    def start_cluster(self) -> None:
+        cfg = self.ctx.config
+        for k in range(cfg["gcs_shards"]):
+            self.spawn("gcs", k)
+        self.spawn("gsched")
+        for i, _ in enumerate(cfg["nodes"]):
+            self.spawn("node", i)
+        for i, res in enumerate(cfg["nodes"]):
+            for _ in range(max(1, int(res.get("CPU", 1)))):
+                self.spawn_worker(i)
+        self.emit(event="started")
+
+    def spawn_worker(self, node: int) -> None:
+        self.next_worker += 1
+        self.spawn("worker", node, self.next_worker)
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            role, args = self.children.pop(pid, ("?", ()))
+            self.emit(event="exited", role=role, args=list(args), pid=pid,
+                      status=os.waitstatus_to_exitcode(status))
+
+    def serve(self) -> None:
+        """Until the driver goes away (stdin EOF) or asks to shut down."""
+        while True:
+            fds = [0] + list(self.requests)
+            try:
+                ready, _, _ = select.select(fds, [], [], 0.2)
+            except InterruptedError:
+                ready = []
+            self.reap()
+            for fd in ready:
+                if fd == 0:
+                    data = os.read(0, 65536)
+                    if not data:
+                        return            # the driver is gone
+                    self.stdin_buf += data
+                    while b"\n" in self.stdin_buf:
+                        line, self.stdin_buf = self.stdin_buf.split(b"\n", 1)
+                        if self.command(json.loads(line)) == "stop":
+                            return
+                else:
+                    self.node_request(fd)
+
+    def command(self, cmd: dict) -> str | None:
+        op = cmd.get("cmd")
+        if op == "shutdown":
+            return "stop"
+        if op == "kill":
+            try:
+                os.kill(int(cmd["pid"]), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return None
+
+    def node_request(self, fd: int) -> None:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            data = b""
+        if not data:
+            os.close(fd)
+            self.requests.pop(fd, None)
+            return
+        node = self.requests[fd]
+        for line in data.decode().splitlines():
+            if line.strip() == "spawn_worker":
+                self.spawn_worker(node)
+
+    def cleanup(self) -> None:
+        # the driver's death sends both EOF and SIGTERM (PDEATHSIG): the second must not
+        # cut this clean-up short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for pid in list(self.children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 2.0
+        while self.children and time.monotonic() < deadline:
+            self.reap()
+            if self.children:
+                time.sleep(0.01)
+        for pid in list(self.children):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        while self.children:
+            try:
+                pid, _ = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            self.children.pop(pid, None)
+        _cleanup_shm(self.ctx.shm_prefix)
+        shutil.rmtree(self.ctx.dir, ignore_errors=True)
+
+
+def _cleanup_shm(prefix: str) -> None:
+    if not prefix:
+        return
+    try:
+        names = os.listdir("/dev/shm")
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(prefix):
+            try:
+                os.unlink(os.path.join("/dev/shm", name))
+            except OSError:
+                pass
+
+
+def _run_role(ctx: Context, role: str, args: tuple, extra_fd) -> None:
+    if role == "gcs":
+        from .gcs import main
+        main(ctx, *args)
+    elif role == "gsched":
+        from .gsched import main
+        main(ctx)
+    elif role == "node":
+        from .node import main
+        main(ctx, args[0], extra_fd)
+    elif role == "worker":
+        from .worker import main
+        main(ctx, *args)
+    else:
+        raise ValueError(role)
+
+
+def main() -> None:
+    line = b""
+    while not line.endswith(b"\n"):      # unbuffered: later commands must reach select()
+        chunk = os.read(0, 1)
+        if not chunk:
+            return
+        line += chunk
+    boot = json.loads(line)
+    ctx = Context(dir=boot["dir"], secret=bytes.fromhex(boot["secret"]), config=boot["config"],
+                  shm_prefix=boot["shm_prefix"])
+    sys.path[:0] = [p for p in boot.get("sys_path", []) if p not in sys.path]
+    if boot.get("cwd"):
+        os.chdir(boot["cwd"])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(signal.SIGTERM)
+    sup = Supervisor(ctx)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit(0)))
+    # import the roles once, so that forked children start warm
+    from . import gcs, gsched, node, worker  # noqa: F401
+    try:
+        sup.start_cluster()
+        sup.serve()
+    except SystemExit:
+        pass
+    finally:
+        sup.cleanup()
+
+
+if __name__ == "__main__":
+    main()

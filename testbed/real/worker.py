@@ -1,0 +1,122 @@
+"""A worker process: runs one task at a time for its node manager.
+
+    node manager ──("run", task)──> worker ──("done", task id, results, timing)──> node manager
+    worker ──("get"|"wait"|"create"|"submit", ...)──> node manager   (a task's own calls)
+
+Arguments arrive resolved: inline bytes, or a place in the node's shared memory (read
+zero-copy). Results go back inline when small, else the worker writes them into shared
+memory itself and sends only where. An exception becomes a TaskError value for every return.
+"""
+from __future__ import annotations
+
+import os
+import time
+import traceback
+
+import cloudpickle
+
+from . import api
+from .context import Context
+from .core import Core, to_bytes
+from .errors import TaskError
+from .gcsclient import connect_retry
+
+
+class Worker:
+    def __init__(self, ctx: Context, node: int, wid: int):
+        self.node = node
+        self.wid = wid
+        ch = connect_retry(ctx.node(node), ctx.secret)
+        self.core = Core(ch, node, "worker")
+        self.core.unexpected = self._unexpected
+        self.functions: dict[str, object] = {}
+        api._worker_core = self.core
+        self.core.send(("hello_worker", wid, os.getpid()))
+
+    def _unexpected(self, msg) -> None:
+        if msg[0] == "exit":
+            raise SystemExit(0)
+        raise RuntimeError(f"worker {self.wid}: unexpected {msg[0]!r} while waiting for a reply")
+
+    def serve(self) -> None:
+        ch = self.core.ch
+        while True:
+            try:
+                msg = ch.recv()
+            except (EOFError, OSError):
+                return                     # the node manager is gone
+            if msg[0] == "run":
+                self.run(msg[1])
+            elif msg[0] == "exit":
+                return
+
+    def _arg(self, a):
+        kind = a[0]
+        if kind == "v":
+            from . import objstore
+            return objstore.deserialize_bytes(a[1])
+        return self.core.decode(a[1], a[2])        # ("o", oid, descriptor)
+
+    def run(self, task: dict) -> None:
+        fid = task["fn_id"]
+        fn = self.functions.get(fid)
+        start = time.time()
+        try:
+            if fn is None:
+                fn = self.functions[fid] = cloudpickle.loads(task["fn"])
+            args = [self._arg(a) for a in task["args"]]
+            kwargs = {k: self._arg(a) for k, a in task["kwargs"].items()}
+            for v in list(args) + list(kwargs.values()):
+                if isinstance(v, TaskError):       # an input's task failed: fail with its error
+                    raise _Propagate(v)
+            value = fn(*args, **kwargs)
+            n = task["num_returns"]
+            if n == 1:
+                values = [value]
+            else:
+                values = list(value) if isinstance(value, (list, tuple)) else None
+                if values is None or len(values) != n:
+                    raise ValueError(f"task {task['name']} declared num_returns={n} but returned "
+                                     f"{type(value).__name__}" + (f" of length {len(values)}" if values else ""))
+            results = [self._result(task["task_id"], i, v) for i, v in enumerate(values)]
+            failed = False
+        except _Propagate as p:
+            results = [self._result(task["task_id"], i, p.error) for i in range(task["num_returns"])]
+            failed = True
+        except Exception as exc:  # noqa: BLE001 - the user's task may raise anything
+            err = TaskError(task["name"], type(exc), f"{type(exc).__name__}: {exc}", traceback.format_exc(),
+                            exc if _picklable(exc) else None)
+            results = [self._result(task["task_id"], i, err) for i in range(task["num_returns"])]
+            failed = True
+        end = time.time()
+        self.core.send(("done", task["task_id"], results, failed, start, end))
+
+    def _result(self, task_id: bytes, index: int, value):
+        from .core import object_id
+        oid = object_id(task_id, index)
+        inline, ser = to_bytes(value)
+        if inline is not None:
+            return ("inline", inline)
+        self.core.put_serialized(oid, ser)
+        return ("shm", ser.size)
+
+
+class _Propagate(Exception):
+    def __init__(self, error: TaskError):
+        self.error = error
+
+
+def _picklable(exc: BaseException) -> bool:
+    try:
+        cloudpickle.dumps(exc)
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def main(ctx: Context, node: int, wid: int) -> None:
+    w = Worker(ctx, node, wid)
+    try:
+        w.serve()
+    finally:
+        w.core.close()

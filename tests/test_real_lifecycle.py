@@ -1,0 +1,150 @@
+"""The runtime's life cycle: however the driver ends, nothing is left behind; a crashing
+worker becomes an error or a retry, never a hang."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import testbed as tb
+from conftest import assert_cluster_gone
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def _driver(tmp_path: Path, body: str) -> subprocess.Popen:
+    """A driver script that starts a cluster, prints what to check, then runs ``body``."""
+    script = tmp_path / "driver.py"
+    script.write_text(textwrap.dedent("""
+        import json, os, sys, time
+        import testbed as tb
+        from testbed.real import api
+        c = tb.init(num_cpus=2, num_nodes=2)
+        @tb.remote
+        def f(x):
+            return x + 1
+        assert tb.get(f.remote(1)) == 2
+        print(json.dumps({"pids": list(c.pids), "prefix": c.shm_prefix, "dir": c.dir,
+                          "supervisor": c.proc.pid}), flush=True)
+    """) + textwrap.dedent(body))
+    return subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=tmp_path)
+
+
+def _gone(info: dict, timeout: float = 20.0) -> None:
+    """Every process of the cluster has exited, its shared memory and folder are gone
+    (the supervisor cleans up asynchronously after the driver is gone, so wait for its exit)."""
+    import time
+    pids = info["pids"] + [info["supervisor"]]
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        alive = [p for p in pids if _alive(p)]
+        if not alive:
+            break
+        time.sleep(0.05)    # polling the OS for exits that we cannot wait() on (not our children)
+    assert not [p for p in pids if _alive(p)], "cluster processes outlived the driver"
+    assert not [n for n in os.listdir("/dev/shm") if n.startswith(info["prefix"])]
+    assert not Path(info["dir"]).exists()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_shutdown_leaves_nothing_behind():
+    c = tb.init(num_cpus=1, num_nodes=2)
+    assert len(tb.nodes()) == 2
+    tb.shutdown()
+    assert_cluster_gone(c)
+    assert not tb.is_initialized()
+
+
+def test_init_as_a_context_manager_and_rays_forms():
+    with tb.init(num_cpus=2, num_gpus=0, resources={"accel": 1}) as c:
+        assert tb.cluster_resources() == {"CPU": 2.0, "accel": 1.0}
+        with pytest.raises(tb.ClusterError, match="already"):
+            tb.init()
+    assert_cluster_gone(c)
+    with tb.init(num_nodes=3, num_cpus=1) as c:
+        assert [n["Resources"] for n in tb.nodes()] == [{"CPU": 1.0}] * 3
+    with tb.init(nodes=[{"CPU": 1}, {"CPU": 2, "GPU": 1}]) as c:
+        assert tb.cluster_resources() == {"CPU": 3.0, "GPU": 1.0}
+    assert_cluster_gone(c)
+
+
+def test_bad_init_arguments_fail_at_the_call():
+    with pytest.raises(ValueError, match="num_nodes"):
+        tb.init(num_nodes=0)
+    with pytest.raises(ValueError, match="placement"):
+        tb.init(placement="NoSuchPolicy")
+    with pytest.raises(ValueError, match="num_cpus"):
+        tb.init(num_cpus=-1)
+    assert not tb.is_initialized()
+
+
+def test_using_the_api_before_init_is_a_clear_error():
+    @tb.remote
+    def f():
+        return 1
+    with pytest.raises(tb.ClusterError, match="init"):
+        f.remote()
+
+
+@pytest.mark.parametrize("ending, rc", [
+    ("", 0),                                             # the script just ends
+    ("raise RuntimeError('driver failed')", 1),          # an exception escapes the driver
+    ("sys.exit(3)", 3),
+])
+def test_driver_ending_leaves_nothing_behind(tmp_path, ending, rc):
+    p = _driver(tmp_path, ending)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == rc, err
+    _gone(json.loads(out.splitlines()[0]))
+
+
+def test_driver_killed_with_sigkill_leaves_nothing_behind(tmp_path):
+    p = _driver(tmp_path, "sys.stdin.read()\n")       # blocks until we kill it
+    p.stdin = None
+    line = p.stdout.readline()
+    info = json.loads(line)
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=30)
+    p.stdout.close()
+    p.stderr.close()
+    _gone(info)
+
+
+def test_a_worker_that_dies_mid_task_is_an_error_or_a_retry(tmp_path):
+    marker = tmp_path / "crashed-once"
+
+    @tb.remote
+    def crash():
+        os._exit(1)
+
+    @tb.remote(max_retries=1)
+    def crash_once(path):
+        if not os.path.exists(path):
+            open(path, "w").close()
+            os._exit(1)
+        return "second attempt"
+
+    with tb.init(num_cpus=1) as c:
+        with pytest.raises(tb.WorkerCrashedError):
+            tb.get(crash.remote(), timeout=30)
+        assert tb.get(crash_once.remote(str(marker)), timeout=30) == "second attempt"
+
+        @tb.remote
+        def ok():
+            return "still working"
+        assert tb.get(ok.remote(), timeout=30) == "still working"
+    assert_cluster_gone(c)
