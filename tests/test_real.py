@@ -205,3 +205,78 @@ def test_a_peer_without_the_secret_is_refused_and_nothing_it_sends_is_unpickled(
     assert not marker.exists()
     st = os.stat(path)
     assert st.st_mode & 0o077 == 0 and os.stat(cluster.dir).st_mode & 0o077 == 0
+
+
+# --- actors ---------------------------------------------------------------------------
+
+@tb.remote
+class Counter:
+    def __init__(self, start=0):
+        self.n = start
+
+    def incr(self, k=1):
+        self.n += k
+        return self.n
+
+    def get(self):
+        return self.n
+
+
+def test_actor_calls_run_one_at_a_time_in_submission_order(cluster):
+    c = Counter.remote(10)
+    assert tb.get([c.incr.remote() for _ in range(500)]) == list(range(11, 511))
+    assert tb.get(c.get.remote()) == 510
+
+
+def test_actor_handles_can_be_passed_to_tasks_and_to_other_actors(cluster):
+    c = Counter.remote()
+
+    @tb.remote
+    def bump(h, k):
+        return tb.get(h.incr.remote(k))
+
+    @tb.remote
+    class Relay:
+        def __init__(self, target):
+            self.target = target
+
+        def push(self, k):
+            return tb.get(self.target.incr.remote(k))
+
+    assert tb.get(bump.remote(c, 5)) == 5
+    r = Relay.remote(c)
+    assert tb.get(r.push.remote(10)) == 15
+    assert tb.get(c.get.remote()) == 15
+
+
+def test_killed_or_failed_actors_raise_actor_died(cluster):
+    c = Counter.remote()
+    assert tb.get(c.incr.remote()) == 1
+    tb.kill(c)
+    with pytest.raises(tb.ActorDiedError, match="killed"):
+        tb.get(c.get.remote(), timeout=20)
+
+    @tb.remote
+    class Broken:
+        def __init__(self):
+            raise ValueError("no config")
+
+        def f(self):
+            return 1
+
+    with pytest.raises(tb.ActorDiedError, match="no config"):
+        tb.get(Broken.remote().f.remote(), timeout=20)
+    with pytest.raises(TypeError, match="directly"):
+        Counter()
+    with pytest.raises(AttributeError, match="no method"):
+        c.nope
+
+
+def test_an_actor_no_node_can_hold_fails_clearly(cluster):
+    @tb.remote(num_gpus=2)
+    class Greedy:
+        def f(self):
+            return 1
+
+    with pytest.raises(tb.InfeasibleError, match="GPU"):
+        tb.get(Greedy.remote().f.remote(), timeout=20)

@@ -148,3 +148,26 @@ def test_a_worker_that_dies_mid_task_is_an_error_or_a_retry(tmp_path):
             return "still working"
         assert tb.get(ok.remote(), timeout=30) == "still working"
     assert_cluster_gone(c)
+
+
+@tb.remote
+def _double(x):
+    return 2 * x
+
+
+def test_an_actor_holds_its_resources_for_its_lifetime():
+    """On a one-CPU node an actor holding the CPU keeps a CPU task waiting until it dies."""
+    @tb.remote(num_cpus=1)
+    class Holder:
+        def ping(self):
+            return "pong"
+
+    with tb.init(num_cpus=1) as c:
+        h = Holder.remote()
+        assert tb.get(h.ping.remote()) == "pong"
+        task = _double.remote(4)
+        ready, _ = tb.wait([task], timeout=0.5)
+        assert ready == []
+        tb.kill(h)
+        assert tb.get(task, timeout=20) == 8
+    assert_cluster_gone(c)

@@ -1,9 +1,117 @@
-"""Actors (stateful workers). Not built yet: the next increment of the real runtime."""
+"""Actors: ``@tb.remote`` on a class.
+
+    Cls.remote(...) ──("submit", {"kind": "actor_create", ...})──> local node manager
+        placed like a task (spillover / global scheduler); the chosen node dedicates a worker
+        to it and holds the actor's resources for its lifetime; the GCS actor table then
+        says where it lives
+    handle.method.remote(...) ──("submit", {"kind": "actor_call", ...})──> caller's node manager
+        ──(routed to the actor's node, in order)──> actor's node manager ──("run")──> its worker
+
+Calls through one handle run one at a time, in submission order: each caller's calls travel
+one FIFO path (caller -> its node manager -> the actor's node manager -> the actor's queue).
+"""
 from __future__ import annotations
+
+import inspect
+
+from .core import ObjectRef, new_task_id, object_id
 
 
 class ActorClass:
-    def __init__(self, cls, options):
-        raise NotImplementedError(
-            f"@tb.remote on a class ({cls.__name__}): actors are not available yet in testbed's real "
-            f"runtime; remote functions are")
+    def __init__(self, cls, options: dict):
+        self._cls = cls
+        self._options = options
+        self.__name__ = cls.__name__
+        self.__doc__ = cls.__doc__
+        self._methods = tuple(n for n, _ in inspect.getmembers(cls, callable)
+                              if not n.startswith("__") or n == "__call__")
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(f"actor class {self.__name__} cannot be instantiated directly; "
+                        f"use {self.__name__}.remote(...)")
+
+    def options(self, **opts) -> "ActorClass":
+        from .api import _check_options
+        return ActorClass(self._cls, _check_options({**self._options, **opts}, True))
+
+    def remote(self, *args, **kwargs) -> "ActorHandle":
+        from .api import _core, _encode, _resources
+        core = _core()
+        opts = self._options
+        fid, data = core.function_id(self._cls)
+        actor_id = new_task_id()
+        name = self.__name__
+        spec = {"kind": "actor_create", "task_id": actor_id, "actor_id": actor_id, "fn_id": fid, "fn": data,
+                "name": f"{name}.__init__", "class_name": name,
+                "args": [_encode(core, a, i, name) for i, a in enumerate(args)],
+                "kwargs": {k: _encode(core, v, k, name) for k, v in kwargs.items()},
+                "num_returns": 1, "max_retries": 0,
+                "resources": _resources(opts.get("num_cpus", 0), opts.get("num_gpus"), opts.get("resources"), "")}
+        core.send(("submit", spec))
+        return ActorHandle(actor_id, name, self._methods)
+
+
+class ActorHandle:
+    """A reference to a running actor; can be passed to tasks and other actors."""
+
+    def __init__(self, actor_id: bytes, class_name: str, methods: tuple[str, ...]):
+        self._actor_id = actor_id
+        self._class_name = class_name
+        self._methods = methods
+
+    def __reduce__(self):
+        return (ActorHandle, (self._actor_id, self._class_name, self._methods))
+
+    def __getattr__(self, name: str) -> "ActorMethod":
+        if name.startswith("_") and name != "__call__":
+            raise AttributeError(name)
+        if name not in self._methods:
+            raise AttributeError(f"actor {self._class_name} has no method {name!r}")
+        return ActorMethod(self, name, 1)
+
+    def __repr__(self):
+        return f"ActorHandle({self._class_name}, {self._actor_id.hex()[:12]})"
+
+    def __eq__(self, other):
+        return isinstance(other, ActorHandle) and other._actor_id == self._actor_id
+
+    def __hash__(self):
+        return hash(self._actor_id)
+
+
+class ActorMethod:
+    def __init__(self, handle: ActorHandle, name: str, num_returns: int):
+        self._handle = handle
+        self._name = name
+        self._num_returns = num_returns
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(f"actor methods cannot be called directly; use .{self._name}.remote(...)")
+
+    def options(self, num_returns: int = 1) -> "ActorMethod":
+        if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns < 1:
+            raise ValueError(f"num_returns must be an integer >= 1, got {num_returns!r}")
+        return ActorMethod(self._handle, self._name, num_returns)
+
+    def remote(self, *args, **kwargs):
+        from .api import _core, _encode
+        core = _core()
+        h = self._handle
+        task_id = new_task_id()
+        name = f"{h._class_name}.{self._name}"
+        spec = {"kind": "actor_call", "task_id": task_id, "actor_id": h._actor_id, "method": self._name,
+                "name": name, "fn_id": None, "fn": None,
+                "args": [_encode(core, a, i, name) for i, a in enumerate(args)],
+                "kwargs": {k: _encode(core, v, k, name) for k, v in kwargs.items()},
+                "num_returns": self._num_returns, "max_retries": 0, "resources": {}}
+        core.send(("submit", spec))
+        refs = [ObjectRef(object_id(task_id, i)) for i in range(self._num_returns)]
+        return refs[0] if self._num_returns == 1 else refs
+
+
+def kill(handle: ActorHandle) -> None:
+    """Kill an actor's process now; its pending and future calls fail with ActorDiedError."""
+    from .api import _core
+    if not isinstance(handle, ActorHandle):
+        raise TypeError(f"kill() expects an actor handle, got {type(handle).__name__}")
+    _core().send(("kill_actor", handle._actor_id))

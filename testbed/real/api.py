@@ -409,3 +409,9 @@ def available_resources() -> dict[str, float]:
             for k, v in n["Available"].items():
                 out[k] = out.get(k, 0.0) + v
     return {k: v for k, v in out.items() if v > 0}
+
+
+def kill(handle) -> None:
+    """Kill an actor (``tb.kill(handle)``)."""
+    from .actors import kill as _kill
+    _kill(handle)

@@ -58,3 +58,7 @@ class WorkerCrashedError(TestbedRuntimeError):
 
 class ClusterError(TestbedRuntimeError):
     """The cluster could not start, or is not running."""
+
+
+class ActorDiedError(TestbedRuntimeError):
+    """The actor is dead (killed, crashed, or its constructor raised); the call did not run."""

@@ -27,13 +27,13 @@ from ..core.views import LocalView, TaskView
 from . import objstore
 from .context import Context
 from .core import object_id
-from .errors import InfeasibleError, WorkerCrashedError
+from .errors import ActorDiedError, InfeasibleError, WorkerCrashedError
 from .gcsclient import GcsClient, connect_retry
 from .loop import Loop
 
 
 class Client:
-    __slots__ = ("ch", "kind", "id", "pid", "task", "blocked", "held", "fns")
+    __slots__ = ("ch", "kind", "id", "pid", "task", "blocked", "held", "fns", "actor")
 
     def __init__(self, ch, kind: str, cid: str, pid: int):
         self.ch = ch
@@ -49,6 +49,22 @@ class Client:
         self.held: dict[str, float] = {}
         #: functions this worker has been sent
         self.fns: set[str] = set()
+        #: the actor this worker is dedicated to (None: a pooled task worker)
+        self.actor: bytes | None = None
+
+
+class Actor:
+    __slots__ = ("id", "name", "worker", "queue", "busy", "killed")
+
+    def __init__(self, actor_id: bytes, name: str, worker: Client):
+        self.id = actor_id
+        self.name = name
+        #: the dedicated worker holding the instance (and the actor's resources)
+        self.worker = worker
+        #: calls in arrival order; the head runs once its inputs are here
+        self.queue: deque[Task] = deque()
+        self.busy = False
+        self.killed = False
 
 
 class Task:
@@ -100,11 +116,19 @@ class NodeManager:
         self.transfers: list[tuple[int, int, int, float]] = []
         self.timeline: list[tuple] = []
         self.t0 = time.time()
+        #: actors living here; where others live (node index); why dead ones died; calls
+        #: waiting to learn where their actor lives (kept in order)
+        self.actors: dict[bytes, Actor] = {}
+        self.actor_loc: dict[bytes, int] = {}
+        self.actor_dead: dict[bytes, str] = {}
+        self.actor_infeasible: set[bytes] = set()
+        self.actor_pending: dict[bytes, list] = {}
         from ..studies.experiment import build_policies
         _, self.spillover = build_policies(cfg["scheduler"])
         self.rng = np.random.default_rng(index)
         for kind in ("hello_worker", "hello_driver", "submit", "assign", "infeasible", "done", "get", "wait",
-                     "create", "seal", "put_inline", "unpin", "pull", "object", "nodes", "timeline"):
+                     "create", "seal", "put_inline", "unpin", "pull", "object", "nodes", "timeline",
+                     "actor_call", "kill_actor"):
             self.loop.on(kind, getattr(self, "on_" + kind))
         self.loop.on_close = self.on_close
         self.loop.every(cfg["heartbeat_interval_s"], self.heartbeat)
@@ -128,9 +152,16 @@ class NodeManager:
         self.store.release_client(c.id)
         if c in self.idle:
             self.idle.remove(c)
+        if c.kind == "worker" and c.actor is not None and c.actor in self.actors:
+            self.actor_died(self.actors[c.actor])
+            return
         if c.kind == "worker":
             self._give_back(c)
-            if c.task is not None:                     # it died mid-task
+            if c.task is not None and c.task.spec.get("kind") == "actor_create":
+                t, c.task = c.task, None
+                self.mark_actor_dead(t.spec["actor_id"], f"actor {t.spec['class_name']} died while being created")
+                self.fail(t.spec, WorkerCrashedError(f"the worker creating {t.spec['class_name']} died"))
+            elif c.task is not None:                     # it died mid-task
                 t, c.task = c.task, None
                 left = t.spec.get("max_retries", 0)
                 if left == -1 or t.attempt <= left:
@@ -154,6 +185,9 @@ class NodeManager:
 
     # --- submission and placement ------------------------------------------------------
     def on_submit(self, ch, spec) -> None:
+        if spec.get("kind") == "actor_call":
+            self.route_call(spec)
+            return
         fid = spec["fn_id"]
         if spec.get("fn") is not None and fid not in self.fns:
             self.fns[fid] = spec["fn"]
@@ -164,8 +198,11 @@ class NodeManager:
         demand = spec["resources"]
         if not any(fits(demand, n) for n in self.ctx.config["nodes"]):
             have = ", ".join(f"node {i}: {n}" for i, n in enumerate(self.ctx.config["nodes"]))
-            self.fail(spec, InfeasibleError(
-                f"task {spec['name']} asks for {demand}, which no node has ({have})"))
+            what = f"actor {spec['class_name']}" if spec.get("kind") == "actor_create" else f"task {spec['name']}"
+            msg = f"{what} asks for {demand}, which no node has ({have})"
+            if spec.get("kind") == "actor_create":
+                self.mark_actor_dead(spec["actor_id"], msg, infeasible=True)
+            self.fail(spec, InfeasibleError(msg))
             return
         tv = self.task_view(spec)
         local = LocalView(self.index, self.total, self.avail, len(self.ready), self.running(),
@@ -256,18 +293,24 @@ class NodeManager:
             w.held = dict(demand)
             w.task = t
             t.worker = w
-            self.run_on(w, t)
+            if t.spec.get("kind") == "actor_create":
+                w.actor = t.spec["actor_id"]
+                self.run_on(w, t, "actor_init")
+                self.spawn_worker()          # the pool keeps its size: this one is the actor's now
+            else:
+                self.run_on(w, t)
 
-    def run_on(self, w: Client, t: Task) -> None:
+    def run_on(self, w: Client, t: Task, kind: str = "run") -> None:
         spec = t.spec
         task = dict(spec)
         fid = spec["fn_id"]
-        task["fn"] = None if fid in w.fns else self.fns[fid]
-        w.fns.add(fid)
+        if fid is not None:
+            task["fn"] = None if fid in w.fns else self.fns[fid]
+            w.fns.add(fid)
         task["args"] = [self.resolve(a, w) for a in spec["args"]]
         task["kwargs"] = {k: self.resolve(a, w) for k, a in spec["kwargs"].items()}
         t.placed_at = time.time()
-        self.loop.send(w.ch, ("run", task))
+        self.loop.send(w.ch, (kind, task))
 
     def resolve(self, a, client: Client):
         if a[0] == "v":
@@ -415,6 +458,27 @@ class NodeManager:
                 self.add_object(oid, len(r[1]))
             else:
                 self.add_object(oid, r[1])
+        if t is not None and w.actor is not None:
+            self.timeline.append((t.spec["name"], task_id.hex(), w.pid, start, end, failed))
+            w.task = None
+            if t.spec.get("kind") == "actor_create":
+                if failed:
+                    why = self._error_text(object_id(task_id, 0))
+                    self._give_back(w)
+                    self.mark_actor_dead(w.actor, f"actor {t.spec['class_name']} failed in its constructor: {why}")
+                    self.loop.send(w.ch, ("exit",))
+                    return
+                a = self.actors[w.actor] = Actor(w.actor, t.spec["class_name"], w)
+                self.actor_loc[a.id] = self.index
+                self.gcs.put("actor", a.id, {"node": self.index, "state": "alive", "name": a.name})
+                for spec in self.actor_pending.pop(a.id, ()):
+                    self.route_call(spec)
+            else:
+                a = self.actors.get(w.actor)
+                if a is not None:
+                    a.busy = False
+                    self.dispatch_actor(a)
+            return
         if t is not None:
             self.durations.append((t.spec["name"], end - start))
             self.timeline.append((t.spec["name"], task_id.hex(), w.pid, start, end, failed))
@@ -434,6 +498,118 @@ class NodeManager:
             oid = object_id(spec["task_id"], i)
             self.inline[oid] = data
             self.add_object(oid, len(data))
+
+    # --- actors ----------------------------------------------------------------------------
+    def route_call(self, spec) -> None:
+        """Send an actor call on towards its actor, keeping each caller's order."""
+        aid = spec["actor_id"]
+        a = self.actors.get(aid)
+        if a is not None:
+            self.actor_enqueue(a, spec)
+            return
+        if aid in self.actor_dead:
+            why = self.actor_dead[aid]
+            self.fail(spec, InfeasibleError(why) if aid in self.actor_infeasible else ActorDiedError(why))
+            return
+        pend = self.actor_pending.get(aid)
+        if pend is not None:                 # still learning where it lives: keep the order
+            pend.append(spec)
+            return
+        loc = self.actor_loc.get(aid)
+        if loc is not None and loc != self.index:
+            self.loop.send(self.peer(loc), ("actor_call", spec))
+            return
+        self.actor_pending[aid] = [spec]
+        self.gcs.get("actor", aid, lambda info, aid=aid: self.actor_found(aid, info), wait=True)
+
+    def actor_found(self, aid: bytes, info: dict) -> None:
+        pend = self.actor_pending.pop(aid, [])
+        if info["state"] == "dead":
+            self.actor_dead[aid] = info["error"]
+            if info.get("infeasible"):
+                self.actor_infeasible.add(aid)
+        else:
+            self.actor_loc[aid] = info["node"]
+        for spec in pend:
+            if spec == "kill":
+                self.on_kill_actor(None, aid)
+            else:
+                self.route_call(spec)
+
+    def on_actor_call(self, ch, spec) -> None:
+        aid = spec["actor_id"]
+        if aid in self.actors or aid in self.actor_dead:
+            self.route_call(spec)
+        else:                                # not (or no longer) here: find it again
+            self.actor_loc.pop(aid, None)
+            self.route_call(spec)
+
+    def actor_enqueue(self, a: Actor, spec) -> None:
+        t = Task(spec)
+        for x in list(spec["args"]) + list(spec["kwargs"].values()):
+            if x[0] == "r" and not self.is_local(x[1]):
+                t.missing.add(x[1])
+        a.queue.append(t)
+        for m in list(t.missing):
+            self.when_local(m, lambda m=m, t=t, a=a: (t.missing.discard(m), self.dispatch_actor(a)))
+        self.dispatch_actor(a)
+
+    def dispatch_actor(self, a: Actor) -> None:
+        if a.busy or not a.queue or a.queue[0].missing or a.id not in self.actors:
+            return
+        t = a.queue.popleft()
+        a.busy = True
+        a.worker.task = t
+        self.run_on(a.worker, t)
+
+    def on_kill_actor(self, ch, aid) -> None:
+        a = self.actors.get(aid)
+        if a is not None:
+            a.killed = True
+            try:
+                os.kill(a.worker.pid, 9)
+            except ProcessLookupError:
+                pass
+            return
+        if aid in self.actor_dead:
+            return
+        loc = self.actor_loc.get(aid)
+        if loc is not None and loc != self.index:
+            self.loop.send(self.peer(loc), ("kill_actor", aid))
+        elif aid in self.actor_pending:
+            self.actor_pending[aid].append("kill")
+        else:
+            self.actor_pending[aid] = ["kill"]
+            self.gcs.get("actor", aid, lambda info, aid=aid: self.actor_found(aid, info), wait=True)
+
+    def actor_died(self, a: Actor) -> None:
+        self.actors.pop(a.id, None)
+        self._give_back(a.worker)
+        why = (f"actor {a.name} was killed with tb.kill()" if a.killed
+               else f"actor {a.name} died (its process exited)")
+        self.mark_actor_dead(a.id, why)
+        calls = ([a.worker.task] if a.worker.task is not None else []) + list(a.queue)
+        a.worker.task = None
+        a.queue.clear()
+        for t in calls:
+            self.fail(t.spec, ActorDiedError(why))
+        self.dispatch()                # its resources are free again
+
+    def mark_actor_dead(self, aid: bytes, why: str, infeasible: bool = False) -> None:
+        self.actor_dead[aid] = why
+        if infeasible:
+            self.actor_infeasible.add(aid)
+        self.gcs.put("actor", aid, {"node": self.index, "state": "dead", "error": why, "infeasible": infeasible})
+        for spec in self.actor_pending.pop(aid, ()):
+            if spec != "kill":
+                self.fail(spec, InfeasibleError(why) if infeasible else ActorDiedError(why))
+
+    def _error_text(self, oid: bytes) -> str:
+        try:
+            err = objstore.deserialize_bytes(self.inline[oid])
+            return getattr(err, "cause_repr", None) or str(err)
+        except Exception:  # noqa: BLE001
+            return "see the constructor's traceback"
 
     # --- get and wait ---------------------------------------------------------------------
     def _block(self, c: Client) -> None:

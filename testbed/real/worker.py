@@ -30,6 +30,8 @@ class Worker:
         self.core = Core(ch, node, "worker")
         self.core.unexpected = self._unexpected
         self.functions: dict[str, object] = {}
+        #: the actor instance this worker holds (None for a task worker)
+        self.instance = None
         api._worker_core = self.core
         self.core.send(("hello_worker", wid, os.getpid()))
 
@@ -47,6 +49,8 @@ class Worker:
                 return                     # the node manager is gone
             if msg[0] == "run":
                 self.run(msg[1])
+            elif msg[0] == "actor_init":
+                self.run(msg[1], create=True)
             elif msg[0] == "exit":
                 return
 
@@ -57,12 +61,14 @@ class Worker:
             return objstore.deserialize_bytes(a[1])
         return self.core.decode(a[1], a[2])        # ("o", oid, descriptor)
 
-    def run(self, task: dict) -> None:
+    def run(self, task: dict, create: bool = False) -> None:
         fid = task["fn_id"]
-        fn = self.functions.get(fid)
+        fn = self.functions.get(fid) if fid is not None else None
         start = time.time()
         try:
-            if fn is None:
+            if task.get("method") is not None:
+                fn = getattr(self.instance, task["method"])
+            elif fn is None:
                 fn = self.functions[fid] = cloudpickle.loads(task["fn"])
             args = [self._arg(a) for a in task["args"]]
             kwargs = {k: self._arg(a) for k, a in task["kwargs"].items()}
@@ -70,6 +76,8 @@ class Worker:
                 if isinstance(v, TaskError):       # an input's task failed: fail with its error
                     raise _Propagate(v)
             value = fn(*args, **kwargs)
+            if create:
+                self.instance, value = value, None
             n = task["num_returns"]
             if n == 1:
                 values = [value]
