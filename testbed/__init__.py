@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 #: names served lazily from testbed.real.api / testbed.real.errors / testbed.real.core
 _API = {
     "init", "shutdown", "is_initialized", "remote", "get", "put", "wait", "nodes",
-    "cluster_resources", "available_resources", "kill",
+    "cluster_resources", "available_resources", "kill", "timeline",
 }
 _ERRORS = {"TaskError", "GetTimeoutError", "InfeasibleError", "WorkerCrashedError", "ClusterError",
            "ActorDiedError"}

@@ -280,3 +280,19 @@ def test_an_actor_no_node_can_hold_fails_clearly(cluster):
 
     with pytest.raises(tb.InfeasibleError, match="GPU"):
         tb.get(Greedy.remote().f.remote(), timeout=20)
+
+
+def test_timeline_writes_chrome_trace_events_for_tasks_and_actor_calls(cluster, tmp_path):
+    c = Counter.remote()
+    tb.get([double.remote(1), c.incr.remote()])
+    path = tmp_path / "trace.json"
+    events = tb.timeline(str(path))
+    import json
+    data = json.loads(path.read_text())
+    assert data["traceEvents"] == events
+    spans = [e for e in events if e["ph"] == "X"]
+    names = {e["name"] for e in spans}
+    assert "double" in names and "Counter.incr" in names
+    for e in spans:
+        assert e["dur"] >= 0 and e["pid"] in (0, 1) and e["tid"] > 0
+    assert {e["args"]["name"] for e in events if e["ph"] == "M"} >= {"node 0"}

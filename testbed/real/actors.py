@@ -99,7 +99,9 @@ class ActorMethod:
         h = self._handle
         task_id = new_task_id()
         name = f"{h._class_name}.{self._name}"
+        import time
         spec = {"kind": "actor_call", "task_id": task_id, "actor_id": h._actor_id, "method": self._name,
+                "submitted_at": time.time(),
                 "name": name, "fn_id": None, "fn": None,
                 "args": [_encode(core, a, i, name) for i, a in enumerate(args)],
                 "kwargs": {k: _encode(core, v, k, name) for k, v in kwargs.items()},

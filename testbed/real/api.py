@@ -289,7 +289,7 @@ class RemoteFunction:
         res = _resources(opts.get("num_cpus", 1), opts.get("num_gpus"), opts.get("resources"), "")
         task_id = new_task_id()
         name = opts.get("name") or getattr(self._fn, "__qualname__", self.__name__)
-        spec = {"task_id": task_id, "fn_id": fid, "fn": data, "name": name,
+        spec = {"task_id": task_id, "fn_id": fid, "fn": data, "name": name, "submitted_at": time.time(),
                 "args": [_encode(core, a, i, name) for i, a in enumerate(args)],
                 "kwargs": {k: _encode(core, v, k, name) for k, v in kwargs.items()},
                 "num_returns": num_returns, "resources": res, "max_retries": opts.get("max_retries", 0)}
@@ -415,3 +415,38 @@ def kill(handle) -> None:
     """Kill an actor (``tb.kill(handle)``)."""
     from .actors import kill as _kill
     _kill(handle)
+
+
+#: columns of the rows node managers record (the Trace's, plus the worker's pid)
+RECORD_COLUMNS = ("task_id", "job_id", "function", "submitter", "node", "submitted_s", "placed_s", "started_s",
+                  "finished_s", "spilled", "predicted_wait_s", "bytes_transferred", "attempt", "state", "pid")
+
+
+def task_records() -> list[tuple]:
+    """Every task attempt that ended so far, one row each (see RECORD_COLUMNS; wall-clock times)."""
+    return _core().request("records")
+
+
+def timeline(path=None):
+    """Write every task and actor call so far as Chrome trace events (open the file in
+    Perfetto or chrome://tracing): one track per node and worker process. Returns the events."""
+    rows = [dict(zip(RECORD_COLUMNS, r)) for r in task_records()]
+    starts = [r["started_s"] for r in rows if r["started_s"] == r["started_s"]]
+    t0 = min(starts) if starts else 0.0
+    events = []
+    for node in sorted({r["node"] for r in rows}):
+        events.append({"name": "process_name", "ph": "M", "pid": node,
+                       "args": {"name": f"node {node}" if node >= 0 else "never placed"}})
+    for r in rows:
+        if r["started_s"] != r["started_s"]:       # never ran (infeasible, failed before running)
+            events.append({"name": r["function"], "cat": r["state"], "ph": "i", "s": "p", "pid": r["node"],
+                           "tid": 0, "ts": (r["finished_s"] - t0) * 1e6, "args": {"state": r["state"]}})
+            continue
+        events.append({"name": r["function"], "cat": "task", "ph": "X", "pid": r["node"], "tid": r["pid"],
+                       "ts": (r["started_s"] - t0) * 1e6, "dur": max(0.0, r["finished_s"] - r["started_s"]) * 1e6,
+                       "args": {"task_id": r["task_id"].hex(), "state": r["state"], "attempt": r["attempt"],
+                                "spilled": r["spilled"], "queued_ms": (r["started_s"] - r["placed_s"]) * 1e3}})
+    if path is not None:
+        with open(path, "w") as f:
+            json.dump({"traceEvents": events, "displayTimeUnit": "ms"}, f)
+    return events

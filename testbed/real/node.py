@@ -68,15 +68,18 @@ class Actor:
 
 
 class Task:
-    __slots__ = ("spec", "missing", "attempt", "placed_at", "worker")
+    __slots__ = ("spec", "missing", "attempt", "placed_at", "worker", "bytes_in")
 
     def __init__(self, spec: dict):
         self.spec = spec
         #: object ids (and "fn:<id>") still missing before it can run here
         self.missing: set = set()
         self.attempt = 1
+        #: when a scheduler decided the task runs here (wall clock)
         self.placed_at = time.time()
         self.worker: Client | None = None
+        #: input bytes pulled from other nodes for it
+        self.bytes_in = 0
 
 
 class NodeManager:
@@ -114,7 +117,11 @@ class NodeManager:
         self.fn_fetching: set[str] = set()
         self.durations: list[tuple[str, float]] = []
         self.transfers: list[tuple[int, int, int, float]] = []
-        self.timeline: list[tuple] = []
+        #: one Trace row per task attempt that ended here (collected by the driver)
+        self.records: list[tuple] = []
+        #: objects that came from other nodes (their bytes count as transferred)
+        self.pulled: set[bytes] = set()
+        self._gathers: dict[int, dict] = {}
         self.t0 = time.time()
         #: actors living here; where others live (node index); why dead ones died; calls
         #: waiting to learn where their actor lives (kept in order)
@@ -127,7 +134,8 @@ class NodeManager:
         _, self.spillover = build_policies(cfg["scheduler"])
         self.rng = np.random.default_rng(index)
         for kind in ("hello_worker", "hello_driver", "submit", "assign", "infeasible", "done", "get", "wait",
-                     "create", "seal", "put_inline", "unpin", "pull", "object", "nodes", "timeline",
+                     "create", "seal", "put_inline", "unpin", "pull", "object", "nodes", "records",
+                     "records_part", "records_reply",
                      "actor_call", "kill_actor"):
             self.loop.on(kind, getattr(self, "on_" + kind))
         self.loop.on_close = self.on_close
@@ -193,6 +201,7 @@ class NodeManager:
             self.fns[fid] = spec["fn"]
             self.gcs.put("fn", fid, spec["fn"])
         spec["fn"] = None
+        spec.setdefault("origin", self.index)
         self.gcs.put("task", spec["task_id"], {"name": spec["name"], "fn_id": fid, "node": self.index,
                                                 "state": "submitted"}, later=True)
         demand = spec["resources"]
@@ -225,6 +234,7 @@ class NodeManager:
                         tuple(inputs), self.index)
 
     def forward(self, spec, tv) -> None:
+        spec["spilled"] = True
         if self.gs is None:
             self.gs = self.loop.add(connect_retry(self.ctx.global_scheduler(), self.ctx.secret))
         self.loop.send(self.gs, ("forward", spec, tv))
@@ -309,7 +319,8 @@ class NodeManager:
             w.fns.add(fid)
         task["args"] = [self.resolve(a, w) for a in spec["args"]]
         task["kwargs"] = {k: self.resolve(a, w) for k, a in spec["kwargs"].items()}
-        t.placed_at = time.time()
+        t.bytes_in = sum(self.sizes.get(a[1], 0) for a in list(spec["args"]) + list(spec["kwargs"].values())
+                         if a[0] == "r" and a[1] in self.pulled)
         self.loop.send(w.ch, (kind, task))
 
     def resolve(self, a, client: Client):
@@ -410,6 +421,7 @@ class NodeManager:
                 self.store.view(oid)[:] = data
                 self.store.seal(oid)
             self.transfers.append((src, self.index, len(data), time.time() - asked_at))
+            self.pulled.add(oid)
             self.add_object(oid, len(data))
         if delay > 0:
             self.loop.later(delay, land)
@@ -446,6 +458,13 @@ class NodeManager:
             self.avail[k] = self.avail.get(k, 0.0) + v
         w.held = {}
 
+    def record(self, t: "Task", node: int, start: float, end: float, state: str, pid: int = 0) -> None:
+        """One Trace row (see testbed.core.trace), times as wall-clock seconds."""
+        sp = t.spec
+        self.records.append((sp["task_id"], sp.get("job_id", -1), sp["name"], sp.get("origin", self.index), node,
+                             sp.get("submitted_at", t.placed_at), t.placed_at, start, end, bool(sp.get("spilled")),
+                             sp.get("pred"), t.bytes_in, t.attempt, state, pid))
+
     def on_done(self, ch, task_id, results, failed, start, end) -> None:
         w = self.clients.get(ch)
         if w is None:
@@ -458,8 +477,9 @@ class NodeManager:
                 self.add_object(oid, len(r[1]))
             else:
                 self.add_object(oid, r[1])
+        if t is not None:
+            self.record(t, self.index, start, end, "failed" if failed else "finished", w.pid)
         if t is not None and w.actor is not None:
-            self.timeline.append((t.spec["name"], task_id.hex(), w.pid, start, end, failed))
             w.task = None
             if t.spec.get("kind") == "actor_create":
                 if failed:
@@ -481,7 +501,6 @@ class NodeManager:
             return
         if t is not None:
             self.durations.append((t.spec["name"], end - start))
-            self.timeline.append((t.spec["name"], task_id.hex(), w.pid, start, end, failed))
             self.gcs.put("task", task_id, {"name": t.spec["name"], "node": self.index,
                                            "state": "failed" if failed else "finished"}, later=True)
         w.task = None
@@ -492,6 +511,9 @@ class NodeManager:
 
     def fail(self, spec, error: BaseException) -> None:
         """Every return of the task becomes ``error`` (raised by get)."""
+        now = time.time()
+        state = "infeasible" if isinstance(error, InfeasibleError) else "failed"
+        self.record(Task(spec), -1 if state == "infeasible" else self.index, float("nan"), now, state)
         error._testbed_raise = True
         data = objstore.to_bytes(objstore.serialize(error))
         for i in range(spec["num_returns"]):
@@ -707,8 +729,33 @@ class NodeManager:
             self.gcs._callbacks[rid] = one
             self.loop.send(shard, ("scan", rid, "node"))
 
-    def on_timeline(self, ch, req) -> None:
-        self.loop.send(ch, ("reply", req, list(self.timeline)))
+    def on_records(self, ch, req) -> None:
+        """Every node's Trace rows (this node asks its peers), for tb.timeline and the
+        experiment runner."""
+        rid = id(ch) ^ req
+        g = self._gathers[rid] = {"rows": list(self.records), "left": self.ctx.n_nodes - 1, "ch": ch, "req": req}
+        if g["left"] == 0:
+            self._gathered(rid)
+            return
+        for i in range(self.ctx.n_nodes):
+            if i != self.index:
+                self.loop.send(self.peer(i), ("records_part", rid, self.index))
+
+    def on_records_part(self, ch, rid, asker) -> None:
+        self.loop.send(ch, ("records_reply", rid, list(self.records)))
+
+    def on_records_reply(self, ch, rid, rows) -> None:
+        g = self._gathers.get(rid)
+        if g is None:
+            return
+        g["rows"].extend(rows)
+        g["left"] -= 1
+        if g["left"] == 0:
+            self._gathered(rid)
+
+    def _gathered(self, rid) -> None:
+        g = self._gathers.pop(rid)
+        self.loop.send(g["ch"], ("reply", g["req"], g["rows"]))
 
     def close(self) -> None:
         self.store.close()
