@@ -171,3 +171,48 @@ def test_an_actor_holds_its_resources_for_its_lifetime():
         tb.kill(h)
         assert tb.get(task, timeout=20) == 8
     assert_cluster_gone(c)
+
+
+def test_an_experiment_config_runs_on_the_real_engine(tmp_path, capsys):
+    """`testbed run CONFIG --set run.engine=real`: the same workload as real tasks (a
+    map-reduce DAG with objects, from two drivers), a Trace with the simulator's columns, and
+    the same results folder."""
+    import pandas as pd
+
+    from testbed.cli import main
+    from testbed.core.trace import NAMES
+    from testbed.studies.experiment import load_experiment
+    from testbed.studies.execute import run_once
+    cfg = tmp_path / "exp.toml"
+    cfg.write_text(textwrap.dedent("""
+        [cluster]
+        nodes = 8
+        cpus_per_node = 2
+        [scheduler]
+        spillover = {name = "QueueThreshold", threshold = 1}
+        [workload]
+        shape = "map_reduce"
+        map_tasks = 3
+        reduce_tasks = 1
+        jobs = 12
+        drivers = 2
+        in_flight = 2
+        duration = {dist = "constant", value = 0.01}
+        output_bytes = {dist = "constant", value = 200000}
+        [run]
+        real_nodes = 2
+        real_max_jobs = 10
+    """))
+    exp = load_experiment(cfg, ["run.engine=real"])
+    res = run_once(exp.points[0].config, 0, keep_rows=True)
+    tr = res.trace
+    assert list(tr.columns) == list(NAMES)
+    assert len(tr) == 10 * 4 and (tr.state == "finished").all()
+    assert set(tr.node) <= {0, 1} and tr.job_id.nunique() == 10
+    assert (tr.started_s >= tr.placed_s - 1e-6).all() and (tr.finished_s >= tr.started_s).all()
+    assert tr.bytes_transferred.sum() > 0          # reduces pulled map outputs from the other node
+    assert res.metrics["finished"] == 40
+    out = tmp_path / "out"
+    assert main(["run", str(cfg), "--set", "run.engine=real", "--out", str(out), "--quiet"]) == 0
+    runs = pd.read_csv(out / "runs.csv")
+    assert runs.loc[0, "finished"] == 40 and runs.loc[0, "engine_nodes"] == 2

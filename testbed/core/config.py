@@ -89,6 +89,14 @@ RUN: dict[str, Field] = {
                    "or rows for runs of at most 200,000 tasks ('auto')", choices=("auto", "rows", "aggregate")),
     "validate": Field((bool,), False, None, "", "check every task-state transition (slower; for tests)"),
     "max_sim_time_s": Field(_num, 1e7, positive, "> 0", "stop a simulation at this simulated time"),
+    # the real engine runs on this machine's 2 cores: how to scale the experiment down
+    "real_nodes": Field(_int, 4, positive, "> 0", "real engine: logical nodes (the first ones of [cluster])"),
+    "real_cpus_per_node": Field(_num, 2.0, positive, "> 0", "real engine: CPUs per node at most"),
+    "real_max_jobs": Field(_int, 2000, positive, "> 0", "real engine: run at most this many of the workload's jobs"),
+    "real_time_scale": Field(_num, 1.0, positive, "> 0", "real engine: multiply every task duration "
+                             "and arrival gap by this"),
+    "real_work": Field(_str, "sleep", None, "", "real engine: how a task spends its duration "
+                       "(sleep: logical CPUs; spin: burns a core)", choices=("sleep", "spin")),
 }
 
 #: [faults] (fault injection) is not implemented yet: the section is accepted only empty

@@ -248,12 +248,14 @@ def is_initialized() -> bool:
 # --- remote functions ------------------------------------------------------------------
 
 _TASK_OPTIONS = ("num_cpus", "num_gpus", "resources", "num_returns", "max_retries", "name")
+#: internal options (the experiment runner's): pin to a node; tag with a workload job id
+_INTERNAL_OPTIONS = ("_node", "_job_id")
 
 
 def _check_options(opts: dict, for_class: bool) -> dict:
     allowed = _TASK_OPTIONS + (("max_restarts", "checkpoint_interval") if for_class else ())
     for k in opts:
-        if k not in allowed:
+        if k not in allowed and k not in _INTERNAL_OPTIONS:
             raise TypeError(f"unknown option {k!r}; options: {', '.join(allowed)}")
     out = dict(opts)
     _resources(opts.get("num_cpus"), opts.get("num_gpus"), opts.get("resources"), "")
@@ -290,6 +292,7 @@ class RemoteFunction:
         task_id = new_task_id()
         name = opts.get("name") or getattr(self._fn, "__qualname__", self.__name__)
         spec = {"task_id": task_id, "fn_id": fid, "fn": data, "name": name, "submitted_at": time.time(),
+                "job_id": opts.get("_job_id", -1), "pin_node": opts.get("_node"),
                 "args": [_encode(core, a, i, name) for i, a in enumerate(args)],
                 "kwargs": {k: _encode(core, v, k, name) for k, v in kwargs.items()},
                 "num_returns": num_returns, "resources": res, "max_retries": opts.get("max_retries", 0)}

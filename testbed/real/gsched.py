@@ -74,6 +74,7 @@ class GlobalScheduler:
             self.loop.send(ch, ("infeasible", spec, f"task {spec['name']} asks for {spec['resources']}, which no live node "
                                          f"can hold"))
             return
+        spec["pred"] = None if p.predicted_wait_s is None else float(p.predicted_wait_s)
         self.loop.send(self.node(int(p.node)), ("assign", spec))
 
     def node(self, index: int):

@@ -193,6 +193,9 @@ class Loop:
             except (EOFError, OSError, ConnectionError):
                 self._closed(ch)
                 return
+            except Exception:  # noqa: BLE001 - a message that cannot be unpickled (the channel stays in step)
+                print(f"[{self.name}] dropped a message that could not be read:\n{traceback.format_exc()}", flush=True)
+                return
             self._dispatch(ch, msg)
             if ch.closed or not ch.poll(0):
                 return

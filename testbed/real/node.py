@@ -213,6 +213,13 @@ class NodeManager:
                 self.mark_actor_dead(spec["actor_id"], msg, infeasible=True)
             self.fail(spec, InfeasibleError(msg))
             return
+        pin = spec.get("pin_node")
+        if pin is not None:                       # the runner's drivers: run on that node
+            if pin == self.index:
+                self.accept(spec)
+            else:
+                self.loop.send(self.peer(int(pin)), ("assign", spec))
+            return
         tv = self.task_view(spec)
         local = LocalView(self.index, self.total, self.avail, len(self.ready), self.running(),
                           sum(1 for _ in self.idle))

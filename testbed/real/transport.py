@@ -147,8 +147,9 @@ def _host_port(host: str, port: int) -> str:
 
 
 def _wait_readable(fd: int, timeout: float | None) -> bool:
-    r, _, _ = select.select([fd], [], [], timeout)
-    return bool(r)
+    p = select.poll()  # not select.select: it fails on fd numbers >= 1024
+    p.register(fd, select.POLLIN)
+    return bool(p.poll(None if timeout is None else max(0, int(timeout * 1000 + 0.999))))
 
 
 def _read_exact_fd(fd: int, view: memoryview) -> int:
@@ -180,6 +181,7 @@ class Channel:
         self._send_lock = threading.Lock()
         self._recv_lock = threading.Lock()
         self._close_lock = threading.Lock()
+        self._owner_pid = os.getpid()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"fd={self._conn.fileno()}"
@@ -297,16 +299,23 @@ class Channel:
             if self._conn.closed:
                 return
             # shutdown first: it wakes a thread blocked reading this socket, which close()
-            # alone would not, and the peer sees EOF at once
-            try:
-                s = socket.socket(fileno=self._conn.fileno())
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                finally:
-                    s.detach()
-            except OSError:
-                pass
+            # alone would not, and the peer sees EOF at once. Not in a forked child: the
+            # socket is shared with the parent, which keeps using it.
+            if os.getpid() == self._owner_pid:
+                self._shutdown()
             self._conn.close()
+
+    def _shutdown(self) -> None:
+        try:
+            s = socket.socket(fileno=self._conn.fileno())
+        except OSError:
+            return
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        finally:
+            s.detach()
 
 
 def _channel_from_socket(sock: socket.socket, peer: str, peer_pid: int | None = None) -> Channel:
@@ -364,8 +373,20 @@ class Listener:
         self._owner_pid = os.getpid()
         self._path: str | None = None
         self._path_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the file we made
-        self._sock = socket.socket(family, socket.SOCK_STREAM)
+        self._family = family
+        self._ready: deque[Channel] = deque()  # authenticated, not yet accepted
+        self._ready_lock = threading.Lock()  # keeps _ready and the pipe's byte count equal
+        self._closed = False
+        self._failed = False  # the accept thread died (logged); accept() raises
+        self._waiters = 0  # threads inside accept(); the last one out closes the pipe after close()
+        self._ready_r, self._ready_w = os.pipe()
+        self._sock = None
+        self._wake_r = self._wake_w = None
         try:
+            os.set_blocking(self._ready_r, False)
+            os.set_blocking(self._ready_w, False)
+            self._wake_r, self._wake_w = socket.socketpair()
+            self._sock = socket.socket(family, socket.SOCK_STREAM)
             if family == socket.AF_UNIX:
                 self._bind_unix(sockaddr, backlog)
                 #: where clients connect: the path, or the bound (host, port)
@@ -377,17 +398,12 @@ class Listener:
                 self.address = tuple(self._sock.getsockname()[:2])
             self._sock.setblocking(False)
         except BaseException:
-            self._sock.close()
+            for s in (self._sock, self._wake_r, self._wake_w):
+                if s is not None:
+                    s.close()
+            self._close_pipe()
+            self._unlink_path()
             raise
-        self._family = family
-        self._ready: deque[Channel] = deque()  # authenticated, not yet accepted
-        self._ready_lock = threading.Lock()  # keeps _ready and the pipe's byte count equal
-        self._ready_r, self._ready_w = os.pipe()
-        os.set_blocking(self._ready_r, False)
-        os.set_blocking(self._ready_w, False)
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._closed = False
-        self._waiters = 0  # threads inside accept(); the last one out closes the pipe after close()
         self._thread = threading.Thread(target=self._serve, name=f"tb-listener {self.address}", daemon=True)
         self._thread.start()
 
@@ -448,6 +464,8 @@ class Listener:
                     if self._ready:
                         os.read(self._ready_r, 1)  # present: one byte per queued channel
                         return self._ready.popleft()
+                    if self._failed:
+                        raise OSError("the Listener's accept thread failed (see the log)")
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return None
@@ -494,6 +512,11 @@ class Listener:
         self._sock.close()
         self._wake_r.close()
         self._wake_w.close()
+        self._unlink_path()
+        if idle:
+            self._close_pipe()
+
+    def _unlink_path(self) -> None:
         if self._path is not None:
             try:  # only the file we made: a new listener may have taken the path since
                 st = os.stat(self._path)
@@ -501,8 +524,6 @@ class Listener:
                     os.unlink(self._path)
             except OSError:
                 pass
-        if idle:
-            self._close_pipe()
 
     def _close_pipe(self) -> None:
         for name in ("_ready_r", "_ready_w"):
@@ -542,8 +563,14 @@ class Listener:
                 if paused_until is not None and paused_until <= now:
                     sel.register(self._sock, selectors.EVENT_READ, _LISTENING)
                     paused_until = None
-        except Exception:  # noqa: BLE001 - log it; close() still cleans up
+        except Exception:  # noqa: BLE001 - log it, fail accept(); close() still cleans up
             log.exception("listener %s: accept thread failed", self.address)
+            with self._ready_lock:
+                self._failed = True
+                try:
+                    os.write(self._ready_w, b"\0")
+                except OSError:
+                    pass
         finally:
             for h in pending.values():
                 h.sock.close()

@@ -25,6 +25,9 @@ def make_simulation(cfg: dict[str, Any], seed: int, keep_rows: bool | None = Non
 def run_once(cfg: dict[str, Any], seed: int, keep_rows: bool | None = None):
     """Run ``cfg`` with ``seed``; returns the engine's result (trace, metrics, info)."""
     engine = cfg["run"]["engine"]
-    if engine != "sim":
-        raise NotImplementedError(f"engine {engine!r} is not available")
+    if engine == "real":
+        from ..real.engine import run_real
+        from ..sim.engine import SimResult
+        trace, metrics, info = run_real(cfg, seed)
+        return SimResult(trace=trace if keep_rows is not False else None, metrics=metrics, info=info)
     return make_simulation(cfg, seed, keep_rows).run()

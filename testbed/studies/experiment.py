@@ -55,9 +55,6 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
     if out["run"]["study"] not in studies.STUDIES:
         raise ConfigError(f"unknown study {out['run']['study']!r}; known: {', '.join(studies.STUDIES)}",
                           key="run.study")
-    if out["run"]["engine"] == "real":
-        raise ConfigError("the real engine is not available yet (it arrives with the real runtime); "
-                          "use run.engine = \"sim\"", key="run.engine")
     return out
 
 

@@ -105,6 +105,8 @@ def run_experiment(exp: Experiment, out: Path, jobs: int | None = None, progress
     check_out_dir(out)
     tasks = [(i, p, s) for i, p in enumerate(exp.points) for s in exp.seeds]
     jobs = jobs or min(len(tasks), os.cpu_count() or 1)
+    if any(p.config["run"]["engine"] == "real" for p in exp.points):
+        jobs = 1          # each real run starts a whole cluster on this machine: one at a time
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     interrupted = False

@@ -42,7 +42,7 @@ def bar_panels(df: pd.DataFrame, metrics: list[str], out: Path, name: str, title
     for ax, m in zip(axes[0], metrics):
         label, scale, _ = HEADLINE[m]
         ax.barh(y, df[m].fillna(0) * scale, xerr=df[m + "_std"].fillna(0) * scale, color="#4878a8")
-        if log:
+        if log and (df[m] > 0).any():
             ax.set_xscale("log")      # one bad policy must not flatten the others
             label += ", log scale"
         ax.set_xlabel(label)

@@ -157,6 +157,17 @@ class Workload:
         shifted = (after is not None and j >= after) or (at is not None and now >= at)
         return self._build(j, driver, shifted)
 
+    def job(self, j: int, driver: int, now: float) -> Job:
+        """Job ``j`` as ``next_job`` would hand it out at ``now`` — for engines whose drivers
+        live in separate processes and take jobs by number (its content depends only on the
+        seed, j and the regime, so the draws are the same)."""
+        if not 0 <= j < self.total_jobs:
+            raise ValueError(f"job must be in 0..{self.total_jobs - 1}, got {j!r}")
+        after = self._shift_after_jobs
+        at = self._shift_at_s
+        shifted = (after is not None and j >= after) or (at is not None and now >= at)
+        return self._build(j, driver, shifted)
+
     def next_task(self, now: float):
         """Fast path for single-task shapes (``tasks_per_job == 1``): the next job's only
         task as ``(job_id, function, duration_s, resources, output_bytes)``, the same draws
