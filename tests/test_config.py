@@ -369,7 +369,6 @@ def test_an_override_can_add_a_sweep_axis_that_did_not_exist(tmp_path):
     ('[scheduler]\nplacement = {name = "PaperWaitTime", nosuch = 1}\n', "scheduler.placement", "bad arguments"),
     ('[run]\nstudy = "nope"\n', "run.study", "unknown study 'nope'"),
     ('[run]\nseeds = []\n', "run.seeds", "non-empty list"),
-    ('[run]\nengine = "real"\n', "run.engine", "not available yet"),
     ("[workload]\njobs = 0\n", "workload.jobs", ">= 1"),
     ('[sweep]\n"cluster.nodez" = [1, 2]\n', "sweep", "'cluster.nodez'"),
 ])

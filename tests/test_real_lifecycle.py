@@ -49,8 +49,9 @@ def _gone(info: dict, timeout: float = 20.0) -> None:
             break
         time.sleep(0.05)    # polling the OS for exits that we cannot wait() on (not our children)
     assert not [p for p in pids if _alive(p)], "cluster processes outlived the driver"
-    assert not [n for n in os.listdir("/dev/shm") if n.startswith(info["prefix"])]
-    assert not Path(info["dir"]).exists()
+    left = [n for n in os.listdir("/dev/shm") if n.startswith(info["prefix"])]
+    assert not left, f"shared memory left: {left}"
+    assert not Path(info["dir"]).exists(), f"cluster folder left: {info['dir']}"
 
 
 def _alive(pid: int) -> bool:
