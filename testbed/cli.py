@@ -3,7 +3,7 @@
     testbed run CONFIG [--set KEY=VALUE ...] [--out DIR] [--jobs N] [--quiet]
     testbed validate CONFIG...
     testbed list [--plugin pkg.module:Name ...]
-    testbed bench sim [--json] [--tasks N]
+    testbed bench sim|real [--json] [--tasks N] [--cases a,b]
 
 Every user error is one line on stderr (``testbed: error: ...``) and exit status 2.
 """
@@ -50,9 +50,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="also describe a plug-in class")
 
     b = sub.add_parser("bench", help="benchmarks: simulated tasks per wall-second and memory")
-    b.add_argument("engine", choices=["sim"], help="which engine to benchmark")
+    b.add_argument("engine", choices=["sim", "real"], help="which engine to benchmark")
     b.add_argument("--json", action="store_true", help="one JSON object per case instead of a table")
-    b.add_argument("--tasks", type=_positive_int, default=None, help="tasks per case (default 200,000)")
+    b.add_argument("--tasks", type=_positive_int, default=None, help="sim: tasks per case (default 200,000)")
     b.add_argument("--cases", default=None, help="comma-separated case names (default: all)")
     return p
 
@@ -92,6 +92,9 @@ def _dispatch(args) -> int:
     if args.cmd == "list":
         return _list(args)
     if args.cmd == "bench":
+        if args.engine == "real":
+            from .studies.bench_real import bench_real
+            return bench_real(json_out=args.json, cases=args.cases)
         from .studies.bench import bench_sim
         return bench_sim(json_out=args.json, tasks=args.tasks, cases=args.cases)
     raise AssertionError(args.cmd)

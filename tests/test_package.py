@@ -71,3 +71,14 @@ def test_bench_json_prints_one_object_per_case(capsys):
         assert key in rec
     assert rec["case"] == "sim-100-nodes" and rec["nodes"] == 100 and rec["tasks"] == 2000
     assert rec["tasks_per_s"] > 0 and rec["peak_mem_mib"] > 0
+
+
+@pytest.mark.timeout(120)
+def test_bench_real_json_prints_figures_with_units(capsys):
+    """`testbed bench real --json` prints one JSON object per figure, with its unit."""
+    from testbed.cli import main
+    assert main(["bench", "real", "--json", "--cases", "memory"]) == 0
+    recs = [json.loads(ln) for ln in capsys.readouterr().out.splitlines() if ln.strip()]
+    assert recs and all({"case", "metric", "value", "unit"} <= set(r) for r in recs)
+    rss = next(r for r in recs if r["metric"].startswith("idle RSS"))
+    assert rss["unit"] == "MiB" and rss["value"] > 0

@@ -303,6 +303,8 @@ class RemoteFunction:
 
 def _encode(core: Core, value, where, fname: str):
     if isinstance(value, ObjectRef):
+        from .core import escape
+        escape(value.id)          # the task needs it, whatever this process does with its ref
         return ("r", value.id)
     try:
         inline, ser = to_bytes(value)
@@ -313,6 +315,8 @@ def _encode(core: Core, value, where, fname: str):
         return ("v", inline)
     oid = object_id(new_task_id(), 0)
     core.put_serialized(oid, ser)
+    from .core import escape
+    escape(oid)                   # no ref of it exists here: only the task holds it
     return ("r", oid)
 
 

@@ -37,15 +37,41 @@ def object_id(task_id: bytes, index: int) -> bytes:
     return task_id + index.to_bytes(4, "little")
 
 
+#: Reference counting, per process: live ObjectRef instances per object id, and the ids
+#: that left this process (pickled into a task, an actor, another object) or came from
+#: elsewhere — those are never freed from here. When the last local ref of an object this
+#: process made (put, or a task it submitted) dies, its id is queued and the node manager
+#: frees it with the next message. A finaliser may only enqueue (it runs anywhere).
+_live: dict[bytes, int] = {}
+_escaped: set[bytes] = set()
+_to_free: deque[bytes] = deque()
+
+
 class ObjectRef:
     """A future: the id of an object that exists, or will once its task has run."""
     __slots__ = ("id",)
 
     def __init__(self, oid: bytes):
         self.id = oid
+        _live[oid] = _live.get(oid, 0) + 1
+
+    def __del__(self):
+        try:
+            n = _live.get(self.id, 0) - 1
+            if n > 0:
+                _live[self.id] = n
+                return
+            _live.pop(self.id, None)
+            if self.id in _escaped:
+                _escaped.discard(self.id)
+            else:
+                _to_free.append(self.id)
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
 
     def __reduce__(self):
-        return (ObjectRef, (self.id,))
+        _escaped.add(self.id)
+        return (_borrowed, (self.id,))
 
     def __eq__(self, other):
         return isinstance(other, ObjectRef) and other.id == self.id
@@ -58,6 +84,17 @@ class ObjectRef:
 
     def hex(self) -> str:
         return self.id.hex()
+
+
+def _borrowed(oid: bytes) -> ObjectRef:
+    """A ref that arrived from another process: this process never frees its object."""
+    _escaped.add(oid)
+    return ObjectRef(oid)
+
+
+def escape(oid: bytes) -> None:
+    """The object is now needed beyond this process's refs (a task's argument, say)."""
+    _escaped.add(oid)
 
 
 class _Pin:
@@ -92,6 +129,11 @@ class Core:
             while self._unpins:
                 oids.append(self._unpins.popleft())
             self.ch.send(("unpin", oids))
+        if _to_free:
+            oids = []
+            while _to_free:
+                oids.append(_to_free.popleft())
+            self.ch.send(("free", oids))
 
     def send(self, msg) -> None:
         with self.lock:

@@ -121,6 +121,8 @@ class NodeManager:
         self.records: list[tuple] = []
         #: objects that came from other nodes (their bytes count as transferred)
         self.pulled: set[bytes] = set()
+        #: objects freed by their owner before they were made here
+        self.freed_early: set[bytes] = set()
         self._gathers: dict[int, dict] = {}
         self.t0 = time.time()
         #: actors living here; where others live (node index); why dead ones died; calls
@@ -136,7 +138,7 @@ class NodeManager:
         for kind in ("hello_worker", "hello_driver", "submit", "assign", "infeasible", "done", "get", "wait",
                      "create", "seal", "put_inline", "unpin", "pull", "object", "nodes", "records",
                      "records_part", "records_reply",
-                     "actor_call", "kill_actor"):
+                     "actor_call", "kill_actor", "free", "store_stats"):
             self.loop.on(kind, getattr(self, "on_" + kind))
         self.loop.on_close = self.on_close
         self.loop.every(cfg["heartbeat_interval_s"], self.heartbeat)
@@ -347,6 +349,12 @@ class NodeManager:
         return ("shm", seg, off, size)
 
     def add_object(self, oid: bytes, size: int) -> None:
+        if oid in self.freed_early:            # nobody can ask for it any more
+            self.freed_early.discard(oid)
+            self.inline.pop(oid, None)
+            if self.store.contains(oid):
+                self.store.delete(oid)
+            return
         first = oid not in self.sizes
         self.sizes[oid] = size
         if first:
@@ -451,6 +459,26 @@ class NodeManager:
     def on_seal(self, ch, oid, size) -> None:
         self.store.seal(oid)
         self.add_object(oid, size)
+
+    def on_free(self, ch, oids) -> None:
+        """The owner dropped its last ref: the object's memory can be reused (once readers
+        that still view it have unpinned it)."""
+        for oid in oids:
+            if oid in self.inline:
+                del self.inline[oid]
+            elif self.store.contains(oid):
+                self.store.delete(oid)
+            else:
+                self.freed_early.add(oid)      # its task has not finished yet
+                continue
+            self.sizes.pop(oid, None)
+            self.pulled.discard(oid)
+            self.loop.send(self.gcs.shard(oid), ("obj_remove", oid, self.index))
+
+    def on_store_stats(self, ch, req) -> None:
+        st = self.store.stats
+        self.loop.send(ch, ("reply", req, {"used_bytes": self.store.used_bytes, "spilled": st.spilled,
+                                           "inline_objects": len(self.inline)}))
 
     def on_unpin(self, ch, oids) -> None:
         c = self.clients.get(ch)
