@@ -124,7 +124,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, monkeypatch, 
     (["frobnicate"], "frobnicate"),
     (["run"], "config"),
     (["validate"], "CONFIG"),
-    (["bench", "real"], "real"),
+    (["bench", "quantum"], "quantum"),
 ])
 def test_usage_errors_are_one_line_exit_2(tmp_path, monkeypatch, capsys, argv, needle):
     monkeypatch.chdir(tmp_path)
