@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .schema import Field, check_table, non_negative, positive
+from .schema import REQUIRED, Field, check_table, non_negative, positive
 
 _num = (float,)
 _int = (int,)
@@ -48,6 +48,8 @@ CLUSTER: dict[str, Field] = {
     "object_store_bytes": Field(_num, 8e9, positive, "> 0", "object store capacity per node, bytes (LRU spill beyond it)"),
     "heartbeat_interval_s": Field(_num, 0.1, positive, "> 0",
                                   "how often nodes report load to the global scheduler (paper's code: 100 ms)"),
+    "num_heartbeats_timeout": Field(_int, 100, positive, "> 0", "a node that misses this many heartbeats is "
+                                    "declared dead (paper's code: 100 x 100 ms)"),
     "local_decision_s": Field(_num, 0.0, non_negative, ">= 0", "local scheduler service time per task, seconds"),
     "global_decision_s": Field(_num, 1e-4, non_negative, ">= 0", "global scheduler service time per decision, seconds"),
     "global_schedulers": Field(_int, 1, positive, "> 0", "global scheduler replicas (forwarded tasks go round-robin)"),
@@ -99,8 +101,36 @@ RUN: dict[str, Field] = {
                        "(sleep: logical CPUs; spin: burns a core)", choices=("sleep", "spin")),
 }
 
-#: [faults] (fault injection) is not implemented yet: the section is accepted only empty
-FAULTS: dict[str, Field] = {}
+#: [faults]: failures both engines inject, at times in seconds from the run's start
+FAULTS: dict[str, Field] = {
+    "node_failures": Field((list,), [], None, "", "nodes to kill: a list of {at_s, node} (node index); "
+                           "the node's processes die as in a crash and its objects are lost", items=(dict,)),
+    "node_additions": Field((list,), [], None, "", "nodes to add: a list of {at_s, cpus, gpus, resources, speed}",
+                            items=(dict,)),
+    "kill_every_s": Field(_num, 0.0, non_negative, ">= 0", "> 0: kill a random live node every this many "
+                          "seconds (seeded), keeping at least min_live_nodes"),
+    "min_live_nodes": Field(_int, 1, positive, "> 0", "random kills never go below this many live nodes"),
+    "restore_after_s": Field(_num, 0.0, non_negative, ">= 0", "> 0: a killed node comes back, empty, this "
+                             "long after it died (the paper's Fig. 11a)"),
+    "worker_failures": Field((list,), [], None, "", "workers to kill: a list of {at_s, node}; a busy worker's "
+                             "task is retried", items=(dict,)),
+    "lineage": Field((bool,), True, None, "", "record lineage; without it a lost object cannot be rebuilt "
+                     "(its readers fail)"),
+    "max_retries": Field(_int, 3, lambda x: x >= -1, ">= -1", "re-executions allowed per task whose node or "
+                         "worker died (-1: unlimited)"),
+}
+
+NODE_FAILURE: dict[str, Field] = {
+    "at_s": Field(_num, REQUIRED, non_negative, ">= 0", "when, seconds from the start"),
+    "node": Field(_int, REQUIRED, non_negative, ">= 0", "which node (index)"),
+}
+NODE_ADDITION: dict[str, Field] = {
+    "at_s": Field(_num, REQUIRED, non_negative, ">= 0", "when, seconds from the start"),
+    "cpus": Field(_num, 8.0, non_negative, ">= 0", "CPUs of the new node"),
+    "gpus": Field(_num, 0.0, non_negative, ">= 0", "GPUs of the new node"),
+    "resources": _resources_field("custom resources of the new node"),
+    "speed": Field(_num, 1.0, positive, "> 0", "relative compute speed"),
+}
 
 #: Sections the core validates; "workload" and "sweep" are validated elsewhere/here.
 SECTIONS: dict[str, dict[str, Field]] = {
@@ -181,6 +211,13 @@ def validate_core(cfg: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     for i, g in enumerate(out["cluster"]["node_groups"]):
         groups.append(check_table(g, NODE_GROUP, f"cluster.node_groups[{i}]"))
     out["cluster"]["node_groups"] = groups
+    f = out["faults"]
+    f["node_failures"] = [check_table(x, NODE_FAILURE, f"faults.node_failures[{i}]")
+                          for i, x in enumerate(f["node_failures"])]
+    f["worker_failures"] = [check_table(x, NODE_FAILURE, f"faults.worker_failures[{i}]")
+                            for i, x in enumerate(f["worker_failures"])]
+    f["node_additions"] = [check_table(x, NODE_ADDITION, f"faults.node_additions[{i}]")
+                           for i, x in enumerate(f["node_additions"])]
     return out
 
 
