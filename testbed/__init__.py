@@ -11,10 +11,10 @@ __version__ = "0.1.0"
 #: names served lazily from testbed.real.api / testbed.real.errors / testbed.real.core
 _API = {
     "init", "shutdown", "is_initialized", "remote", "get", "put", "wait", "nodes",
-    "cluster_resources", "available_resources", "kill", "timeline",
+    "cluster_resources", "available_resources", "kill", "timeline", "kill_node", "add_node", "kill_worker",
 }
 _ERRORS = {"TaskError", "GetTimeoutError", "InfeasibleError", "WorkerCrashedError", "ClusterError",
-           "ActorDiedError"}
+           "ActorDiedError", "ObjectLostError"}
 
 
 def __getattr__(name):

@@ -125,6 +125,13 @@ class Cluster:
                 self.shutdown()
                 raise ClusterError("the cluster's supervisor exited during start-up (see its output above)")
 
+    def command(self, **cmd) -> None:
+        self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
+        self.proc.stdin.flush()
+
+    def node_id(self, index: int) -> str:
+        return uuid.uuid5(uuid.NAMESPACE_OID, f"{self.shm_prefix}{index}").hex
+
     def shutdown(self) -> None:
         core = getattr(self, "core", None)
         if core is not None:
@@ -161,13 +168,16 @@ def init(num_cpus: float | None = None, num_gpus: float | None = None, resources
          bandwidth: Any = None, bandwidth_key: str = "node",
          gcs_shards: int = 1, heartbeat_interval_s: float = 0.1,
          object_store_bytes: int = 1 << 30, link_bandwidth_bytes_per_s: float | None = None,
-         link_latency_s: float = 0.0, ignore_reinit_error: bool = False) -> Cluster:
+         link_latency_s: float = 0.0, num_heartbeats_timeout: int = 20, lineage: bool = True,
+         ignore_reinit_error: bool = False) -> Cluster:
     """Start a cluster of logical nodes on this machine and connect this process as its driver.
 
     ``init(num_cpus=2, num_gpus=0, resources={"accel": 1})`` is one node with those resources
     (as in Ray); ``num_nodes=4`` makes four such nodes; ``nodes=[{"CPU": 2}, {"CPU": 4, "GPU": 1}]``
     gives heterogeneous ones. Policies and estimators take the names (or "pkg.module:Name")
-    of the config's [scheduler] section. Returns a handle usable as a context manager.
+    of the config's [scheduler] section. A node that misses ``num_heartbeats_timeout``
+    heartbeats is declared dead; with ``lineage`` (the default) the GCS keeps every task's
+    spec so lost objects can be rebuilt. Returns a handle usable as a context manager.
     """
     global _cluster
     with _lock:
@@ -210,7 +220,11 @@ def init(num_cpus: float | None = None, num_gpus: float | None = None, resources
             "bandwidth_key": bandwidth_key,
         }
         _check_policies(scheduler)
+        if isinstance(num_heartbeats_timeout, bool) or not isinstance(num_heartbeats_timeout, int) \
+                or num_heartbeats_timeout < 1:
+            raise ValueError(f"num_heartbeats_timeout must be an integer >= 1, got {num_heartbeats_timeout!r}")
         config = {"nodes": node_list, "gcs_shards": gcs_shards, "heartbeat_interval_s": float(heartbeat_interval_s),
+                  "num_heartbeats_timeout": num_heartbeats_timeout, "lineage": bool(lineage),
                   "object_store_bytes": int(object_store_bytes), "scheduler": scheduler,
                   "link_bandwidth_bytes_per_s": link_bandwidth_bytes_per_s, "link_latency_s": float(link_latency_s)}
         _cluster = Cluster(config)
@@ -262,7 +276,7 @@ def _check_options(opts: dict, for_class: bool) -> dict:
     nr = opts.get("num_returns", 1)
     if isinstance(nr, bool) or not isinstance(nr, int) or nr < 1:
         raise ValueError(f"num_returns must be an integer >= 1, got {nr!r}")
-    mr = opts.get("max_retries", 0)
+    mr = opts.get("max_retries", 3)
     if isinstance(mr, bool) or not isinstance(mr, int) or mr < -1:
         raise ValueError(f"max_retries must be an integer >= 0 (or -1 for unlimited), got {mr!r}")
     return out
@@ -295,7 +309,7 @@ class RemoteFunction:
                 "job_id": opts.get("_job_id", -1), "pin_node": opts.get("_node"),
                 "args": [_encode(core, a, i, name) for i, a in enumerate(args)],
                 "kwargs": {k: _encode(core, v, k, name) for k, v in kwargs.items()},
-                "num_returns": num_returns, "resources": res, "max_retries": opts.get("max_retries", 0)}
+                "num_returns": num_returns, "resources": res, "max_retries": opts.get("max_retries", 3)}
         core.send(("submit", spec))
         refs = [ObjectRef(object_id(task_id, i)) for i in range(num_returns)]
         return refs[0] if num_returns == 1 else refs
@@ -457,3 +471,51 @@ def timeline(path=None):
         with open(path, "w") as f:
             json.dump({"traceEvents": events, "displayTimeUnit": "ms"}, f)
     return events
+
+
+# --- failure injection -------------------------------------------------------------------
+
+def _driver_cluster() -> Cluster:
+    if _cluster is None:
+        raise ClusterError("failure injection is for the driver: call tb.init() first")
+    return _cluster
+
+
+def _node_index(node_id: str) -> int:
+    for n in nodes():
+        if n["NodeID"] == node_id:
+            return n["Index"]
+    raise ValueError(f"no node with NodeID {node_id!r} (see tb.nodes())")
+
+
+def kill_node(node_id: str) -> None:
+    """Crash a node (a NodeID from tb.nodes()): its node manager and workers die at once
+    and its objects are lost. Node 0 hosts the driver and cannot be killed."""
+    c = _driver_cluster()
+    index = _node_index(node_id)
+    if index == 0:
+        raise ValueError("node 0 hosts the driver's connection and cannot be killed")
+    c.command(cmd="kill_node", index=index)
+
+
+def add_node(num_cpus: float = 1, num_gpus: float | None = None, resources: dict | None = None) -> str:
+    """Start a new node with these resources; returns its NodeID once it has reported."""
+    c = _driver_cluster()
+    res = _resources(num_cpus, num_gpus, resources, "")
+    index = len(c.config["nodes"])
+    c.config["nodes"].append(res)
+    c.command(cmd="add_node", resources=res)
+    node_id = c.node_id(index)
+    end = time.monotonic() + START_TIMEOUT_S
+    while not any(n["NodeID"] == node_id for n in nodes()):
+        if time.monotonic() > end:
+            raise ClusterError(f"the new node did not report within {START_TIMEOUT_S:.0f} s")
+        time.sleep(0.005)       # bounded poll while the new node manager starts
+    return node_id
+
+
+def kill_worker(node_id: str | None = None) -> None:
+    """Kill one worker process of a node (a busy one if any; node 0 by default): its task is
+    retried (max_retries) or fails with WorkerCrashedError."""
+    index = 0 if node_id is None else _node_index(node_id)
+    _core().send(("kill_worker", index))

@@ -62,3 +62,8 @@ class ClusterError(TestbedRuntimeError):
 
 class ActorDiedError(TestbedRuntimeError):
     """The actor is dead (killed, crashed, or its constructor raised); the call did not run."""
+
+
+class ObjectLostError(TestbedRuntimeError):
+    """An object was lost with its node and cannot be rebuilt (a put, no lineage, or too
+    many re-executions)."""

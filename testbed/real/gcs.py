@@ -30,7 +30,7 @@ class Shard:
         #: (table, key) -> [(channel, request id)] waiting for the key to exist
         self.waiting: dict[tuple, list] = defaultdict(list)
         self.loop = Loop(f"gcs-{index}")
-        for kind in ("put", "get", "sub", "unsub", "obj_add", "obj_remove", "scan", "batch", "ping"):
+        for kind in ("put", "merge", "get", "sub", "unsub", "obj_add", "obj_remove", "scan", "batch", "ping"):
             self.loop.on(kind, getattr(self, kind))
         self.loop.on_close = self.closed
 
@@ -47,6 +47,13 @@ class Shard:
     def put(self, ch, table, key, value) -> None:
         self.tables[table][key] = value
         self._publish(table, key, value)
+
+    def merge(self, ch, table, key, fields) -> None:
+        """Update some fields of an entry (the task table's state, node, attempt)."""
+        entry = dict(self.tables[table].get(key) or {})
+        entry.update(fields)
+        self.tables[table][key] = entry
+        self._publish(table, key, entry)
 
     def get(self, ch, req, table, key, wait=False) -> None:
         value = self.tables[table].get(key)

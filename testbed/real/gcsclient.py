@@ -50,6 +50,9 @@ class GcsClient:
     def put(self, table: str, key, value, *, later: bool = False) -> None:
         self._write(key, ("put", table, key, value), later)
 
+    def merge(self, table: str, key, fields: dict, *, later: bool = False) -> None:
+        self._write(key, ("merge", table, key, fields), later)
+
     def obj_add(self, oid: bytes, node: int, size: int, *, later: bool = False) -> None:
         self._write(oid, ("obj_add", oid, node, size), later)
 

@@ -7,6 +7,11 @@
 It runs the shared PlacementPolicy on a ClusterView rebuilt from the latest heartbeats —
 as stale as the heartbeat interval, as in the simulator — and feeds the policy's
 estimators the task durations and transfer times the nodes report.
+
+It is also the cluster's liveness monitor: a node whose heartbeats stop for
+num_heartbeats_timeout intervals is declared dead (written to the GCS node table, which
+every node manager follows, so they rebuild what was lost). Nodes that join appear at
+their first heartbeat.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import numpy as np
 
 from ..core.views import ClusterView
 from .context import Context
+from . import transport
 from .gcsclient import GcsClient, connect_retry
 from .loop import Loop
 
@@ -30,29 +36,32 @@ class GlobalScheduler:
         self.placement, _ = build_policies(ctx.config["scheduler"])
         self.rng = np.random.default_rng(12345)
         self.t0 = time.time()
-        n = ctx.n_nodes
-        self.names = sorted({k for nd in ctx.config["nodes"] for k in nd} | {"CPU"})
-        self.total = np.array([[nd.get(k, 0.0) for k in self.names] for nd in ctx.config["nodes"]]).reshape(n, -1)
-        self.avail = self.total.copy()
-        self.queue = np.zeros(n, np.int64)
-        self.running = np.zeros(n, np.int64)
-        self.alive = np.ones(n, bool)
+        #: per node index: latest heartbeat, when it arrived (monotonic), declared dead
+        self.info: dict[int, dict] = {}
+        self.last_seen: dict[int, float] = {}
+        self.dead: set[int] = set()
         self.version = 0
         self.view: ClusterView | None = None
         self.nodes: dict[int, object] = {}
+        # the configured nodes, until their first heartbeats arrive
+        for i, res in enumerate(ctx.config["nodes"]):
+            self.info[i] = {"NodeID": None, "Index": i, "Alive": True, "Resources": res, "Available": res,
+                            "queue_length": 0, "running": 0}
         self.gcs.subscribe("node", None, self.on_heartbeat)
         self.loop.on("forward", self.on_forward)
+        interval = ctx.config["heartbeat_interval_s"]
+        self.timeout_s = interval * ctx.config.get("num_heartbeats_timeout", 20)
+        self.loop.every(interval, self.check_liveness)
 
     def now(self) -> float:
         return time.time() - self.t0
 
     def on_heartbeat(self, table, key, info) -> None:
         i = info["Index"]
-        for j, k in enumerate(self.names):
-            self.avail[i, j] = info["Available"].get(k, 0.0)
-        self.queue[i] = info["queue_length"]
-        self.running[i] = info["running"]
-        self.alive[i] = info["Alive"]
+        if not info["Alive"] or i in self.dead:
+            return
+        self.info[i] = info
+        self.last_seen[i] = time.monotonic()
         now = self.now()
         for name, secs in info.get("durations", ()):
             self.placement.observe_task(name, i, secs, now)
@@ -60,12 +69,43 @@ class GlobalScheduler:
             self.placement.observe_transfer(src, dst, size, secs, now)
         self.view = None     # rebuilt on the next decision
 
+    def check_liveness(self) -> None:
+        now = time.monotonic()
+        stalled = now - getattr(self, "_last_check", now) > self.timeout_s / 2
+        self._last_check = now
+        if stalled:          # this process was busy: the silence was ours, not the nodes'
+            for i in self.last_seen:
+                self.last_seen[i] = now
+            return
+        for i, seen in list(self.last_seen.items()):
+            if i not in self.dead and now - seen > self.timeout_s and self.info[i]["NodeID"]:
+                self.dead.add(i)
+                info = dict(self.info[i], Alive=False, Available={}, durations=[], transfers=[])
+                self.info[i] = info
+                self.gcs.put("node", info["NodeID"], info)
+                ch = self.nodes.pop(i, None)
+                if ch is not None:
+                    ch.close()
+                self.view = None
+
     def current_view(self) -> ClusterView:
         if self.view is None:
             self.version += 1
-            self.view = ClusterView(version=self.version, as_of=self.now(), resource_names=self.names,
-                                    total=self.total, available=self.avail, queue_length=self.queue,
-                                    running=self.running, alive=self.alive)
+            n = max(self.info) + 1 if self.info else 0
+            names = sorted({k for x in self.info.values() for k in x["Resources"]} | {"CPU"})
+            total = np.zeros((n, len(names)))
+            avail = np.zeros((n, len(names)))
+            queue = np.zeros(n, np.int64)
+            running = np.zeros(n, np.int64)
+            alive = np.zeros(n, bool)
+            for i, x in self.info.items():
+                for j, k in enumerate(names):
+                    total[i, j] = x["Resources"].get(k, 0.0)
+                    avail[i, j] = x["Available"].get(k, 0.0)
+                queue[i], running[i] = x["queue_length"], x["running"]
+                alive[i] = i not in self.dead
+            self.view = ClusterView(version=self.version, as_of=self.now(), resource_names=names, total=total,
+                                    available=avail, queue_length=queue, running=running, alive=alive)
         return self.view
 
     def on_forward(self, ch, spec, tv) -> None:
@@ -75,12 +115,21 @@ class GlobalScheduler:
                                          f"can hold"))
             return
         spec["pred"] = None if p.predicted_wait_s is None else float(p.predicted_wait_s)
-        self.loop.send(self.node(int(p.node)), ("assign", spec))
+        try:
+            target = self.node(int(p.node))
+        except OSError:          # it died since its last heartbeat: the view is stale; try again
+            self.dead.add(int(p.node))
+            self.view = None
+            self.on_forward(ch, spec, tv)
+            return
+        self.loop.send(target, ("assign", spec))
 
     def node(self, index: int):
         ch = self.nodes.get(index)
         if ch is None or ch.closed:
-            ch = self.nodes[index] = self.loop.add(connect_retry(self.ctx.node(index), self.ctx.secret))
+            # the node reported (heartbeat), so its socket exists: no retrying a dead one
+            ch = self.nodes[index] = self.loop.add(transport.connect(self.ctx.node(index), self.ctx.secret,
+                                                                     timeout=2.0))
         return ch
 
 

@@ -12,8 +12,10 @@ Sends never block (``Loop.send``): two loops that send to each other while neith
 would otherwise deadlock as soon as both socket buffers fill (a node manager forwarding
 to the global scheduler while it assigns back to that node, say). A message that does not
 fit goes into the channel's out-buffer, flushed when select() says the socket is writable.
-Frames are multiprocessing's (4-byte big-endian length, then the pickle), so the peer
-reads them with an ordinary Channel.recv().
+Receives never block either: bytes are read as they come and a message is handled once
+all of it is there (a half-sent message's sender may be waiting for us to read). Frames
+are multiprocessing's (4-byte big-endian length, then the pickle), so a peer that is not a
+loop (a worker, the driver) uses ordinary Channel.send/recv.
 """
 from __future__ import annotations
 
@@ -51,6 +53,8 @@ class Loop:
         self.calls: list[Callable[[], None]] = []   # callbacks queued from other threads
         #: channel -> bytes not yet written (kept in order); and a send-side socket per channel
         self._out: dict[transport.Channel, bytearray] = {}
+        #: channel -> bytes received that do not make a whole message yet
+        self._in: dict[transport.Channel, bytearray] = {}
         self._sock: dict[transport.Channel, socket.socket] = {}
 
     # --- set-up -----------------------------------------------------------------------
@@ -79,9 +83,7 @@ class Loop:
             buf += head
             buf += data
             return
-        sock = self._sock.get(ch)
-        if sock is None:
-            sock = self._sock[ch] = socket.socket(fileno=os.dup(ch.fileno()))
+        sock = self._socket(ch)
         frame = head + data
         try:
             sent = sock.send(frame, socket.MSG_DONTWAIT)
@@ -91,6 +93,12 @@ class Loop:
             return          # the peer is gone; the read side will notice and close
         if sent < len(frame):
             self._out[ch] = bytearray(memoryview(frame)[sent:])
+
+    def _socket(self, ch: transport.Channel) -> socket.socket:
+        sock = self._sock.get(ch)
+        if sock is None:
+            sock = self._sock[ch] = socket.socket(fileno=os.dup(ch.fileno()))
+        return sock
 
     def _flush(self, ch: transport.Channel) -> None:
         buf = self._out.get(ch)
@@ -186,24 +194,51 @@ class Loop:
             self._guard(fn)
 
     def _read(self, ch: transport.Channel) -> None:
-        # drain what is there without blocking on a half-sent message
-        for _ in range(64):
+        """Read what the socket has and dispatch every complete frame; never block on a
+        half-arrived message (its sender may itself be waiting to finish sending to us)."""
+        sock = self._socket(ch)
+        buf = self._in.setdefault(ch, bytearray())
+        for _ in range(16):
             try:
-                msg = ch.recv()
-            except (EOFError, OSError, ConnectionError):
+                data = sock.recv(1 << 20, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+            except OSError:
+                data = b""
+            if not data:
                 self._closed(ch)
                 return
-            except Exception:  # noqa: BLE001 - a message that cannot be unpickled (the channel stays in step)
-                print(f"[{self.name}] dropped a message that could not be read:\n{traceback.format_exc()}", flush=True)
+            buf += data
+            if len(data) < (1 << 20):
+                break
+        while True:
+            if len(buf) < 4:
                 return
+            (n,) = struct.unpack_from("!i", buf)
+            start = 4
+            if n == -1:
+                if len(buf) < 12:
+                    return
+                (n,) = struct.unpack_from("!Q", buf, 4)
+                start = 12
+            if len(buf) < start + n:
+                return
+            frame = bytes(memoryview(buf)[start:start + n])
+            del buf[:start + n]
+            try:
+                msg = pickle.loads(frame)
+            except Exception:  # noqa: BLE001 - a message that cannot be unpickled; the stream stays in step
+                print(f"[{self.name}] dropped a message that could not be read:\n{traceback.format_exc()}", flush=True)
+                continue
             self._dispatch(ch, msg)
-            if ch.closed or not ch.poll(0):
+            if ch.closed:
                 return
 
     def _closed(self, ch: transport.Channel) -> None:
         if ch in self.channels:
             self.channels.remove(ch)
         self._out.pop(ch, None)
+        self._in.pop(ch, None)
         sock = self._sock.pop(ch, None)
         if sock is not None:
             sock.close()

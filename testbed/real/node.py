@@ -28,6 +28,7 @@ from . import objstore
 from .context import Context
 from .core import object_id
 from .errors import ActorDiedError, InfeasibleError, WorkerCrashedError
+from . import transport
 from .gcsclient import GcsClient, connect_retry
 from .loop import Loop
 
@@ -110,7 +111,8 @@ class NodeManager:
         self.exists_waiters: dict[bytes, list] = {}
         self.watching: set[bytes] = set()
         self.known: dict[bytes, dict] = {}           # oid -> latest object-table entry seen
-        self.pulling: set[bytes] = set()
+        #: object id -> the node it is being pulled from
+        self.pulling: dict[bytes, int] = {}
         self.peers: dict[int, Any] = {}
         self.gs = None
         self.fns: dict[str, bytes] = {}
@@ -120,9 +122,14 @@ class NodeManager:
         #: one Trace row per task attempt that ended here (collected by the driver)
         self.records: list[tuple] = []
         #: objects that came from other nodes (their bytes count as transferred)
-        self.pulled: set[bytes] = set()
+        self.pulled: dict[bytes, bool] = {}
         #: objects freed by their owner before they were made here
         self.freed_early: set[bytes] = set()
+        #: the cluster as the node table says (index -> latest heartbeat); nodes declared dead
+        self.node_info: dict[int, dict] = {}
+        self.dead_nodes: set[int] = set()
+        #: tasks this node is re-running to rebuild lost objects
+        self.rebuilding: set[bytes] = set()
         self._gathers: dict[int, dict] = {}
         self.t0 = time.time()
         #: actors living here; where others live (node index); why dead ones died; calls
@@ -138,11 +145,12 @@ class NodeManager:
         for kind in ("hello_worker", "hello_driver", "submit", "assign", "infeasible", "done", "get", "wait",
                      "create", "seal", "put_inline", "unpin", "pull", "object", "nodes", "records",
                      "records_part", "records_reply",
-                     "actor_call", "kill_actor", "free", "store_stats"):
+                     "actor_call", "kill_actor", "free", "store_stats", "kill_worker"):
             self.loop.on(kind, getattr(self, "on_" + kind))
         self.loop.on_close = self.on_close
         self.loop.every(cfg["heartbeat_interval_s"], self.heartbeat)
         self.heartbeat()
+        self.gcs.subscribe("node", None, self.on_node_entry)
 
     # --- clients ----------------------------------------------------------------------
     def on_hello_worker(self, ch, wid, pid) -> None:
@@ -204,11 +212,15 @@ class NodeManager:
             self.gcs.put("fn", fid, spec["fn"])
         spec["fn"] = None
         spec.setdefault("origin", self.index)
-        self.gcs.put("task", spec["task_id"], {"name": spec["name"], "fn_id": fid, "node": self.index,
-                                                "state": "submitted"}, later=True)
+        entry = {"name": spec["name"], "origin": spec["origin"], "node": self.index, "state": "submitted",
+                 "attempt": spec.get("attempt", 1)}
+        if self.ctx.config.get("lineage", True) and spec.get("kind") != "actor_create":
+            entry["spec"] = spec          # the lineage: enough to run the task again
+        self.gcs.put("task", spec["task_id"], entry)
         demand = spec["resources"]
-        if not any(fits(demand, n) for n in self.ctx.config["nodes"]):
-            have = ", ".join(f"node {i}: {n}" for i, n in enumerate(self.ctx.config["nodes"]))
+        live = self.live_nodes()
+        if not any(fits(demand, n) for n in live.values()):
+            have = ", ".join(f"node {i}: {n}" for i, n in live.items())
             what = f"actor {spec['class_name']}" if spec.get("kind") == "actor_create" else f"task {spec['name']}"
             msg = f"{what} asks for {demand}, which no node has ({have})"
             if spec.get("kind") == "actor_create":
@@ -257,6 +269,9 @@ class NodeManager:
     def accept(self, spec) -> None:
         """The task runs here: wait for its inputs (and its function), then queue it."""
         t = Task(spec)
+        t.attempt = spec.get("attempt", 1)
+        if spec.get("kind") != "actor_call":
+            self.gcs.merge("task", spec["task_id"], {"node": self.index, "state": "queued"})
         for a in list(spec["args"]) + list(spec["kwargs"].values()):
             if a[0] == "r" and not self.is_local(a[1]):
                 t.missing.add(a[1])
@@ -357,6 +372,7 @@ class NodeManager:
             return
         first = oid not in self.sizes
         self.sizes[oid] = size
+        self.rebuilding.discard(oid[:16])
         if first:
             self.gcs.obj_add(oid, self.index, size, later=True)
         for cb in self.local_waiters.pop(oid, ()):
@@ -399,16 +415,28 @@ class NodeManager:
     def maybe_pull(self, oid: bytes, entry: dict) -> None:
         if oid in self.pulling or self.is_local(oid):
             return
-        src = next((n for n in entry["locations"] if n != self.index), None)
+        src = next((n for n in entry["locations"] if n != self.index and n not in self.dead_nodes), None)
         if src is None:
+            if entry["locations"]:           # every copy is on a dead node
+                self.reconstruct(oid)
             return
-        self.pulling.add(oid)
-        self.loop.send(self.peer(src), ("pull", oid, self.index, time.time()))
+        try:
+            ch = self.peer(src)
+        except OSError:
+            self.node_died(src)
+            return
+        self.pulling[oid] = src
+        self.loop.send(ch, ("pull", oid, self.index, time.time()))
 
     def peer(self, index: int):
+        if index in self.dead_nodes:
+            raise ConnectionError(f"node {index} is dead")
         ch = self.peers.get(index)
         if ch is None or ch.closed:
-            ch = self.peers[index] = self.loop.add(connect_retry(self.ctx.node(index), self.ctx.secret))
+            # peers have reported (heartbeats) before anyone sends them work: their sockets
+            # exist, so a missing one means a dead node — no retrying
+            ch = self.peers[index] = self.loop.add(transport.connect(self.ctx.node(index), self.ctx.secret,
+                                                                     timeout=2.0))
         return ch
 
     def on_pull(self, ch, oid, requester, asked_at) -> None:
@@ -426,8 +454,13 @@ class NodeManager:
         delay = cfg.get("link_latency_s", 0.0) + (len(data) / bw if bw else 0.0)
 
         def land():
-            self.pulling.discard(oid)
+            self.pulling.pop(oid, None)
             if kind == "missing":
+                entry = self.known.get(oid)
+                if entry is not None and oid in self.local_waiters:
+                    entry = dict(entry, locations=[n for n in entry["locations"] if n != src])
+                    self.known[oid] = entry
+                    self.maybe_pull(oid, entry) if entry["locations"] else self.reconstruct(oid)
                 return
             if kind == "inline":
                 self.inline[oid] = data
@@ -436,7 +469,7 @@ class NodeManager:
                 self.store.view(oid)[:] = data
                 self.store.seal(oid)
             self.transfers.append((src, self.index, len(data), time.time() - asked_at))
-            self.pulled.add(oid)
+            self.pulled[oid] = True
             self.add_object(oid, len(data))
         if delay > 0:
             self.loop.later(delay, land)
@@ -472,7 +505,7 @@ class NodeManager:
                 self.freed_early.add(oid)      # its task has not finished yet
                 continue
             self.sizes.pop(oid, None)
-            self.pulled.discard(oid)
+            self.pulled.pop(oid, None)
             self.loop.send(self.gcs.shard(oid), ("obj_remove", oid, self.index))
 
     def on_store_stats(self, ch, req) -> None:
@@ -536,8 +569,8 @@ class NodeManager:
             return
         if t is not None:
             self.durations.append((t.spec["name"], end - start))
-            self.gcs.put("task", task_id, {"name": t.spec["name"], "node": self.index,
-                                           "state": "failed" if failed else "finished"}, later=True)
+            self.gcs.merge("task", task_id, {"node": self.index, "state": "failed" if failed else "finished"},
+                           later=True)
         w.task = None
         w.blocked = False
         self._give_back(w)
@@ -668,6 +701,118 @@ class NodeManager:
         except Exception:  # noqa: BLE001
             return "see the constructor's traceback"
 
+    # --- membership and failures ---------------------------------------------------------
+    def live_nodes(self) -> dict[int, dict]:
+        """Resources of every node not declared dead (configured ones until they report)."""
+        out = {i: dict(r) for i, r in enumerate(self.ctx.config["nodes"])}
+        for i, info in self.node_info.items():
+            out[i] = info["Resources"]
+        return {i: r for i, r in sorted(out.items()) if i not in self.dead_nodes}
+
+    def on_node_entry(self, table, key, info) -> None:
+        i = info["Index"]
+        if info["Alive"]:
+            if i not in self.dead_nodes:
+                self.node_info[i] = info
+        else:
+            self.node_died(i)
+
+    def node_died(self, k: int) -> None:
+        """Node k is gone with its objects: pull elsewhere or rebuild what anyone here waits for."""
+        if k in self.dead_nodes or k == self.index:
+            return
+        self.dead_nodes.add(k)
+        self.node_info.pop(k, None)
+        ch = self.peers.pop(k, None)
+        if ch is not None:
+            try:
+                ch.close()
+            except OSError:
+                pass
+        for aid, loc in list(self.actor_loc.items()):
+            if loc == k:
+                del self.actor_loc[aid]
+                self.mark_actor_dead(aid, "the actor's node died")
+        for oid, entry in list(self.known.items()):
+            if k in entry["locations"]:
+                self.known[oid] = dict(entry, locations=[n for n in entry["locations"] if n != k])
+        for oid, src in list(self.pulling.items()):
+            if src == k:
+                del self.pulling[oid]
+        waited = [o for o in list(self.local_waiters) + list(self.exists_waiters) if isinstance(o, bytes)]
+        for oid in dict.fromkeys(waited):
+            if self.is_local(oid):
+                continue
+            entry = self.known.get(oid)
+            if entry and entry["locations"]:
+                self.maybe_pull(oid, entry)
+            else:
+                self.reconstruct(oid, dead=k)
+
+    def reconstruct(self, oid: bytes, dead: int | None = None) -> None:
+        """Rebuild a lost object by running the task that made it again (its lost inputs are
+        rebuilt the same way when that task waits for them)."""
+        tid = oid[:16]
+        if tid in self.rebuilding:
+            return
+
+        def got(entry):
+            if self.is_local(oid) or tid in self.rebuilding:
+                return
+            if entry is None or entry.get("spec") is None:
+                if (self.known.get(oid) or {}).get("size") is not None or entry is not None:
+                    why = "no lineage to rebuild it" if entry is not None else "it was put, not computed"
+                    self.lost(oid, f"object {oid.hex()[:16]} was lost with its node and {why}")
+                return
+            node, state = entry.get("node"), entry.get("state")
+            live = [n for n in (self.known.get(oid) or {}).get("locations", []) if n not in self.dead_nodes]
+            if live:
+                return
+            if state in ("submitted", "queued", "running") and node not in self.dead_nodes and node != dead:
+                return                        # still on its way on a live node
+            if state == "failed" or entry["spec"].get("kind") == "actor_create":
+                return
+            spec = dict(entry["spec"])
+            attempt = entry.get("attempt", 1) + 1
+            limit = spec.get("max_retries", 3)
+            if limit != -1 and attempt - 1 > limit:
+                self.lost(oid, f"object {oid.hex()[:16]} was lost and its task {spec['name']} was already "
+                               f"re-run {limit} times")
+                return
+            if node in self.dead_nodes and state in ("queued", "running"):
+                lost = Task(spec)
+                lost.attempt = attempt - 1
+                self.record(lost, node, float("nan"), time.time(), "lost")
+            self.rebuilding.add(tid)
+            self.gcs.merge("task", tid, {"state": "reconstructing", "attempt": attempt})
+            spec.update(attempt=attempt, origin=self.index, spilled=False, pred=None, submitted_at=time.time())
+            self.on_submit(None, spec)
+        self.gcs.get("task", tid, got)
+
+    def lost(self, oid: bytes, why: str) -> None:
+        """Nothing can rebuild ``oid``: whoever waits for it gets ObjectLostError."""
+        from .errors import ObjectLostError
+        err = ObjectLostError(why)
+        err._testbed_raise = True
+        data = objstore.to_bytes(objstore.serialize(err))
+        self.inline[oid] = data
+        self.add_object(oid, len(data))
+
+    def on_kill_worker(self, ch, index) -> None:
+        if index != self.index:
+            try:
+                self.loop.send(self.peer(index), ("kill_worker", index))
+            except OSError:
+                pass
+            return
+        workers = sorted((c for c in self.clients.values() if c.kind == "worker" and c.actor is None),
+                         key=lambda c: (c.task is None, c.pid))
+        if workers:
+            try:
+                os.kill(workers[0].pid, 9)
+            except ProcessLookupError:
+                pass
+
     # --- get and wait ---------------------------------------------------------------------
     def _block(self, c: Client) -> None:
         """A worker waits inside its task: give its CPU back so others can run (as Ray does)."""
@@ -768,13 +913,20 @@ class NodeManager:
         """Every node's Trace rows (this node asks its peers), for tb.timeline and the
         experiment runner."""
         rid = id(ch) ^ req
-        g = self._gathers[rid] = {"rows": list(self.records), "left": self.ctx.n_nodes - 1, "ch": ch, "req": req}
+        others = [i for i in self.live_nodes() if i != self.index]
+        g = self._gathers[rid] = {"rows": list(self.records), "left": len(others), "ch": ch, "req": req}
         if g["left"] == 0:
             self._gathered(rid)
             return
-        for i in range(self.ctx.n_nodes):
-            if i != self.index:
+        for i in others:
+            try:
                 self.loop.send(self.peer(i), ("records_part", rid, self.index))
+            except OSError:
+                g["left"] -= 1
+        if g["left"] == 0:
+            self._gathered(rid)
+        else:
+            self.loop.later(5.0, lambda: rid in self._gathers and self._gathered(rid))   # a node died meanwhile
 
     def on_records_part(self, ch, rid, asker) -> None:
         self.loop.send(ch, ("records_reply", rid, list(self.records)))

@@ -44,6 +44,8 @@ class Supervisor:
         self.requests: dict[int, int] = {}
         self.next_worker = 0
         self.stdin_buf = b""
+        #: nodes killed on purpose: their workers are not replaced
+        self.dead_nodes: set[int] = set()
 
     def emit(self, **event) -> None:
         try:
@@ -145,7 +147,44 @@ class Supervisor:
                 os.kill(int(cmd["pid"]), signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        elif op == "kill_node":
+            self.kill_node(int(cmd["index"]))
+        elif op == "add_node":
+            self.add_node(cmd["resources"])
         return None
+
+    def kill_node(self, index: int) -> None:
+        """A node crashes: its node manager and workers die at once, its objects are lost."""
+        self.dead_nodes.add(index)
+        victims = [pid for pid, (role, args) in self.children.items()
+                   if role in ("node", "worker") and args and args[0] == index]
+        for pid in victims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for pid in victims:           # reap them now so nothing of the node is left running
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+            role, args = self.children.pop(pid, ("?", ()))
+            self.emit(event="exited", role=role, args=list(args), pid=pid, status=-9)
+        from .objstore import cleanup_prefix
+        cleanup_prefix(f"{self.ctx.shm_prefix}n{index}", os.path.join(self.ctx.dir, f"spill-{index}"))
+        try:
+            os.unlink(self.ctx.node(index))      # no one may connect to the dead node's socket
+        except OSError:
+            pass
+        self.emit(event="node_killed", index=index)
+
+    def add_node(self, resources: dict) -> None:
+        index = len(self.ctx.config["nodes"])
+        self.ctx.config["nodes"].append(dict(resources))
+        self.spawn("node", index)
+        for _ in range(max(1, int(resources.get("CPU", 1)))):
+            self.spawn_worker(index)
+        self.emit(event="node_added", index=index)
 
     def node_request(self, fd: int) -> None:
         try:
@@ -158,7 +197,7 @@ class Supervisor:
             return
         node = self.requests[fd]
         for line in data.decode().splitlines():
-            if line.strip() == "spawn_worker":
+            if line.strip() == "spawn_worker" and node not in self.dead_nodes:
                 self.spawn_worker(node)
 
     def cleanup(self) -> None:

@@ -73,8 +73,8 @@ class Worker:
             args = [self._arg(a) for a in task["args"]]
             kwargs = {k: self._arg(a) for k, a in task["kwargs"].items()}
             for v in list(args) + list(kwargs.values()):
-                if isinstance(v, TaskError):       # an input's task failed: fail with its error
-                    raise _Propagate(v)
+                if isinstance(v, TaskError) or (isinstance(v, BaseException) and getattr(v, "_testbed_raise", False)):
+                    raise _Propagate(v)            # an input's task failed (or it was lost): same error
             value = fn(*args, **kwargs)
             if create:
                 self.instance, value = value, None
