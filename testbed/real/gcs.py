@@ -30,7 +30,7 @@ class Shard:
         #: (table, key) -> [(channel, request id)] waiting for the key to exist
         self.waiting: dict[tuple, list] = defaultdict(list)
         self.loop = Loop(f"gcs-{index}")
-        for kind in ("put", "merge", "get", "sub", "unsub", "obj_add", "obj_remove", "scan", "batch", "ping"):
+        for kind in ("put", "merge", "task_update", "get", "sub", "unsub", "obj_add", "obj_remove", "scan", "batch", "ping"):
             self.loop.on(kind, getattr(self, kind))
         self.loop.on_close = self.closed
 
@@ -55,6 +55,27 @@ class Shard:
         self.tables[table][key] = entry
         self._publish(table, key, entry)
 
+    #: how far along an attempt is; a write never moves an attempt backwards
+    STATE_RANK = {"submitted": 0, "reconstructing": 0, "assigned": 1, "queued": 2, "running": 3,
+                  "finished": 4, "failed": 4}
+
+    def task_update(self, ch, key, fields) -> None:
+        """A task-table write from any process. Writes about one attempt race each other (the
+        submitter's, the global scheduler's, the node's), so an entry only moves forward:
+        a later attempt replaces an earlier one, and within an attempt the state only advances."""
+        old = self.tables["task"].get(key) or {}
+        new = dict(old)
+        a_old, a_new = old.get("attempt", 0), fields.get("attempt", old.get("attempt", 1))
+        rank = self.STATE_RANK
+        if "state" in fields and old and a_new == a_old and \
+                rank.get(fields["state"], 0) < rank.get(old.get("state"), 0):
+            fields = {k: v for k, v in fields.items() if k not in ("state", "node")}
+        elif a_new < a_old:
+            fields = {k: v for k, v in fields.items() if k not in ("state", "node", "attempt")}
+        new.update(fields)
+        self.tables["task"][key] = new
+        self._publish("task", key, new)
+
     def get(self, ch, req, table, key, wait=False) -> None:
         value = self.tables[table].get(key)
         if value is None and wait:
@@ -70,6 +91,9 @@ class Shard:
             self.subs[(table, key)].append(ch)
         if key is not None and key in self.tables[table]:
             self._send(ch, ("pub", table, key, self.tables[table][key]))
+        elif key is None:              # a whole-table subscriber starts from what is there now
+            for k, v in list(self.tables[table].items()):
+                self._send(ch, ("pub", table, k, v))
 
     def unsub(self, ch, table, key=None) -> None:
         lst = self.subs.get((table, key))

@@ -50,6 +50,10 @@ class GcsClient:
     def put(self, table: str, key, value, *, later: bool = False) -> None:
         self._write(key, ("put", table, key, value), later)
 
+    def task_update(self, task_id: bytes, fields: dict, *, later: bool = False) -> None:
+        """Write task-table fields (state, node, attempt, spec): see Shard.task_update."""
+        self._write(task_id, ("task_update", task_id, fields), later)
+
     def merge(self, table: str, key, fields: dict, *, later: bool = False) -> None:
         self._write(key, ("merge", table, key, fields), later)
 

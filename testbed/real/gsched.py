@@ -16,6 +16,7 @@ their first heartbeat.
 from __future__ import annotations
 
 import time
+import uuid
 
 import numpy as np
 
@@ -24,6 +25,10 @@ from .context import Context
 from . import transport
 from .gcsclient import GcsClient, connect_retry
 from .loop import Loop
+
+
+#: how long a configured node may take to send its first heartbeat
+STARTUP_GRACE_S = 10.0
 
 
 class GlobalScheduler:
@@ -44,9 +49,12 @@ class GlobalScheduler:
         self.view: ClusterView | None = None
         self.nodes: dict[int, object] = {}
         # the configured nodes, until their first heartbeats arrive
+        start = time.monotonic()
         for i, res in enumerate(ctx.config["nodes"]):
-            self.info[i] = {"NodeID": None, "Index": i, "Alive": True, "Resources": res, "Available": res,
-                            "queue_length": 0, "running": 0}
+            self.info[i] = {"NodeID": uuid.uuid5(uuid.NAMESPACE_OID, f"{ctx.shm_prefix}{i}").hex, "Index": i,
+                            "Alive": True, "Resources": res, "Available": res, "queue_length": 0, "running": 0}
+            # a node that never reports is declared dead too, after a start-up grace
+            self.last_seen[i] = start + STARTUP_GRACE_S
         self.gcs.subscribe("node", None, self.on_heartbeat)
         self.loop.on("forward", self.on_forward)
         interval = ctx.config["heartbeat_interval_s"]
@@ -78,15 +86,22 @@ class GlobalScheduler:
                 self.last_seen[i] = now
             return
         for i, seen in list(self.last_seen.items()):
-            if i not in self.dead and now - seen > self.timeout_s and self.info[i]["NodeID"]:
-                self.dead.add(i)
-                info = dict(self.info[i], Alive=False, Available={}, durations=[], transfers=[])
-                self.info[i] = info
-                self.gcs.put("node", info["NodeID"], info)
-                ch = self.nodes.pop(i, None)
-                if ch is not None:
-                    ch.close()
-                self.view = None
+            if i not in self.dead and now - seen > self.timeout_s:
+                self.declare_dead(i)
+
+    def declare_dead(self, i: int) -> None:
+        """Node i is gone: stop placing there and tell everyone (the node table)."""
+        if i in self.dead:
+            return
+        self.dead.add(i)
+        self.view = None
+        ch = self.nodes.pop(i, None)
+        if ch is not None:
+            ch.close()
+        if self.info.get(i, {}).get("NodeID"):
+            info = dict(self.info[i], Alive=False, Available={}, durations=[], transfers=[])
+            self.info[i] = info
+            self.gcs.put("node", info["NodeID"], info)
 
     def current_view(self) -> ClusterView:
         if self.view is None:
@@ -118,10 +133,13 @@ class GlobalScheduler:
         try:
             target = self.node(int(p.node))
         except OSError:          # it died since its last heartbeat: the view is stale; try again
-            self.dead.add(int(p.node))
-            self.view = None
+            self.declare_dead(int(p.node))
             self.on_forward(ch, spec, tv)
             return
+        # the task table says where it went: if that node dies before running it, whoever
+        # waits for its result knows to run it again
+        self.gcs.task_update(spec["task_id"], {"node": int(p.node), "state": "assigned",
+                                               "attempt": spec.get("attempt", 1)})
         self.loop.send(target, ("assign", spec))
 
     def node(self, index: int):

@@ -120,8 +120,8 @@ class Loop:
 
     def every(self, interval_s: float, fn: Callable[[], None]) -> None:
         def tick():
+            self.later(interval_s, tick)      # first: an error in fn must not stop the ticks
             fn()
-            self.later(interval_s, tick)
         self.later(interval_s, tick)
 
     def call_soon_threadsafe(self, fn: Callable[[], None]) -> None:

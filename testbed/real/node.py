@@ -130,6 +130,8 @@ class NodeManager:
         self.dead_nodes: set[int] = set()
         #: tasks this node is re-running to rebuild lost objects
         self.rebuilding: set[bytes] = set()
+        #: actor calls sent on to another node and not answered yet: task id -> (node, spec)
+        self.calls_out: dict[bytes, tuple[int, dict]] = {}
         self._gathers: dict[int, dict] = {}
         self.t0 = time.time()
         #: actors living here; where others live (node index); why dead ones died; calls
@@ -164,6 +166,11 @@ class NodeManager:
         self.loop.send(ch, ("reply", req, self.node_id))
 
     def on_close(self, ch) -> None:
+        for k, pch in list(self.peers.items()):
+            if pch is ch:              # a peer's node manager went away: it crashed (or was killed)
+                self.peers.pop(k, None)
+                self.node_died(k)
+                return
         c = self.clients.pop(ch, None)
         if c is None:
             return
@@ -216,7 +223,7 @@ class NodeManager:
                  "attempt": spec.get("attempt", 1)}
         if self.ctx.config.get("lineage", True) and spec.get("kind") != "actor_create":
             entry["spec"] = spec          # the lineage: enough to run the task again
-        self.gcs.put("task", spec["task_id"], entry)
+        self.gcs.task_update(spec["task_id"], entry)
         demand = spec["resources"]
         live = self.live_nodes()
         if not any(fits(demand, n) for n in live.values()):
@@ -271,7 +278,7 @@ class NodeManager:
         t = Task(spec)
         t.attempt = spec.get("attempt", 1)
         if spec.get("kind") != "actor_call":
-            self.gcs.merge("task", spec["task_id"], {"node": self.index, "state": "queued"})
+            self.gcs.task_update(spec["task_id"], {"node": self.index, "state": "queued", "attempt": t.attempt})
         for a in list(spec["args"]) + list(spec["kwargs"].values()):
             if a[0] == "r" and not self.is_local(a[1]):
                 t.missing.add(a[1])
@@ -373,6 +380,7 @@ class NodeManager:
         first = oid not in self.sizes
         self.sizes[oid] = size
         self.rebuilding.discard(oid[:16])
+        self.calls_out.pop(oid[:16], None)
         if first:
             self.gcs.obj_add(oid, self.index, size, later=True)
         for cb in self.local_waiters.pop(oid, ()):
@@ -387,7 +395,7 @@ class NodeManager:
         self.local_waiters.setdefault(oid, []).append(cb)
         self.watch(oid)
         entry = self.known.get(oid)
-        if entry and entry["locations"]:
+        if entry is not None:
             self.maybe_pull(oid, entry)
 
     def when_exists(self, oid: bytes, cb) -> None:
@@ -409,15 +417,17 @@ class NodeManager:
         if entry["locations"]:
             for cb in self.exists_waiters.pop(oid, ()):
                 cb()
-            if oid in self.local_waiters:
-                self.maybe_pull(oid, entry)
+        if oid in self.local_waiters:
+            self.maybe_pull(oid, entry)
 
     def maybe_pull(self, oid: bytes, entry: dict) -> None:
+        """Fetch ``oid`` from a live node holding it; if it existed but every copy died with
+        its node, rebuild it."""
         if oid in self.pulling or self.is_local(oid):
             return
         src = next((n for n in entry["locations"] if n != self.index and n not in self.dead_nodes), None)
         if src is None:
-            if entry["locations"]:           # every copy is on a dead node
+            if entry.get("size") is not None:      # it was made, and every copy is gone
                 self.reconstruct(oid)
             return
         try:
@@ -569,8 +579,8 @@ class NodeManager:
             return
         if t is not None:
             self.durations.append((t.spec["name"], end - start))
-            self.gcs.merge("task", task_id, {"node": self.index, "state": "failed" if failed else "finished"},
-                           later=True)
+            self.gcs.task_update(task_id, {"node": self.index, "state": "failed" if failed else "finished",
+                                           "attempt": t.attempt}, later=True)
         w.task = None
         w.blocked = False
         self._give_back(w)
@@ -607,7 +617,14 @@ class NodeManager:
             return
         loc = self.actor_loc.get(aid)
         if loc is not None and loc != self.index:
-            self.loop.send(self.peer(loc), ("actor_call", spec))
+            try:
+                ch = self.peer(loc)
+            except OSError:
+                self.node_died(loc)
+                self.route_call(spec)
+                return
+            self.calls_out[spec["task_id"]] = (loc, spec)
+            self.loop.send(ch, ("actor_call", spec))
             return
         self.actor_pending[aid] = [spec]
         self.gcs.get("actor", aid, lambda info, aid=aid: self.actor_found(aid, info), wait=True)
@@ -733,6 +750,10 @@ class NodeManager:
             if loc == k:
                 del self.actor_loc[aid]
                 self.mark_actor_dead(aid, "the actor's node died")
+        for tid, (loc, spec) in list(self.calls_out.items()):
+            if loc == k:               # sent to an actor that died with its node: it will never answer
+                del self.calls_out[tid]
+                self.fail(spec, ActorDiedError(f"actor call {spec['name']}: the actor's node died"))
         for oid, entry in list(self.known.items()):
             if k in entry["locations"]:
                 self.known[oid] = dict(entry, locations=[n for n in entry["locations"] if n != k])
@@ -744,7 +765,7 @@ class NodeManager:
             if self.is_local(oid):
                 continue
             entry = self.known.get(oid)
-            if entry and entry["locations"]:
+            if entry is not None and [n for n in entry["locations"] if n not in self.dead_nodes]:
                 self.maybe_pull(oid, entry)
             else:
                 self.reconstruct(oid, dead=k)
@@ -768,7 +789,8 @@ class NodeManager:
             live = [n for n in (self.known.get(oid) or {}).get("locations", []) if n not in self.dead_nodes]
             if live:
                 return
-            if state in ("submitted", "queued", "running") and node not in self.dead_nodes and node != dead:
+            if state in ("submitted", "assigned", "queued", "running") and node not in self.dead_nodes \
+                    and node != dead:
                 return                        # still on its way on a live node
             if state == "failed" or entry["spec"].get("kind") == "actor_create":
                 return
@@ -779,12 +801,12 @@ class NodeManager:
                 self.lost(oid, f"object {oid.hex()[:16]} was lost and its task {spec['name']} was already "
                                f"re-run {limit} times")
                 return
-            if node in self.dead_nodes and state in ("queued", "running"):
+            if node in self.dead_nodes and state in ("assigned", "queued", "running"):
                 lost = Task(spec)
                 lost.attempt = attempt - 1
                 self.record(lost, node, float("nan"), time.time(), "lost")
             self.rebuilding.add(tid)
-            self.gcs.merge("task", tid, {"state": "reconstructing", "attempt": attempt})
+            self.gcs.task_update(tid, {"state": "reconstructing", "attempt": attempt, "node": self.index})
             spec.update(attempt=attempt, origin=self.index, spilled=False, pred=None, submitted_at=time.time())
             self.on_submit(None, spec)
         self.gcs.get("task", tid, got)

@@ -24,6 +24,11 @@ taken when a task is dispatched, even if its dispatch message lands a few micros
 Determinism: every tie is broken by insertion order (SimPy's event ids, FIFO deques),
 randomness comes from generators seeded from the run's seed, and the workload's content
 depends only on (seed, job number) — so the same config and seed give the same Trace.
+
+Faults (the ``[faults]`` section: node crashes, worker kills, node additions and
+restores, lineage reconstruction, retries) live in :mod:`testbed.sim.faults`:
+``Simulation(..., faults=...)`` returns its subclass :class:`~testbed.sim.faults.FaultySimulation`
+when the table injects anything, so a fault-free run executes exactly the code below.
 """
 from __future__ import annotations
 
@@ -131,18 +136,36 @@ class SimResult:
     info: dict
 
 
+def faults_active(faults: dict | None) -> bool:
+    """Does a ``[faults]`` table inject anything (a failure, an addition, random kills)?"""
+    return bool(faults) and bool(faults.get("node_failures") or faults.get("node_additions")
+                                 or faults.get("worker_failures") or faults.get("kill_every_s", 0) > 0)
+
+
 class Simulation:
     """One simulated run of a workload on a cluster with given policies.
 
     ``cluster`` is the resolved ``[cluster]`` table; ``placement`` and ``spillover`` are
     policy objects (estimators already bound); ``workload`` a
-    :class:`testbed.workloads.Workload`.
+    :class:`testbed.workloads.Workload`; ``faults`` the ``[faults]`` table (None: none).
+    With faults to inject, constructing a ``Simulation`` gives a
+    :class:`~testbed.sim.faults.FaultySimulation` (as ``pathlib.Path`` gives a ``PosixPath``);
+    a subclass of ``Simulation`` injects faults only if it derives from that one.
     """
+
+    def __new__(cls, *args, **kwargs):
+        faults = kwargs["faults"] if "faults" in kwargs else args[8] if len(args) > 8 else None
+        if cls is Simulation and faults_active(faults):
+            from .faults import FaultySimulation
+            cls = FaultySimulation
+        return super().__new__(cls)
 
     def __init__(self, cluster: dict, workload, placement: PlacementPolicy, spillover: SpilloverPolicy,
                  seed: int = 0, keep_rows: bool = True, validate: bool = False,
-                 max_sim_time_s: float = 1e7):
+                 max_sim_time_s: float = 1e7, faults: dict | None = None):
         self.cfg = cluster
+        #: the [faults] table as given (None: no faults)
+        self.faults = faults
         self.workload = workload
         self.placement = placement
         self.spillover = spillover
@@ -207,11 +230,16 @@ class Simulation:
         self.gcs_ops = 0
         self.gs_free = [0.0] * c["global_schedulers"]
         self.gs_next = 0
-        self._total_arr = np.array([[t.get(k, 0.0) for k in self.names] for t in self.total]).reshape(n, len(self.names))
-        self._slots = np.maximum(self._total_arr[:, self.names.index("CPU")], 1.0) if "CPU" in self.names else np.ones(n)
+        self._refresh_totals()
         self.view_version = 0
         self.view = self._snapshot()
         self._feasible_cache: dict[tuple, bool] = {}
+
+    def _refresh_totals(self) -> None:
+        """The per-node total-resource array the views share, and the worker slots."""
+        n = self.n
+        self._total_arr = np.array([[t.get(k, 0.0) for k in self.names] for t in self.total]).reshape(n, len(self.names))
+        self._slots = np.maximum(self._total_arr[:, self.names.index("CPU")], 1.0) if "CPU" in self.names else np.ones(n)
 
     def _snapshot(self) -> ClusterView:
         names = self.names
@@ -251,7 +279,7 @@ class Simulation:
         self.done = False
         self.driver_nodes = self._driver_nodes()
         t0 = time.perf_counter()
-        self.env.process(self._heartbeats())
+        self._start_processes()
         for d in range(wl.n_drivers):
             if wl.arrival == "closed":
                 for _ in range(wl.in_flight):
@@ -265,8 +293,17 @@ class Simulation:
         metrics = self.trace.summary()
         info = {"wall_s": wall, "sim_end_s": self.env._now, "nodes": self.n, "jobs_done": self.jobs_done,
                 "jobs": wl.total_jobs, "gcs_ops": self.gcs_ops, "spilled_store_bytes": self.spilled_bytes,
-                "complete": self.jobs_done == wl.total_jobs, "stuck": self.stuck}
+                "complete": self.jobs_done == wl.total_jobs, "stuck": self.stuck,
+                # fault counters (testbed.sim.faults): attempts beyond the first, objects lost
+                # with their node, job results lost before the driver got them, node deaths,
+                # nodes added, nodes restored
+                "reexecuted": 0, "lost_objects": 0, "results_lost": 0, "nodes_killed": 0, "nodes_added": 0,
+                "nodes_restored": 0}
         return SimResult(trace=self.trace.frame(), metrics=metrics, info=info)
+
+    def _start_processes(self) -> None:
+        """Processes that run beside the workload (heartbeats; fault injection in a subclass)."""
+        self.env.process(self._heartbeats())
 
     def _driver_nodes(self) -> list[int]:
         wl = self.workload

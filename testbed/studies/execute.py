@@ -19,7 +19,8 @@ def make_simulation(cfg: dict[str, Any], seed: int, keep_rows: bool | None = Non
         keep_rows = mode == "rows" or (
             mode == "auto" and workload.total_jobs * workload.tasks_per_job <= AUTO_ROWS_MAX_TASKS)
     return Simulation(cfg["cluster"], workload, placement, spillover, seed=seed, keep_rows=keep_rows,
-                      validate=cfg["run"]["validate"], max_sim_time_s=cfg["run"]["max_sim_time_s"])
+                      validate=cfg["run"]["validate"], max_sim_time_s=cfg["run"]["max_sim_time_s"],
+                      faults=cfg.get("faults"))
 
 
 def run_once(cfg: dict[str, Any], seed: int, keep_rows: bool | None = None):
