@@ -125,3 +125,43 @@ def test_an_actor_on_a_killed_node_fails_its_calls_clearly():
         with pytest.raises((tb.ActorDiedError, tb.InfeasibleError)):
             tb.get(a.ping.remote(), timeout=60)
     assert_cluster_gone(c)
+
+
+def test_one_faults_section_drives_both_engines(tmp_path):
+    """The same [faults] (a node killed mid-run, one added) on the simulator and the real
+    runtime: both finish every task, both record lost attempts and re-executions."""
+    import textwrap
+
+    from testbed.studies.experiment import load_experiment
+    from testbed.studies.execute import run_once
+    cfg = tmp_path / "faults.toml"
+    cfg.write_text(textwrap.dedent("""
+        [cluster]
+        nodes = 3
+        cpus_per_node = 1
+        heartbeat_interval_s = 0.05
+        num_heartbeats_timeout = 10
+        [scheduler]
+        spillover = "AlwaysGlobal"
+        placement = "RoundRobin"
+        [workload]
+        shape = "chains"
+        chain_length = 4
+        jobs = 40
+        in_flight = 6
+        duration = {dist = "constant", value = 0.02}
+        output_bytes = {dist = "constant", value = 200000}
+        [faults]
+        node_failures = [{at_s = 0.2, node = 1}]
+        node_additions = [{at_s = 0.4, cpus = 1}]
+        [run]
+        real_nodes = 3
+    """))
+    for engine in ("sim", "real"):
+        exp = load_experiment(cfg, [f"run.engine={engine}"])
+        res = run_once(exp.points[0].config, 0, keep_rows=True)
+        tr = res.trace
+        last = tr.sort_values("attempt").groupby("task_id").tail(1)
+        assert len(last) == 160 and (last.state == "finished").all(), engine
+        assert res.info["nodes_killed"] == 1 and res.info["nodes_added"] == 1, engine
+        assert (tr.state == "lost").any() and (tr.attempt > 1).any(), engine

@@ -45,7 +45,7 @@ class _Driver:
     """One workload driver, living on its node (an actor pinned there)."""
 
     def run(self, d: int, n_drivers: int, total: int, wl_table: dict, seed: int, mode: str, scale: float,
-            gap_scale: float, slowdown: list, t0: float) -> int:
+            gap_scale: float, slowdown: list, max_retries: int, t0: float) -> int:
         from . import api
         wl = Workload(parse_workload(wl_table), seed)
         deps = job_deps(wl.spec)
@@ -61,7 +61,7 @@ class _Driver:
             for t in job.tasks:
                 res = dict(t.resources)
                 fn = work.options(name=t.function, num_cpus=res.pop("CPU", 0), num_gpus=res.pop("GPU", None),
-                                  resources=res or None, _job_id=j)
+                                  resources=res or None, _job_id=j, max_retries=max_retries)
                 refs.append(fn.remote(t.duration_s * scale, t.output_bytes, mode, slowdown,
                                       *[refs[k] for k in t.deps]))
             return [refs[k] for k in sinks]
@@ -130,7 +130,9 @@ def run_real(cfg: dict, seed: int):
              task_time=sched["task_time"], task_time_key=sched["task_time_key"], bandwidth=sched["bandwidth"],
              bandwidth_key=sched["bandwidth_key"], gcs_shards=c["gcs_shards"],
              heartbeat_interval_s=c["heartbeat_interval_s"], object_store_bytes=int(min(c["object_store_bytes"], 1 << 30)),
-             link_bandwidth_bytes_per_s=c["bandwidth_bytes_per_s"], link_latency_s=c["latency_s"])
+             link_bandwidth_bytes_per_s=c["bandwidth_bytes_per_s"], link_latency_s=c["latency_s"],
+             lineage=cfg["faults"]["lineage"],
+             num_heartbeats_timeout=c["num_heartbeats_timeout"])
     try:
         init_s = time.time() - t_start
         Driver = api.remote(_Driver)
@@ -140,7 +142,8 @@ def run_real(cfg: dict, seed: int):
         cpu_ratio = sum(x.get("CPU", 0.0) for x in real_nodes) / max(1e-9, sum(x.get("CPU", 0.0) for x in nodes))
         gap_scale = r["real_time_scale"] / cpu_ratio
         runs = [drv.run.remote(d, n_drivers, total, wl_table, seed, r["real_work"], r["real_time_scale"],
-                               gap_scale, slowdown, t0) for d, drv in enumerate(drivers)]
+                               gap_scale, slowdown, cfg["faults"]["max_retries"], t0) for d, drv in enumerate(drivers)]
+        fault_log = _inject_faults(api, cfg["faults"], n, real_nodes, seed, r["real_time_scale"], t0, runs)
         api.get(runs)
         wall = time.time() - t0
         rows = api.task_records()
@@ -149,8 +152,77 @@ def run_real(cfg: dict, seed: int):
     df = records_to_trace(rows, exclude=("_Driver.", "_Driver"))
     metrics = metrics_from_trace(df)
     info = {"wall_s": wall, "init_s": init_s, "nodes": n, "jobs": total, "jobs_done": total,
+            "nodes_killed": sum(1 for f in fault_log if f[1] == "kill_node"),
+            "nodes_added": sum(1 for f in fault_log if f[1] == "add_node"),
+            "reexecuted": int((df.attempt > 1).sum()) if len(df) else 0,
             "complete": int(metrics["finished"]) == total * len(job_deps(parse_workload(wl_table)))}
     return df, metrics, info
+
+
+def _inject_faults(api, faults: dict, n: int, nodes: list, seed: int, scale: float, t0: float, runs) -> list:
+    """Carry out [faults] on the real cluster while the drivers run (times x real_time_scale).
+
+    Node k of the config is node k % n here; node 0 holds the driver's connection, so a
+    failure of node 0 is skipped (and logged). Restored nodes come back as new nodes.
+    Returns [(time, action, node)].
+    """
+    events = []
+    for f in faults["node_failures"]:
+        events.append((f["at_s"] * scale, "kill_node", f["node"] % n))
+    for f in faults["worker_failures"]:
+        events.append((f["at_s"] * scale, "kill_worker", f["node"] % n))
+    for f in faults["node_additions"]:
+        res = {"CPU": f["cpus"], "GPU": f["gpus"], **f["resources"]}
+        events.append((f["at_s"] * scale, "add_node", {k: v for k, v in res.items() if v}))
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xFA17]))
+    every = faults["kill_every_s"] * scale
+    if not events and every <= 0:
+        return []
+    c = api._driver_cluster()
+    alive = set(range(n))
+    log = []
+    next_random = every if every > 0 else math.inf
+    events.sort(key=lambda e: e[0])
+    while True:
+        upcoming = events[0][0] if events else math.inf
+        due = min(upcoming, next_random)
+        if due == math.inf:
+            break
+        wait_s = max(0.0, t0 + due - time.time())
+        ready, _ = api.wait(runs, num_returns=len(runs), timeout=wait_s)
+        if len(ready) == len(runs):
+            break                               # the workload finished first
+        now = time.time() - t0
+        if due == next_random:
+            next_random += every
+            choices = sorted(i for i in alive if i != 0)
+            if len(alive) > faults["min_live_nodes"] and choices:
+                k = int(choices[rng.integers(len(choices))])
+                events.append((now, "kill_node", k))
+                if faults["restore_after_s"] > 0:
+                    events.append((now + faults["restore_after_s"] * scale, "add_node", dict(nodes[k])))
+                events.sort(key=lambda e: e[0])
+            continue
+        _, action, arg = events.pop(0)
+        if action == "kill_node":
+            if arg == 0 or arg not in alive:
+                log.append((now, "skipped_kill", arg))
+                continue
+            alive.discard(arg)
+            c.command(cmd="kill_node", index=arg)
+            if faults["restore_after_s"] > 0 and every <= 0:
+                events.append((now + faults["restore_after_s"] * scale, "add_node", dict(nodes[arg])))
+                events.sort(key=lambda e: e[0])
+        elif action == "kill_worker":
+            c.command(cmd="kill_worker", index=arg)
+        elif action == "add_node":
+            index = len(c.config["nodes"])
+            c.config["nodes"].append(arg)
+            c.command(cmd="add_node", resources=arg)
+            alive.add(index)
+            arg = index
+        log.append((now, action, arg))
+    return log
 
 
 def records_to_trace(rows: list[tuple], exclude: tuple[str, ...] = ()) -> pd.DataFrame:

@@ -151,6 +151,14 @@ class Supervisor:
             self.kill_node(int(cmd["index"]))
         elif op == "add_node":
             self.add_node(cmd["resources"])
+        elif op == "kill_worker":
+            workers = sorted(pid for pid, (role, args) in self.children.items()
+                             if role == "worker" and args and args[0] == int(cmd["index"]))
+            if workers:                      # the newest: most likely a busy one, not an actor's
+                try:
+                    os.kill(workers[-1], signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         return None
 
     def kill_node(self, index: int) -> None:
