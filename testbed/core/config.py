@@ -91,6 +91,8 @@ RUN: dict[str, Field] = {
                    "or rows for runs of at most 200,000 tasks ('auto')", choices=("auto", "rows", "aggregate")),
     "validate": Field((bool,), False, None, "", "check every task-state transition (slower; for tests)"),
     "max_sim_time_s": Field(_num, 1e7, positive, "> 0", "stop a simulation at this simulated time"),
+    "timeseries_bin_s": Field(_num, 1.0, positive, "> 0", "width of the time bins of studies that plot over "
+                              "time (simulated seconds; x real_time_scale on the real engine)"),
     # the real engine runs on this machine's 2 cores: how to scale the experiment down
     "real_nodes": Field(_int, 4, positive, "> 0", "real engine: logical nodes (the first ones of [cluster])"),
     "real_cpus_per_node": Field(_num, 2.0, positive, "> 0", "real engine: CPUs per node at most"),

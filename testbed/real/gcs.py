@@ -30,7 +30,7 @@ class Shard:
         #: (table, key) -> [(channel, request id)] waiting for the key to exist
         self.waiting: dict[tuple, list] = defaultdict(list)
         self.loop = Loop(f"gcs-{index}")
-        for kind in ("put", "merge", "task_update", "get", "sub", "unsub", "obj_add", "obj_remove", "scan", "batch", "ping"):
+        for kind in ("put", "merge", "task_update", "extend", "get", "sub", "unsub", "obj_add", "obj_remove", "scan", "batch", "ping"):
             self.loop.on(kind, getattr(self, kind))
         self.loop.on_close = self.closed
 
@@ -75,6 +75,10 @@ class Shard:
         new.update(fields)
         self.tables["task"][key] = new
         self._publish("task", key, new)
+
+    def extend(self, ch, table, key, items) -> None:
+        """Append to a list (nodes' task rows: they outlive the node that recorded them)."""
+        self.tables[table].setdefault(key, []).extend(items)
 
     def get(self, ch, req, table, key, wait=False) -> None:
         value = self.tables[table].get(key)

@@ -119,8 +119,9 @@ class NodeManager:
         self.fn_fetching: set[str] = set()
         self.durations: list[tuple[str, float]] = []
         self.transfers: list[tuple[int, int, int, float]] = []
-        #: one Trace row per task attempt that ended here (collected by the driver)
+        #: one Trace row per task attempt that ended here; the first records_pushed are in the GCS
         self.records: list[tuple] = []
+        self.records_pushed = 0
         #: objects that came from other nodes (their bytes count as transferred)
         self.pulled: dict[bytes, bool] = {}
         #: objects freed by their owner before they were made here
@@ -128,8 +129,9 @@ class NodeManager:
         #: the cluster as the node table says (index -> latest heartbeat); nodes declared dead
         self.node_info: dict[int, dict] = {}
         self.dead_nodes: set[int] = set()
-        #: tasks this node is re-running to rebuild lost objects
-        self.rebuilding: set[bytes] = set()
+        #: task ids whose task-table entry this node is reading to decide on a rebuild
+        self.looking: set[bytes] = set()
+        self.spec_waits: dict[bytes, int] = {}
         #: actor calls sent on to another node and not answered yet: task id -> (node, spec)
         self.calls_out: dict[bytes, tuple[int, dict]] = {}
         self._gathers: dict[int, dict] = {}
@@ -153,6 +155,7 @@ class NodeManager:
         self.loop.every(cfg["heartbeat_interval_s"], self.heartbeat)
         self.heartbeat()
         self.gcs.subscribe("node", None, self.on_node_entry)
+        self.loop.every(max(0.2, cfg["heartbeat_interval_s"] * 5), self.recheck_lost)
 
     # --- clients ----------------------------------------------------------------------
     def on_hello_worker(self, ch, wid, pid) -> None:
@@ -379,7 +382,6 @@ class NodeManager:
             return
         first = oid not in self.sizes
         self.sizes[oid] = size
-        self.rebuilding.discard(oid[:16])
         self.calls_out.pop(oid[:16], None)
         if first:
             self.gcs.obj_add(oid, self.index, size, later=True)
@@ -397,6 +399,8 @@ class NodeManager:
         entry = self.known.get(oid)
         if entry is not None:
             self.maybe_pull(oid, entry)
+        elif self.dead_nodes:           # its producer may have died before we started waiting
+            self.reconstruct(oid)
 
     def when_exists(self, oid: bytes, cb) -> None:
         if self.is_local(oid) or (self.known.get(oid) or {}).get("locations"):
@@ -404,6 +408,8 @@ class NodeManager:
             return
         self.exists_waiters.setdefault(oid, []).append(cb)
         self.watch(oid)
+        if self.dead_nodes and oid not in self.known:
+            self.reconstruct(oid)
 
     def watch(self, oid: bytes) -> None:
         if oid not in self.watching:
@@ -772,14 +778,26 @@ class NodeManager:
 
     def reconstruct(self, oid: bytes, dead: int | None = None) -> None:
         """Rebuild a lost object by running the task that made it again (its lost inputs are
-        rebuilt the same way when that task waits for them)."""
+        rebuilt the same way when that task waits for them). Safe to call often: it reads the
+        task table and acts only if the latest attempt is gone."""
         tid = oid[:16]
-        if tid in self.rebuilding:
+        if tid in self.looking:
             return
+        self.looking.add(tid)
 
         def got(entry):
-            if self.is_local(oid) or tid in self.rebuilding:
+            self.looking.discard(tid)
+            if self.is_local(oid):
                 return
+            if entry is not None and entry.get("spec") is None and self.ctx.config.get("lineage", True):
+                # the submitter's write (with the spec) can reach the table after the global
+                # scheduler's or the node's: look again shortly rather than give up
+                n = self.spec_waits.get(tid, 0)
+                if n < 50:
+                    self.spec_waits[tid] = n + 1
+                    self.loop.later(0.05, lambda: self.reconstruct(oid, dead))
+                    return
+            self.spec_waits.pop(tid, None)
             if entry is None or entry.get("spec") is None:
                 if (self.known.get(oid) or {}).get("size") is not None or entry is not None:
                     why = "no lineage to rebuild it" if entry is not None else "it was put, not computed"
@@ -789,9 +807,9 @@ class NodeManager:
             live = [n for n in (self.known.get(oid) or {}).get("locations", []) if n not in self.dead_nodes]
             if live:
                 return
-            if state in ("submitted", "assigned", "queued", "running") and node not in self.dead_nodes \
-                    and node != dead:
-                return                        # still on its way on a live node
+            gone = node in self.dead_nodes or node == dead
+            if state in ("submitted", "reconstructing", "assigned", "queued", "running") and not gone:
+                return                        # the latest attempt is on its way on a live node
             if state == "failed" or entry["spec"].get("kind") == "actor_create":
                 return
             spec = dict(entry["spec"])
@@ -801,15 +819,28 @@ class NodeManager:
                 self.lost(oid, f"object {oid.hex()[:16]} was lost and its task {spec['name']} was already "
                                f"re-run {limit} times")
                 return
-            if node in self.dead_nodes and state in ("assigned", "queued", "running"):
+            if gone and state in ("assigned", "queued", "running"):
                 lost = Task(spec)
                 lost.attempt = attempt - 1
                 self.record(lost, node, float("nan"), time.time(), "lost")
-            self.rebuilding.add(tid)
             self.gcs.task_update(tid, {"state": "reconstructing", "attempt": attempt, "node": self.index})
             spec.update(attempt=attempt, origin=self.index, spilled=False, pred=None, submitted_at=time.time())
             self.on_submit(None, spec)
         self.gcs.get("task", tid, got)
+
+    def recheck_lost(self) -> None:
+        """While some node is dead, look again at what we wait for: a producer may have been
+        lost after we checked it (a rebuild that died too, a task sent to a dying node)."""
+        if not self.dead_nodes:
+            return
+        waited = [o for o in list(self.local_waiters) + list(self.exists_waiters) if isinstance(o, bytes)]
+        for oid in dict.fromkeys(waited):
+            if self.is_local(oid) or oid in self.pulling:
+                continue
+            entry = self.known.get(oid)
+            if entry is not None and [n for n in entry["locations"] if n not in self.dead_nodes]:
+                continue
+            self.reconstruct(oid)
 
     def lost(self, oid: bytes, why: str) -> None:
         """Nothing can rebuild ``oid``: whoever waits for it gets ObjectLostError."""
@@ -914,6 +945,14 @@ class NodeManager:
                 "durations": self.durations, "transfers": self.transfers}
         self.durations, self.transfers = [], []
         self.gcs.put("node", self.node_id, info)
+        self.push_records()
+
+    def push_records(self) -> None:
+        """Task rows go to the GCS each heartbeat, so they survive this node's death."""
+        new = self.records[self.records_pushed:]
+        if new:
+            self.records_pushed = len(self.records)
+            self.loop.send(self.gcs.shard(self.node_id), ("extend", "records", self.node_id, new))
 
     def on_nodes(self, ch, req) -> None:
         got: dict[int, dict] = {}
@@ -932,19 +971,33 @@ class NodeManager:
             self.loop.send(shard, ("scan", rid, "node"))
 
     def on_records(self, ch, req) -> None:
-        """Every node's Trace rows (this node asks its peers), for tb.timeline and the
-        experiment runner."""
+        """Every task row of the cluster: live nodes send theirs; dead nodes' rows come from
+        what they pushed to the GCS before they died (up to their last heartbeat)."""
         rid = id(ch) ^ req
         others = [i for i in self.live_nodes() if i != self.index]
-        g = self._gathers[rid] = {"rows": list(self.records), "left": len(others), "ch": ch, "req": req}
-        if g["left"] == 0:
-            self._gathered(rid)
-            return
+        dead = sorted(self.dead_nodes)
+        g = self._gathers[rid] = {"rows": list(self.records), "left": len(others) + (1 if dead else 0),
+                                  "ch": ch, "req": req}
         for i in others:
             try:
                 self.loop.send(self.peer(i), ("records_part", rid, self.index))
             except OSError:
                 g["left"] -= 1
+        if dead:
+            ids = {uuid.uuid5(uuid.NAMESPACE_OID, f"{self.ctx.shm_prefix}{k}").hex for k in dead}
+            left = {"n": self.ctx.n_shards}
+
+            def one(table):
+                for node_id, lst in (table or {}).items():
+                    if node_id in ids:
+                        g["rows"].extend(lst)
+                left["n"] -= 1
+                if left["n"] == 0:
+                    self.on_records_reply(None, rid, [])
+            for shard in self.gcs.shards:
+                r = next(self.gcs._req)
+                self.gcs._callbacks[r] = one
+                self.loop.send(shard, ("scan", r, "records"))
         if g["left"] == 0:
             self._gathered(rid)
         else:

@@ -36,8 +36,10 @@ class RunFailed(TestbedError):
 
 def _one(args: tuple[int, Point, int]) -> dict[str, Any]:
     i, point, seed = args
+    from . import studies
     from .execute import run_once
-    res = run_once(point.config, seed, keep_rows=False)
+    study = studies.STUDIES[point.config["run"]["study"]]
+    res = run_once(point.config, seed, keep_rows=study.wants_trace)
     c = point.config["cluster"]
     row: dict[str, Any] = {"point": i, "label": point.label}
     for k, v in point.overrides.items():
@@ -45,7 +47,11 @@ def _one(args: tuple[int, Point, int]) -> dict[str, Any]:
     row["seed"] = seed
     row["nodes"] = sum(g["count"] for g in c["node_groups"]) if c["node_groups"] else c["nodes"]
     row.update(res.metrics)
-    row.update({f"engine_{k}": v for k, v in res.info.items()})
+    row.update({f"engine_{k}": v for k, v in res.info.items() if not isinstance(v, (list, dict))})
+    if study.wants_trace and res.trace is not None:
+        ts = study.timeseries(res.trace, res.info, point.config)
+        if ts is not None:
+            row["_timeseries"] = ts.assign(point=i, label=point.label, seed=seed).to_dict("records")
     return row
 
 
@@ -186,6 +192,9 @@ def _write(exp: Experiment, study, rows: list[dict], tmp: Path, wall: float, pla
     tmp.mkdir(parents=True)
     (tmp / "config.toml").write_text(
         f"# resolved config of {exp.path} (every default filled in)\n" + tomli_w.dumps(exp.resolved))
+    series = [r for row in rows for r in row.pop("_timeseries", ())]
+    if series:
+        pd.DataFrame(series).to_csv(tmp / "timeseries.csv", index=False)
     runs = pd.DataFrame(rows) if rows else pd.DataFrame(columns=["point", "label", "seed"])
     if len(runs):
         runs = runs.sort_values(["point", "seed"], kind="stable").reset_index(drop=True)
