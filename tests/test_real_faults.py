@@ -129,7 +129,9 @@ def test_an_actor_on_a_killed_node_fails_its_calls_clearly():
 
 def test_one_faults_section_drives_both_engines(tmp_path):
     """The same [faults] (a node killed mid-run, one added) on the simulator and the real
-    runtime: both finish every task, both record lost attempts and re-executions."""
+    runtime: both carry out the failures and finish every task. The simulator (deterministic)
+    also records lost attempts and re-executions; on the real runtime whether the killed node
+    held work at that instant depends on timing, so only the outcome is checked there."""
     import textwrap
 
     from testbed.studies.experiment import load_experiment
@@ -164,4 +166,6 @@ def test_one_faults_section_drives_both_engines(tmp_path):
         last = tr.sort_values("attempt").groupby("task_id").tail(1)
         assert len(last) == 160 and (last.state == "finished").all(), engine
         assert res.info["nodes_killed"] == 1 and res.info["nodes_added"] == 1, engine
-        assert (tr.state == "lost").any() and (tr.attempt > 1).any(), engine
+        assert not (tr.state == "failed").any(), engine
+        if engine == "sim":
+            assert (tr.state == "lost").any() and (tr.attempt > 1).any()
