@@ -46,6 +46,7 @@ class ActorClass:
                 "args": [_encode(core, a, i, name) for i, a in enumerate(args)],
                 "kwargs": {k: _encode(core, v, k, name) for k, v in kwargs.items()},
                 "num_returns": 1, "max_retries": 0, "pin_node": opts.get("_node"),
+                "max_restarts": opts.get("max_restarts", 0), "checkpoint_interval": opts.get("checkpoint_interval", 0),
                 "resources": _resources(opts.get("num_cpus", 0), opts.get("num_gpus"), opts.get("resources"), "")}
         core.send(("submit", spec))
         return ActorHandle(actor_id, name, self._methods)

@@ -276,6 +276,11 @@ def _check_options(opts: dict, for_class: bool) -> dict:
     nr = opts.get("num_returns", 1)
     if isinstance(nr, bool) or not isinstance(nr, int) or nr < 1:
         raise ValueError(f"num_returns must be an integer >= 1, got {nr!r}")
+    if for_class:
+        for name, lo in (("max_restarts", -1), ("checkpoint_interval", 0)):
+            v = opts.get(name, 0)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
     mr = opts.get("max_retries", 3)
     if isinstance(mr, bool) or not isinstance(mr, int) or mr < -1:
         raise ValueError(f"max_retries must be an integer >= 0 (or -1 for unlimited), got {mr!r}")
@@ -519,3 +524,12 @@ def kill_worker(node_id: str | None = None) -> None:
     retried (max_retries) or fails with WorkerCrashedError."""
     index = 0 if node_id is None else _node_index(node_id)
     _core().send(("kill_worker", index))
+
+
+def kill_actor_process(handle) -> None:
+    """Kill an actor's worker process as a crash would (unlike tb.kill): with max_restarts
+    left, the actor is rebuilt from its last checkpoint and the calls since."""
+    from .actors import ActorHandle
+    if not isinstance(handle, ActorHandle):
+        raise TypeError(f"kill_actor_process() expects an actor handle, got {type(handle).__name__}")
+    _core().send(("kill_actor", handle._actor_id, True))

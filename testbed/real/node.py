@@ -55,11 +55,20 @@ class Client:
 
 
 class Actor:
-    __slots__ = ("id", "name", "worker", "queue", "busy", "killed")
+    __slots__ = ("id", "name", "worker", "queue", "busy", "killed", "spec", "restarts", "log", "ckpt",
+                 "calls_done", "restarting")
 
-    def __init__(self, actor_id: bytes, name: str, worker: Client):
+    def __init__(self, actor_id: bytes, name: str, worker: Client, spec: dict | None = None):
         self.id = actor_id
         self.name = name
+        #: the creation spec (to rebuild it), restarts so far, the latest checkpoint (pickled
+        #: instance) and the calls completed since it, in order; calls completed in all
+        self.spec = spec or {}
+        self.restarts = 0
+        self.log: list[dict] = []
+        self.ckpt: bytes | None = None
+        self.calls_done = 0
+        self.restarting = False
         #: the dedicated worker holding the instance (and the actor's resources)
         self.worker = worker
         #: calls in arrival order; the head runs once its inputs are here
@@ -181,7 +190,12 @@ class NodeManager:
         if c in self.idle:
             self.idle.remove(c)
         if c.kind == "worker" and c.actor is not None and c.actor in self.actors:
-            self.actor_died(self.actors[c.actor])
+            a = self.actors[c.actor]
+            limit = a.spec.get("max_restarts", 0)
+            if a.worker is c and not a.killed and (limit == -1 or a.restarts < limit):
+                self.restart_actor(a)
+            elif a.worker is c:
+                self.actor_died(a)
             return
         if c.kind == "worker":
             self._give_back(c)
@@ -549,11 +563,13 @@ class NodeManager:
                              sp.get("submitted_at", t.placed_at), t.placed_at, start, end, bool(sp.get("spilled")),
                              sp.get("pred"), t.bytes_in, t.attempt, state, pid))
 
-    def on_done(self, ch, task_id, results, failed, start, end) -> None:
+    def on_done(self, ch, task_id, results, failed, start, end, ckpt=None) -> None:
         w = self.clients.get(ch)
         if w is None:
             return
         t = w.task
+        if t is not None and t.spec.get("replay"):       # a rebuild re-running a delivered call
+            results = []
         for i, r in enumerate(results):
             oid = object_id(task_id, i)
             if r[0] == "inline":
@@ -566,13 +582,25 @@ class NodeManager:
         if t is not None and w.actor is not None:
             w.task = None
             if t.spec.get("kind") == "actor_create":
+                old = self.actors.get(w.actor)
                 if failed:
                     why = self._error_text(object_id(task_id, 0))
                     self._give_back(w)
+                    self.actors.pop(w.actor, None)
                     self.mark_actor_dead(w.actor, f"actor {t.spec['class_name']} failed in its constructor: {why}")
                     self.loop.send(w.ch, ("exit",))
                     return
-                a = self.actors[w.actor] = Actor(w.actor, t.spec["class_name"], w)
+                if old is not None and old.restarting:      # a rebuild: replay, then carry on
+                    old.worker, old.restarting, old.busy = w, False, False
+                    replay = []
+                    for spec in old.log:
+                        r = Task(dict(spec, replay=True))
+                        r.attempt = 2
+                        replay.append(r)
+                    old.queue.extendleft(reversed(replay))
+                    self.dispatch_actor(old)
+                    return
+                a = self.actors[w.actor] = Actor(w.actor, t.spec["class_name"], w, t.spec)
                 self.actor_loc[a.id] = self.index
                 self.gcs.put("actor", a.id, {"node": self.index, "state": "alive", "name": a.name})
                 for spec in self.actor_pending.pop(a.id, ()):
@@ -581,6 +609,11 @@ class NodeManager:
                 a = self.actors.get(w.actor)
                 if a is not None:
                     a.busy = False
+                    if not t.spec.get("replay"):
+                        a.calls_done += 1
+                        a.log.append(t.spec)
+                    if ckpt is not None:
+                        a.ckpt, a.log = ckpt, []
                     self.dispatch_actor(a)
             return
         if t is not None:
@@ -668,17 +701,17 @@ class NodeManager:
         self.dispatch_actor(a)
 
     def dispatch_actor(self, a: Actor) -> None:
-        if a.busy or not a.queue or a.queue[0].missing or a.id not in self.actors:
+        if a.busy or a.restarting or not a.queue or a.queue[0].missing or a.id not in self.actors:
             return
         t = a.queue.popleft()
         a.busy = True
         a.worker.task = t
         self.run_on(a.worker, t)
 
-    def on_kill_actor(self, ch, aid) -> None:
+    def on_kill_actor(self, ch, aid, crash_only=False) -> None:
         a = self.actors.get(aid)
         if a is not None:
-            a.killed = True
+            a.killed = not crash_only
             try:
                 os.kill(a.worker.pid, 9)
             except ProcessLookupError:
@@ -688,12 +721,31 @@ class NodeManager:
             return
         loc = self.actor_loc.get(aid)
         if loc is not None and loc != self.index:
-            self.loop.send(self.peer(loc), ("kill_actor", aid))
+            self.loop.send(self.peer(loc), ("kill_actor", aid, crash_only))
         elif aid in self.actor_pending:
             self.actor_pending[aid].append("kill")
         else:
             self.actor_pending[aid] = ["kill"]
             self.gcs.get("actor", aid, lambda info, aid=aid: self.actor_found(aid, info), wait=True)
+
+    def restart_actor(self, a: Actor) -> None:
+        """The actor's process died: start it again here from its last checkpoint (or its
+        constructor), then replay the calls completed since; the call it was running runs again
+        as a normal call, and calls arriving meanwhile wait in its queue."""
+        w = a.worker
+        self._give_back(w)
+        a.restarts += 1
+        a.restarting = True
+        a.busy = False
+        if w.task is not None and w.task.spec.get("kind") == "actor_call" and not w.task.spec.get("replay"):
+            a.queue.appendleft(w.task)
+        a.queue = deque(t for t in a.queue if not t.spec.get("replay"))   # replays are rebuilt from the log
+        w.task = None
+        spec = dict(a.spec, restore=a.ckpt, calls_done=a.calls_done - len(a.log), attempt=a.restarts + 1)
+        t = Task(spec)
+        t.attempt = a.restarts + 1
+        self.ready.appendleft(t)
+        self.dispatch()
 
     def actor_died(self, a: Actor) -> None:
         self.actors.pop(a.id, None)

@@ -30,8 +30,11 @@ class Worker:
         self.core = Core(ch, node, "worker")
         self.core.unexpected = self._unexpected
         self.functions: dict[str, object] = {}
-        #: the actor instance this worker holds (None for a task worker)
+        #: the actor instance this worker holds (None for a task worker), its checkpoint
+        #: interval (calls) and the calls it has run
         self.instance = None
+        self.ckpt_every = 0
+        self.calls = 0
         api._worker_core = self.core
         self.core.send(("hello_worker", wid, os.getpid()))
 
@@ -66,7 +69,9 @@ class Worker:
         fn = self.functions.get(fid) if fid is not None else None
         start = time.time()
         try:
-            if task.get("method") is not None:
+            if create and task.get("restore") is not None:
+                fn = None
+            elif task.get("method") is not None:
                 fn = getattr(self.instance, task["method"])
             elif fn is None:
                 fn = self.functions[fid] = cloudpickle.loads(task["fn"])
@@ -75,9 +80,14 @@ class Worker:
             for v in list(args) + list(kwargs.values()):
                 if isinstance(v, TaskError) or (isinstance(v, BaseException) and getattr(v, "_testbed_raise", False)):
                     raise _Propagate(v)            # an input's task failed (or it was lost): same error
-            value = fn(*args, **kwargs)
+            if create and task.get("restore") is not None:
+                value = cloudpickle.loads(task["restore"])       # the last checkpoint
+            else:
+                value = fn(*args, **kwargs)
             if create:
                 self.instance, value = value, None
+                self.ckpt_every = task.get("checkpoint_interval", 0)
+                self.calls = task.get("calls_done", 0)
             n = task["num_returns"]
             if n == 1:
                 values = [value]
@@ -97,7 +107,15 @@ class Worker:
             results = [self._result(task["task_id"], i, err) for i in range(task["num_returns"])]
             failed = True
         end = time.time()
-        self.core.send(("done", task["task_id"], results, failed, start, end))
+        ckpt = None
+        if task.get("method") is not None:
+            self.calls += 1
+            if self.ckpt_every and self.calls % self.ckpt_every == 0:
+                try:
+                    ckpt = cloudpickle.dumps(self.instance)    # the class controls it (__getstate__)
+                except Exception:  # noqa: BLE001 - an unpicklable actor just never checkpoints
+                    ckpt = None
+        self.core.send(("done", task["task_id"], results, failed, start, end, ckpt))
 
     def _result(self, task_id: bytes, index: int, value):
         from .core import object_id
