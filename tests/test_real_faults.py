@@ -230,3 +230,40 @@ def test_checkpoints_bound_the_replay_and_the_class_controls_what_is_saved():
         assert tb.get(k.add.remote(5), timeout=30) == [0, 1, 2, 3, 4, 5]
         assert _replayed("Keeper.add") == 1            # checkpoint after call 4; call 5 replayed
     assert_cluster_gone(c)
+
+
+def test_random_kills_with_restores_on_the_real_engine(tmp_path):
+    """kill_every_s with restore_after_s: nodes die at random (never below min_live_nodes,
+    never node 0) and come back as new nodes; a map-reduce workload still completes."""
+    import textwrap
+
+    from testbed.studies.experiment import load_experiment
+    from testbed.studies.execute import run_once
+    cfg = tmp_path / "random.toml"
+    cfg.write_text(textwrap.dedent("""
+        [cluster]
+        nodes = 4
+        cpus_per_node = 2
+        heartbeat_interval_s = 0.05
+        num_heartbeats_timeout = 10
+        [workload]
+        shape = "map_reduce"
+        map_tasks = 4
+        reduce_tasks = 1
+        jobs = 200
+        in_flight = 8
+        duration = {dist = "constant", value = 0.002}
+        output_bytes = {dist = "constant", value = 50000}
+        [faults]
+        kill_every_s = 0.4
+        restore_after_s = 0.3
+        min_live_nodes = 2
+        max_retries = 20
+        [run]
+        engine = "real"
+        real_nodes = 4
+    """))
+    exp = load_experiment(cfg)
+    res = run_once(exp.points[0].config, 0, keep_rows=True)
+    assert res.info["nodes_killed"] >= 1 and res.info["nodes_added"] >= 1
+    assert not (res.trace.state == "failed").any()

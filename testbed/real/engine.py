@@ -180,6 +180,8 @@ def _inject_faults(api, faults: dict, n: int, nodes: list, seed: int, scale: flo
         return []
     c = api._driver_cluster()
     alive = set(range(n))
+    #: resources of every node index (restored and added nodes get new indices)
+    res_of = {i: dict(nodes[i]) for i in range(n)}
     log = []
     next_random = every if every > 0 else math.inf
     events.sort(key=lambda e: e[0])
@@ -200,7 +202,7 @@ def _inject_faults(api, faults: dict, n: int, nodes: list, seed: int, scale: flo
                 k = int(choices[rng.integers(len(choices))])
                 events.append((now, "kill_node", k))
                 if faults["restore_after_s"] > 0:
-                    events.append((now + faults["restore_after_s"] * scale, "add_node", dict(nodes[k])))
+                    events.append((now + faults["restore_after_s"] * scale, "add_node", dict(res_of[k])))
                 events.sort(key=lambda e: e[0])
             continue
         _, action, arg = events.pop(0)
@@ -211,7 +213,7 @@ def _inject_faults(api, faults: dict, n: int, nodes: list, seed: int, scale: flo
             alive.discard(arg)
             c.command(cmd="kill_node", index=arg)
             if faults["restore_after_s"] > 0 and every <= 0:
-                events.append((now + faults["restore_after_s"] * scale, "add_node", dict(nodes[arg])))
+                events.append((now + faults["restore_after_s"] * scale, "add_node", dict(res_of[arg])))
                 events.sort(key=lambda e: e[0])
         elif action == "kill_worker":
             c.command(cmd="kill_worker", index=arg)
@@ -220,6 +222,7 @@ def _inject_faults(api, faults: dict, n: int, nodes: list, seed: int, scale: flo
             c.config["nodes"].append(arg)
             c.command(cmd="add_node", resources=arg)
             alive.add(index)
+            res_of[index] = dict(arg)
             arg = index
         log.append((now, action, arg))
     return log
