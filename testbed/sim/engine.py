@@ -56,7 +56,7 @@ class _Task:
     __slots__ = ("tid", "job", "job_id", "driver", "idx", "function", "duration", "demand", "dkey",
                  "out_bytes", "deps", "dependents", "remaining", "inputs_at", "submitted", "placed",
                  "ready_at", "started", "node", "spilled", "pred", "bytes_in", "transfers", "state",
-                 "submitter")
+                 "submitter", "attempt")
 
     def __init__(self, tid, job, job_id, driver, idx, function, duration, demand, dkey, out_bytes, deps,
                  submitted, submitter):
@@ -90,6 +90,8 @@ class _Task:
         self.transfers = None
         self.state = TaskState.SUBMITTED
         self.submitter = submitter
+        #: 1, then 2, 3, ... when a failure makes it run again (the Trace's attempt column)
+        self.attempt = 1
 
 
 _NO_DEPENDENTS: list = []
@@ -565,7 +567,7 @@ class Simulation:
                 pl.observe_transfer(src, m, size, secs, now)
         buf = self._rows
         buf.append((t.tid, t.job_id, t.function, t.submitter, m, t.submitted, t.placed,
-                    t.started, now, t.spilled, t.pred, t.bytes_in, 1, "finished"))
+                    t.started, now, t.spilled, t.pred, t.bytes_in, t.attempt, "finished"))
         if len(buf) >= FLUSH_ROWS:
             self.trace.flush()
         ack = self._gcs_write(t.tid, now)          # object table: the output's location and size
@@ -584,16 +586,20 @@ class Simulation:
         self._store(j, m, t.out_bytes)
         j.avail[i] = visible
         for dep in t.dependents:
-            dep.remaining -= 1
-            if visible > dep.inputs_at:
-                dep.inputs_at = visible
-            if not dep.remaining and dep.state is not TaskState.FAILED:
-                self._ready(dep)
+            self._input_arrived(dep, visible)
         j.outstanding -= 1
         if not j.outstanding:
             self._job_done(j)
         if self.qlen[m]:
             self._dispatch(m)
+
+    def _input_arrived(self, dep: _Task, visible: float) -> None:
+        """One input of ``dep`` became visible at ``visible``; ready it once all are."""
+        dep.remaining -= 1
+        if visible > dep.inputs_at:
+            dep.inputs_at = visible
+        if not dep.remaining and dep.state is not TaskState.FAILED:
+            self._ready(dep)
 
     def _store_free(self, m: int, size: int, stored: bool) -> None:
         """A single-task job's output: created on ``m`` and freed once the driver has it."""
@@ -612,7 +618,7 @@ class Simulation:
         even when several of a task's inputs are infeasible)."""
         self._to(t, TaskState.INFEASIBLE)
         self.trace.add((t.tid, t.job_id, t.function, t.submitter, -1, t.submitted, NAN, NAN, when,
-                        t.spilled, NAN, 0, 1, "infeasible"))
+                        t.spilled, NAN, 0, t.attempt, "infeasible"))
         j = t.job
         if j is not None:
             j.outstanding -= 1
@@ -623,7 +629,7 @@ class Simulation:
                     continue
                 self._to(dep, TaskState.FAILED)
                 self.trace.add((dep.tid, dep.job_id, dep.function, dep.submitter, -1, dep.submitted, NAN,
-                                NAN, when, False, NAN, 0, 1, "failed"))
+                                NAN, when, False, NAN, 0, dep.attempt, "failed"))
                 j.outstanding -= 1
                 stack.extend(dep.dependents)
             if j.outstanding:

@@ -66,7 +66,6 @@ from ..core import config as C
 from ..core.errors import ConfigError
 from ..core.resources import fits
 from ..core.task import TaskState, check_transition
-from ..core.trace import FLUSH_ROWS
 from ..core.views import ClusterView, TaskView
 from .engine import NAN, Simulation, _Job, _Task
 
@@ -106,8 +105,6 @@ class FaultySimulation(Simulation):
         self._check_node_indices(f)
         #: every node the cluster ever has: a demand none of them holds is "infeasible"
         self._ever = list(self.total) + [_node_total(a) for a in self._additions]
-        #: task id -> its current attempt number (absent: 1)
-        self._attempts: dict[int, int] = {}
         #: tasks between a scheduling decision and their arrival in a node's queue (a
         #: decision in progress, or waiting for a node): they must not be readied twice
         self._pipeline: set[_Task] = set()
@@ -268,23 +265,25 @@ class FaultySimulation(Simulation):
             t.node = m
             self._later(max(ready_at - self.env._now, 0.0), (t, m), self._arrive)
             return
+        if self._still_wanted(t):
+            super()._enqueue(t, m, ready_at)
+
+    def _still_wanted(self, t: _Task) -> bool:
+        """``t`` leaves the pipeline on reaching a node: False if it failed meanwhile, or an
+        input was lost meanwhile (then it waits for that input again)."""
         self._pipeline.discard(t)
         if t.state is S.FAILED:
-            return
+            return False
         if t.remaining:
             self._wait_again(t)
-            return
-        super()._enqueue(t, m, ready_at)
+            return False
+        return True
 
     def _arrive(self, arg) -> None:
         """A task sent to a node that was dead when it was sent arrives there."""
         self.pending -= 1
         t, m = arg
-        self._pipeline.discard(t)
-        if t.state is S.FAILED:
-            return
-        if t.remaining:
-            self._wait_again(t)
+        if not self._still_wanted(t):
             return
         if self.alive[m]:                   # restored meanwhile
             super()._enqueue(t, m, self.env._now)
@@ -321,59 +320,24 @@ class FaultySimulation(Simulation):
 
     # -- completion ----------------------------------------------------------------------
     def _finish(self, t: _Task) -> None:
-        """As the base ``_finish``, with attempt numbers, object locations kept per node,
-        and dependents that wait only for the inputs they miss."""
-        self.pending -= 1
-        now = self.env._now
-        m = t.node
-        avail = self.avail[m]
-        for k, v in t.dkey:
-            avail[k] = avail.get(k, 0.0) + v
-        self.running[m] -= 1
-        del self._running_on[m][t.tid]
-        self._to(t, S.FINISHED)
-        pl = self.placement
-        pl.observe_task(t.function, m, now - t.started, now)
-        if t.transfers:
-            for src, size, secs in t.transfers:
-                pl.observe_transfer(src, m, size, secs, now)
-        attempt = self._attempts.get(t.tid, 1)
-        if attempt > 1:
+        """As the base ``_finish``; the node stops counting the task as dispatched there."""
+        del self._running_on[t.node][t.tid]
+        if t.attempt > 1:
             self.reexecuted += 1
-        buf = self._rows
-        buf.append((t.tid, t.job_id, t.function, t.submitter, m, t.submitted, t.placed,
-                    t.started, now, t.spilled, t.pred, t.bytes_in, attempt, "finished"))
-        if len(buf) >= FLUSH_ROWS:
-            self.trace.flush()
-        ack = self._gcs_write(t.tid, now)
-        visible = ack if self._critical else now
-        j = t.job
-        if j is None:
-            if t.out_bytes:
-                self._store_free(m, t.out_bytes, stored=False)
-            self._job_done_single(t, visible + (self._lat if m != t.submitter else 0.0))
-            if self.qlen[m]:
-                self._dispatch(m)
+        if t.job is not None:               # its output is stored there (until its job ends)
+            self._objects_on[t.node][t] = None
+        super()._finish(t)
+
+    def _input_arrived(self, dep: _Task, visible: float) -> None:
+        # only a task not dispatched yet counts its missing inputs (a retried or rebuilt
+        # reader may already have this one), and one in the pipeline is readied already
+        if dep.state not in _UNDISPATCHED:
             return
-        i = t.idx
-        j.loc[i] = m
-        j.size[i] = t.out_bytes
-        self._store(j, m, t.out_bytes)
-        j.avail[i] = visible
-        self._objects_on[m][t] = None
-        pipeline = self._pipeline
-        for dep in t.dependents:
-            if dep.state in _UNDISPATCHED:     # it counts this input as missing
-                dep.remaining -= 1
-                if visible > dep.inputs_at:
-                    dep.inputs_at = visible
-                if not dep.remaining and dep not in pipeline:
-                    self._ready(dep)
-        j.outstanding -= 1
-        if not j.outstanding:
-            self._job_done(j)
-        if self.qlen[m]:
-            self._dispatch(m)
+        dep.remaining -= 1
+        if visible > dep.inputs_at:
+            dep.inputs_at = visible
+        if not dep.remaining and dep not in self._pipeline:
+            self._ready(dep)
 
     def _job_done(self, j: _Job) -> None:
         # a job ended by a failure is closed by a deferred event; a loss at that instant
@@ -535,7 +499,7 @@ class FaultySimulation(Simulation):
 
     # -- losing, retrying, rebuilding ----------------------------------------------------
     def _can_retry(self, t: _Task) -> bool:
-        return self.max_retries < 0 or self._attempts.get(t.tid, 1) <= self.max_retries
+        return self.max_retries < 0 or t.attempt <= self.max_retries
 
     def _rebuildable(self, x: _Task) -> bool:
         """Can the lost output of the finished task ``x`` be rebuilt?"""
@@ -576,7 +540,7 @@ class FaultySimulation(Simulation):
     def _end_attempt(self, t: _Task, state: str) -> None:
         """Record the Trace row of ``t``'s current attempt, ended now in ``state``."""
         now = self.env._now
-        attempt = self._attempts.get(t.tid, 1)
+        attempt = t.attempt
         if attempt > 1:
             self.reexecuted += 1
         # a decision or a start computed ahead (closed form) that lies after now did not happen
@@ -587,7 +551,7 @@ class FaultySimulation(Simulation):
 
     def _new_attempt(self, t: _Task) -> None:
         """``t`` (LOST) becomes its next attempt, RECONSTRUCTING, with per-attempt fields reset."""
-        self._attempts[t.tid] = self._attempts.get(t.tid, 1) + 1
+        t.attempt += 1
         t.node = -1
         t.placed = t.started = t.pred = NAN
         t.spilled = False
