@@ -22,6 +22,7 @@ import time
 import numpy as np
 import pandas as pd
 
+from ..core.faults import random_victim
 from ..core.trace import COLUMNS, NAMES, metrics_from_trace
 from ..workloads import Workload, parse_workload
 from ..workloads.generator import job_deps
@@ -197,9 +198,8 @@ def _inject_faults(api, faults: dict, n: int, nodes: list, seed: int, scale: flo
         now = time.time() - t0
         if due == next_random:
             next_random += every
-            choices = sorted(i for i in alive if i != 0)
-            if len(alive) > faults["min_live_nodes"] and choices:
-                k = int(choices[rng.integers(len(choices))])
+            k = random_victim(alive, faults["min_live_nodes"], rng, protected={0})   # node 0: the driver's
+            if k is not None:
                 events.append((now, "kill_node", k))
                 if faults["restore_after_s"] > 0:
                     events.append((now + faults["restore_after_s"] * scale, "add_node", dict(res_of[k])))

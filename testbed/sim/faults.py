@@ -64,6 +64,7 @@ import numpy as np
 
 from ..core import config as C
 from ..core.errors import ConfigError
+from ..core.faults import random_victim
 from ..core.resources import fits
 from ..core.task import TaskState, check_transition
 from ..core.views import ClusterView, TaskView
@@ -367,9 +368,10 @@ class FaultySimulation(Simulation):
     def _random_kill(self, _) -> None:
         if self.done:
             return
-        live = [m for m in range(self.n) if self.alive[m]]
-        if len(live) > self.faults["min_live_nodes"]:
-            self._kill_node(live[int(self._fault_rng.integers(len(live)))])
+        victim = random_victim((m for m in range(self.n) if self.alive[m]), self.faults["min_live_nodes"],
+                               self._fault_rng)
+        if victim is not None:
+            self._kill_node(victim)
         self.env.call_in(self.faults["kill_every_s"], self._random_kill, None)
 
     def _worker_failure(self, m: int) -> None:
