@@ -294,6 +294,9 @@ class RemoteFunction:
         self.__name__ = getattr(fn, "__name__", "remote_function")
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
+        # what every .remote() sends, worked out once (options are fixed per RemoteFunction)
+        self._demand = _resources(options.get("num_cpus", 1), options.get("num_gpus"), options.get("resources"), "")
+        self._task_name = options.get("name") or getattr(fn, "__qualname__", self.__name__)
 
     def __call__(self, *args, **kwargs):
         raise TypeError(f"remote function {self.__name__} cannot be called directly; "
@@ -307,9 +310,9 @@ class RemoteFunction:
         opts = self._options
         num_returns = opts.get("num_returns", 1)
         fid, data = core.function_id(self._fn)
-        res = _resources(opts.get("num_cpus", 1), opts.get("num_gpus"), opts.get("resources"), "")
+        res = self._demand
         task_id = new_task_id()
-        name = opts.get("name") or getattr(self._fn, "__qualname__", self.__name__)
+        name = self._task_name
         spec = {"task_id": task_id, "fn_id": fid, "fn": data, "name": name, "submitted_at": time.time(),
                 "job_id": opts.get("_job_id", -1), "pin_node": opts.get("_node"),
                 "args": [_encode(core, a, i, name) for i, a in enumerate(args)],

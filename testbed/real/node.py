@@ -138,6 +138,8 @@ class NodeManager:
         #: the cluster as the node table says (index -> latest heartbeat); nodes declared dead
         self.node_info: dict[int, dict] = {}
         self.dead_nodes: set[int] = set()
+        #: demand (as items) -> whether some live node can hold it
+        self._feasible: dict[tuple, bool] = {}
         #: task ids whose task-table entry this node is reading to decide on a rebuild
         self.looking: set[bytes] = set()
         self.spec_waits: dict[bytes, int] = {}
@@ -240,11 +242,10 @@ class NodeManager:
                  "attempt": spec.get("attempt", 1)}
         if self.ctx.config.get("lineage", True) and spec.get("kind") != "actor_create":
             entry["spec"] = spec          # the lineage: enough to run the task again
-        self.gcs.task_update(spec["task_id"], entry)
+        self.gcs.task_update(spec["task_id"], entry, later=True)    # write-behind, off the critical path
         demand = spec["resources"]
-        live = self.live_nodes()
-        if not any(fits(demand, n) for n in live.values()):
-            have = ", ".join(f"node {i}: {n}" for i, n in live.items())
+        if not self.feasible(demand):
+            have = ", ".join(f"node {i}: {n}" for i, n in self.live_nodes().items())
             what = f"actor {spec['class_name']}" if spec.get("kind") == "actor_create" else f"task {spec['name']}"
             msg = f"{what} asks for {demand}, which no node has ({have})"
             if spec.get("kind") == "actor_create":
@@ -259,8 +260,7 @@ class NodeManager:
                 self.loop.send(self.peer(int(pin)), ("assign", spec))
             return
         tv = self.task_view(spec)
-        local = LocalView(self.index, self.total, self.avail, len(self.ready), self.running(),
-                          sum(1 for _ in self.idle))
+        local = LocalView(self.index, self.total, self.avail, len(self.ready), self.running(), len(self.idle))
         if self.spillover.should_forward(tv, local, time.time() - self.t0, self.rng) or not fits(demand, self.total):
             self.forward(spec, tv)
         else:
@@ -295,7 +295,8 @@ class NodeManager:
         t = Task(spec)
         t.attempt = spec.get("attempt", 1)
         if spec.get("kind") != "actor_call":
-            self.gcs.task_update(spec["task_id"], {"node": self.index, "state": "queued", "attempt": t.attempt})
+            self.gcs.task_update(spec["task_id"], {"node": self.index, "state": "queued", "attempt": t.attempt},
+                                 later=True)
         for a in list(spec["args"]) + list(spec["kwargs"].values()):
             if a[0] == "r" and not self.is_local(a[1]):
                 t.missing.add(a[1])
@@ -777,6 +778,14 @@ class NodeManager:
             return "see the constructor's traceback"
 
     # --- membership and failures ---------------------------------------------------------
+    def feasible(self, demand: dict) -> bool:
+        """Can some live node hold ``demand``? (cached until the membership changes)"""
+        key = tuple(demand.items())
+        ok = self._feasible.get(key)
+        if ok is None:
+            ok = self._feasible[key] = any(fits(demand, n) for n in self.live_nodes().values())
+        return ok
+
     def live_nodes(self) -> dict[int, dict]:
         """Resources of every node not declared dead (configured ones until they report)."""
         out = {i: dict(r) for i, r in enumerate(self.ctx.config["nodes"])}
@@ -788,6 +797,8 @@ class NodeManager:
         i = info["Index"]
         if info["Alive"]:
             if i not in self.dead_nodes:
+                if i not in self.node_info:
+                    self._feasible.clear()     # a node joined
                 self.node_info[i] = info
         else:
             self.node_died(i)
@@ -798,6 +809,7 @@ class NodeManager:
             return
         self.dead_nodes.add(k)
         self.node_info.pop(k, None)
+        self._feasible.clear()
         ch = self.peers.pop(k, None)
         if ch is not None:
             try:
