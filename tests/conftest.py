@@ -92,3 +92,15 @@ def assert_cluster_gone(cluster) -> None:
     left = [n for n in _segments() if n.startswith(cluster.shm_prefix)]
     assert not left, f"shared memory left behind: {left}"
     assert not Path(cluster.dir).exists()
+
+
+def run_toml(path: Path, text: str, overrides=()):
+    """Write a config to ``path`` and run its first point once with seed 0, keeping the
+    Trace (the engine is the config's, or an override's)."""
+    import textwrap
+
+    from testbed.studies.execute import run_once
+    from testbed.studies.experiment import load_experiment
+    path.write_text(textwrap.dedent(text))
+    exp = load_experiment(path, list(overrides))
+    return run_once(exp.points[0].config, 0, keep_rows=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import testbed as tb
-from conftest import assert_cluster_gone
+from conftest import assert_cluster_gone, run_toml
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -182,10 +182,8 @@ def test_an_experiment_config_runs_on_the_real_engine(tmp_path, capsys):
 
     from testbed.cli import main
     from testbed.core.trace import NAMES
-    from testbed.studies.experiment import load_experiment
-    from testbed.studies.execute import run_once
     cfg = tmp_path / "exp.toml"
-    cfg.write_text(textwrap.dedent("""
+    res = run_toml(cfg, """
         [cluster]
         nodes = 8
         cpus_per_node = 2
@@ -203,9 +201,7 @@ def test_an_experiment_config_runs_on_the_real_engine(tmp_path, capsys):
         [run]
         real_nodes = 2
         real_max_jobs = 10
-    """))
-    exp = load_experiment(cfg, ["run.engine=real"])
-    res = run_once(exp.points[0].config, 0, keep_rows=True)
+    """, ["run.engine=real"])
     tr = res.trace
     assert list(tr.columns) == list(NAMES)
     assert len(tr) == 10 * 4 and (tr.state == "finished").all()

@@ -173,15 +173,7 @@ def test_a_listener_without_the_secret_is_refused_by_the_client(secret, sock_dir
         conn.sendall(hmac.new(other, b"server" + reply[32:], hashlib.sha256).digest())
         return _read_to_eof(conn)  # the client must hang up, sending nothing more
 
-    srv, th, result = _fake_listener(str(sock_dir / "fake.sock"), impostor)
-    try:
-        with pytest.raises(AuthenticationError, match="failed to prove"):
-            connect(str(sock_dir / "fake.sock"), secret, timeout=SLOW_S)
-        th.join(SLOW_S)
-        assert result.get(timeout=SLOW_S) == b""
-    finally:
-        th.join(SLOW_S)
-        srv.close()
+    _refused_by(impostor, "failed to prove", secret, sock_dir)
 
 
 @TIMEOUT
@@ -193,9 +185,15 @@ def test_a_peer_that_is_not_a_testbed_listener_is_refused(secret, sock_dir):
         conn.sendall(struct.pack("!i", 31) + b"#CHALLENGE#" + bytes(20))
         return _read_to_eof(conn)
 
-    srv, th, result = _fake_listener(str(sock_dir / "fake.sock"), stranger)
+    _refused_by(stranger, "not a testbed listener", secret, sock_dir)
+
+
+def _refused_by(serve, match, secret, sock_dir):
+    """connect() to a fake listener running ``serve`` fails with ``match``, and the client
+    hangs up without sending anything more."""
+    srv, th, result = _fake_listener(str(sock_dir / "fake.sock"), serve)
     try:
-        with pytest.raises(AuthenticationError, match="not a testbed listener"):
+        with pytest.raises(AuthenticationError, match=match):
             connect(str(sock_dir / "fake.sock"), secret, timeout=SLOW_S)
         th.join(SLOW_S)
         assert result.get(timeout=SLOW_S) == b""
