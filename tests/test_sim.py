@@ -13,7 +13,6 @@ import pandas as pd
 import pytest
 
 from testbed.core import trace as trace_module
-from testbed.core.task import IllegalTransition
 from testbed.core.trace import metrics_from_trace
 from testbed.policy.base import Placement, PlacementPolicy, SpilloverPolicy
 from testbed.sim import Simulation

@@ -17,18 +17,6 @@ def fits(demand: Resources, available: Resources) -> bool:
     return True
 
 
-def subtract(available: dict[str, float], demand: Resources) -> None:
-    """Take ``demand`` out of ``available`` in place."""
-    for name, amount in demand.items():
-        available[name] = available.get(name, 0.0) - amount
-
-
-def add(available: dict[str, float], demand: Resources) -> None:
-    """Give ``demand`` back to ``available`` in place."""
-    for name, amount in demand.items():
-        available[name] = available.get(name, 0.0) + amount
-
-
 def normalise(demand: Resources | None) -> dict[str, float]:
     """A plain dict without zero entries, keys in sorted order (deterministic)."""
     if not demand:

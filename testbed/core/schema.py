@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError
@@ -107,11 +107,3 @@ def positive(x) -> bool:
 
 def non_negative(x) -> bool:
     return x >= 0
-
-
-def unit_interval_open_closed(x) -> bool:
-    return 0 < x <= 1
-
-
-def probability(x) -> bool:
-    return 0 <= x <= 1

@@ -116,12 +116,3 @@ def build(kind: str, spec: Any, key: str, **extra: Any) -> Any:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{cls.__name__}: {exc}", key=key) from None
-
-
-def describe(spec: Any) -> str:
-    """A short label for a spec: ``ExponentialAverage(alpha=0.1)``."""
-    name, kwargs = split_spec(spec, "?")
-    short = name.rsplit(":", 1)[-1]
-    if not kwargs:
-        return short
-    return f"{short}({', '.join(f'{k}={v}' for k, v in kwargs.items())})"

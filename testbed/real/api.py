@@ -21,8 +21,8 @@ from numbers import Real
 from typing import Any
 
 from . import transport
-from .core import INLINE_MAX, Core, ObjectRef, new_task_id, object_id, to_bytes
-from .errors import ClusterError, GetTimeoutError
+from .core import Core, ObjectRef, new_task_id, object_id, to_bytes
+from .errors import ClusterError
 
 #: the driver's cluster (None when not initialised); workers set _worker_core instead
 _cluster: "Cluster | None" = None

@@ -30,7 +30,7 @@ class Shard:
         #: (table, key) -> [(channel, request id)] waiting for the key to exist
         self.waiting: dict[tuple, list] = defaultdict(list)
         self.loop = Loop(f"gcs-{index}")
-        for kind in ("put", "merge", "task_update", "extend", "get", "sub", "unsub", "obj_add", "obj_remove", "scan", "batch", "ping"):
+        for kind in ("put", "task_update", "extend", "get", "sub", "obj_add", "obj_remove", "scan", "batch"):
             self.loop.on(kind, getattr(self, kind))
         self.loop.on_close = self.closed
 
@@ -47,13 +47,6 @@ class Shard:
     def put(self, ch, table, key, value) -> None:
         self.tables[table][key] = value
         self._publish(table, key, value)
-
-    def merge(self, ch, table, key, fields) -> None:
-        """Update some fields of an entry (the task table's state, node, attempt)."""
-        entry = dict(self.tables[table].get(key) or {})
-        entry.update(fields)
-        self.tables[table][key] = entry
-        self._publish(table, key, entry)
 
     #: how far along an attempt is; a write never moves an attempt backwards
     STATE_RANK = {"submitted": 0, "reconstructing": 0, "assigned": 1, "queued": 2, "running": 3,
@@ -99,13 +92,6 @@ class Shard:
             for k, v in list(self.tables[table].items()):
                 self._send(ch, ("pub", table, k, v))
 
-    def unsub(self, ch, table, key=None) -> None:
-        lst = self.subs.get((table, key))
-        if lst and ch in lst:
-            lst.remove(ch)
-            if not lst:
-                del self.subs[(table, key)]
-
     def obj_add(self, ch, oid, node, size) -> None:
         entry = self.tables["obj"].get(oid)
         if entry is None:
@@ -129,9 +115,6 @@ class Shard:
         for m in msgs:
             fn = getattr(self, m[0])
             fn(ch, *m[1:])
-
-    def ping(self, ch, req) -> None:
-        self._send(ch, ("reply", req, "pong"))
 
     def closed(self, ch) -> None:
         for key in [k for k, v in self.subs.items() if ch in v]:

@@ -54,9 +54,6 @@ class GcsClient:
         """Write task-table fields (state, node, attempt, spec): see Shard.task_update."""
         self._write(task_id, ("task_update", task_id, fields), later)
 
-    def merge(self, table: str, key, fields: dict, *, later: bool = False) -> None:
-        self._write(key, ("merge", table, key, fields), later)
-
     def obj_add(self, oid: bytes, node: int, size: int, *, later: bool = False) -> None:
         self._write(oid, ("obj_add", oid, node, size), later)
 
@@ -89,10 +86,6 @@ class GcsClient:
             targets = self.shards if key is None else [self.shard(key)]
             for ch in targets:
                 self.loop.send(ch, ("sub", table, key))
-
-    def unsubscribe(self, table: str, key) -> None:
-        if self._subs.pop((table, key), None) is not None:
-            self.loop.send(self.shard(key), ("unsub", table, key))
 
     def _on_reply(self, ch, req, value) -> None:
         cb = self._callbacks.pop(req, None)

@@ -23,7 +23,7 @@ import numpy as np
 from ..core.views import ClusterView
 from .context import Context
 from . import transport
-from .gcsclient import GcsClient, connect_retry
+from .gcsclient import GcsClient
 from .loop import Loop
 
 

@@ -29,7 +29,7 @@ import struct
 import threading
 import time
 import traceback
-from typing import Any, Callable
+from typing import Callable
 
 from . import transport
 
@@ -50,7 +50,6 @@ class Loop:
         os.set_blocking(self._wake_r, False)
         self._listener: transport.Listener | None = None
         self._stopping = False
-        self.calls: list[Callable[[], None]] = []   # callbacks queued from other threads
         #: channel -> bytes not yet written (kept in order); and a send-side socket per channel
         self._out: dict[transport.Channel, bytearray] = {}
         #: channel -> bytes received that do not make a whole message yet
@@ -124,12 +123,6 @@ class Loop:
             fn()
         self.later(interval_s, tick)
 
-    def call_soon_threadsafe(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` on the loop's thread (from any thread)."""
-        with self._inbox_lock:
-            self.calls.append(fn)
-        self._wake()
-
     def stop(self) -> None:
         self._stopping = True
         self._wake()
@@ -188,10 +181,7 @@ class Loop:
             pass
         with self._inbox_lock:
             new, self._inbox = self._inbox, []
-            calls, self.calls = self.calls, []
         self.channels.extend(new)
-        for fn in calls:
-            self._guard(fn)
 
     def _read(self, ch: transport.Channel) -> None:
         """Read what the socket has and dispatch every complete frame; never block on a

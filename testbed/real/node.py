@@ -17,12 +17,12 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections import Counter, deque
+from collections import deque
 from typing import Any
 
 import numpy as np
 
-from ..core.resources import EPS, fits
+from ..core.resources import fits
 from ..core.views import LocalView, TaskView
 from . import objstore
 from .context import Context
@@ -132,7 +132,7 @@ class NodeManager:
         self.records: list[tuple] = []
         self.records_pushed = 0
         #: objects that came from other nodes (their bytes count as transferred)
-        self.pulled: dict[bytes, bool] = {}
+        self.pulled: set[bytes] = set()
         #: objects freed by their owner before they were made here
         self.freed_early: set[bytes] = set()
         #: the cluster as the node table says (index -> latest heartbeat); nodes declared dead
@@ -500,7 +500,7 @@ class NodeManager:
                 self.store.view(oid)[:] = data
                 self.store.seal(oid)
             self.transfers.append((src, self.index, len(data), time.time() - asked_at))
-            self.pulled[oid] = True
+            self.pulled.add(oid)
             self.add_object(oid, len(data))
         if delay > 0:
             self.loop.later(delay, land)
@@ -536,7 +536,7 @@ class NodeManager:
                 self.freed_early.add(oid)      # its task has not finished yet
                 continue
             self.sizes.pop(oid, None)
-            self.pulled.pop(oid, None)
+            self.pulled.discard(oid)
             self.loop.send(self.gcs.shard(oid), ("obj_remove", oid, self.index))
 
     def on_store_stats(self, ch, req) -> None:

@@ -3,7 +3,7 @@
     driver ──stdin (bootstrap: folder, secret, config; then commands)──> supervisor
     driver <─stdout (one JSON line per event: "ready", "spawned", "exited")── supervisor
     supervisor ──fork──> GCS shards, global scheduler, node managers, workers
-    node manager ──private pipe ("spawn_worker", "kill")──> supervisor
+    node manager ──private pipe ("spawn_worker")──> supervisor
 
 It is a fresh interpreter that imports the runtime once and then *forks* each role, so a
 process starts in milliseconds instead of a Python start-up each. It stays single-threaded
@@ -142,12 +142,7 @@ class Supervisor:
         op = cmd.get("cmd")
         if op == "shutdown":
             return "stop"
-        if op == "kill":
-            try:
-                os.kill(int(cmd["pid"]), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        elif op == "kill_node":
+        if op == "kill_node":
             self.kill_node(int(cmd["index"]))
         elif op == "add_node":
             self.add_node(cmd["resources"])

@@ -650,7 +650,6 @@ class FaultySimulation(Simulation):
     def _settle_failed(self, t: _Task) -> list[_Task]:
         """Account for ``t``'s failure in its job; returns its dependents that wait for it."""
         self._pipeline.discard(t)
-        now = self.env._now
         j = t.job
         if j is None:
             self._later(0.0, (t, None), self._ended)

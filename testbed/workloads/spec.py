@@ -26,10 +26,6 @@ def _at_least(n):
     return lambda x: x >= n
 
 
-def _is_table(x):
-    return isinstance(x, Mapping)
-
-
 FIELDS: dict[str, Field] = {
     "shape": Field((str,), "independent", choices=SHAPES, doc="DAG of one job"),
     "jobs": Field((int,), 1000, _at_least(1), ">= 1", "total jobs over all drivers"),
