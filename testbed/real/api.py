@@ -323,16 +323,21 @@ class RemoteFunction:
         return refs[0] if num_returns == 1 else refs
 
 
+def _serialize(value, what: str):
+    """``to_bytes(value)``; a value that cannot be pickled is a TypeError naming ``what``."""
+    try:
+        return to_bytes(value)
+    except Exception as exc:  # noqa: BLE001 - pickling can raise anything
+        raise TypeError(f"{what} cannot be pickled: {type(exc).__name__}: {exc}") from None
+
+
 def _encode(core: Core, value, where, fname: str):
     if isinstance(value, ObjectRef):
         from .core import escape
         escape(value.id)          # the task needs it, whatever this process does with its ref
         return ("r", value.id)
-    try:
-        inline, ser = to_bytes(value)
-    except Exception as exc:  # noqa: BLE001 - pickling can raise anything
-        what = f"argument {where!r}" if isinstance(where, str) else f"argument {where}"
-        raise TypeError(f"{what} of {fname} cannot be pickled: {type(exc).__name__}: {exc}") from None
+    what = f"argument {where!r}" if isinstance(where, str) else f"argument {where}"
+    inline, ser = _serialize(value, f"{what} of {fname}")
     if inline is not None:
         return ("v", inline)
     oid = object_id(new_task_id(), 0)
@@ -386,12 +391,8 @@ def put(value) -> ObjectRef:
     """Store ``value`` in the local object store; returns its ObjectRef."""
     if isinstance(value, ObjectRef):
         raise TypeError("put() of an ObjectRef is not allowed; pass the ObjectRef itself")
-    try:
-        return _core().put(value)
-    except (TypeError, AttributeError, ValueError) as exc:
-        if "pickle" in str(exc).lower() or "serializ" in str(exc).lower():
-            raise TypeError(f"put(): value cannot be pickled: {exc}") from None
-        raise
+    core = _core()
+    return core.put_parts(*_serialize(value, "put(): the value"))
 
 
 def wait(refs, *, num_returns: int = 1, timeout: float | None = None):

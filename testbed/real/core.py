@@ -123,7 +123,8 @@ class Core:
         self._fn_cache: dict[int, tuple] = {}
 
     # --- plumbing -----------------------------------------------------------------------
-    def _flush_unpins(self) -> None:
+    def _flush_queued(self) -> None:
+        """Send what finalisers queued (unpins, frees): they may not send themselves."""
         if self._unpins:
             oids = []
             while self._unpins:
@@ -137,12 +138,12 @@ class Core:
 
     def send(self, msg) -> None:
         with self.lock:
-            self._flush_unpins()
+            self._flush_queued()
             self.ch.send(msg)
 
     def request(self, kind: str, *args):
         with self.lock:
-            self._flush_unpins()
+            self._flush_queued()
             req = next(self._req)
             self.ch.send((kind, req) + args)
             while True:
@@ -169,9 +170,9 @@ class Core:
         return fid, data
 
     # --- objects ------------------------------------------------------------------------
-    def put(self, value: Any, oid: bytes | None = None) -> ObjectRef:
-        oid = oid or object_id(new_task_id(), 0)
-        inline, ser = to_bytes(value)
+    def put_parts(self, inline: bytes | None, ser) -> ObjectRef:
+        """Store a serialised value (see ``to_bytes``) as a new object."""
+        oid = object_id(new_task_id(), 0)
         if inline is not None:
             self.send(("put_inline", oid, inline))
         else:

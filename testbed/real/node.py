@@ -78,7 +78,7 @@ class Actor:
 
 
 class Task:
-    __slots__ = ("spec", "missing", "attempt", "placed_at", "worker", "bytes_in")
+    __slots__ = ("spec", "missing", "attempt", "placed_at", "bytes_in")
 
     def __init__(self, spec: dict):
         self.spec = spec
@@ -87,7 +87,6 @@ class Task:
         self.attempt = 1
         #: when a scheduler decided the task runs here (wall clock)
         self.placed_at = time.time()
-        self.worker: Client | None = None
         #: input bytes pulled from other nodes for it
         self.bytes_in = 0
 
@@ -351,7 +350,6 @@ class NodeManager:
                 self.avail[k] = self.avail.get(k, 0.0) - v
             w.held = dict(demand)
             w.task = t
-            t.worker = w
             if t.spec.get("kind") == "actor_create":
                 w.actor = t.spec["actor_id"]
                 self.run_on(w, t, "actor_init")

@@ -575,7 +575,7 @@ class Simulation:
         j = t.job
         if j is None:                              # single-task job: the driver gets the result
             if t.out_bytes:
-                self._store_free(m, t.out_bytes, stored=False)
+                self._store_free(m, t.out_bytes)
             self._job_done_single(t, visible + (self._lat if m != t.submitter else 0.0))
             if self.qlen[m]:
                 self._dispatch(m)
@@ -601,7 +601,7 @@ class Simulation:
         if not dep.remaining and dep.state is not TaskState.FAILED:
             self._ready(dep)
 
-    def _store_free(self, m: int, size: int, stored: bool) -> None:
+    def _store_free(self, m: int, size: int) -> None:
         """A single-task job's output: created on ``m`` and freed once the driver has it."""
         if size > self.cfg["object_store_bytes"] - self.store_used[m]:
             self.spilled_bytes += int(size - max(0.0, self.cfg["object_store_bytes"] - self.store_used[m]))
