@@ -241,7 +241,9 @@ class NodeManager:
                  "attempt": spec.get("attempt", 1)}
         if self.ctx.config.get("lineage", True) and spec.get("kind") != "actor_create":
             entry["spec"] = spec          # the lineage: enough to run the task again
-        self.gcs.task_update(spec["task_id"], entry, later=True)    # write-behind, off the critical path
+        # written at once, not batched: the lineage must be in the GCS before the task can
+        # run (and its node die) elsewhere
+        self.gcs.task_update(spec["task_id"], entry)
         demand = spec["resources"]
         if not self.feasible(demand):
             have = ", ".join(f"node {i}: {n}" for i, n in self.live_nodes().items())
@@ -294,8 +296,7 @@ class NodeManager:
         t = Task(spec)
         t.attempt = spec.get("attempt", 1)
         if spec.get("kind") != "actor_call":
-            self.gcs.task_update(spec["task_id"], {"node": self.index, "state": "queued", "attempt": t.attempt},
-                                 later=True)
+            self.gcs.task_update(spec["task_id"], {"node": self.index, "state": "queued", "attempt": t.attempt})
         for a in list(spec["args"]) + list(spec["kwargs"].values()):
             if a[0] == "r" and not self.is_local(a[1]):
                 t.missing.add(a[1])
