@@ -58,6 +58,15 @@ CLUSTER: dict[str, Field] = {
     "gcs_read_s": Field(_num, 1e-5, non_negative, ">= 0", "GCS service time per table read, seconds"),
     "gcs_on_critical_path": Field((bool,), True, None, "", "a task is dispatched only once its task-table write is "
                                   "acknowledged, and results are seen once their object-table write is"),
+    "gcs_chain_length": Field(_int, 1, positive, "> 0", "replicas per GCS shard (chain replication: writes enter "
+                              "at the head, the tail acknowledges them and serves reads; paper Fig. 10a: 2)"),
+    "gcs_flush_interval_s": Field(_num, 0.0, non_negative, ">= 0", "> 0: every this many seconds the lineage of "
+                                  "finished tasks is written to disk and dropped from GCS memory (0: never)"),
+    "gcs_reconfigure_s": Field(_num, 0.01, non_negative, ">= 0", "simulator: seconds from a GCS replica's death "
+                               "until the chain master has reconfigured its chain and clients proceed"),
+    "gcs_entry_bytes": Field(_num, 1000.0, positive, "> 0", "simulator: modelled GCS memory per task, bytes (its "
+                             "task-table entry, ~600 B of spec and status, plus its object-table entry, ~400 B; "
+                             "an estimate of Python-object sizes, not a measurement)"),
 }
 
 NODE_GROUP: dict[str, Field] = {
@@ -120,11 +129,22 @@ FAULTS: dict[str, Field] = {
                      "(its readers fail)"),
     "max_retries": Field(_int, 3, lambda x: x >= -1, ">= -1", "re-executions allowed per task whose node or "
                          "worker died (-1: unlimited)"),
+    "gcs_replica_failures": Field((list,), [], None, "", "GCS chain members to kill: a list of {at_s, shard, "
+                                  "replica} (replica 0 = the head; negative counts from the tail, -1 = the tail)",
+                                  items=(dict,)),
+    "gcs_replace_replicas": Field((bool,), True, None, "", "after a GCS replica dies the chain master adds a fresh "
+                                  "one (it copies the chain's state, then the chain is back to full length)"),
 }
 
 NODE_FAILURE: dict[str, Field] = {
     "at_s": Field(_num, REQUIRED, non_negative, ">= 0", "when, seconds from the start"),
     "node": Field(_int, REQUIRED, non_negative, ">= 0", "which node (index)"),
+}
+GCS_REPLICA_FAILURE: dict[str, Field] = {
+    "at_s": Field(_num, REQUIRED, non_negative, ">= 0", "when, seconds from the start"),
+    "shard": Field(_int, 0, non_negative, ">= 0", "which GCS shard (index)"),
+    "replica": Field(_int, 0, None, "", "which member of the shard's chain at that time: 0 = the head, "
+                     "1 = the next, ...; -1 = the tail, -2 = the one before it, ..."),
 }
 NODE_ADDITION: dict[str, Field] = {
     "at_s": Field(_num, REQUIRED, non_negative, ">= 0", "when, seconds from the start"),
@@ -220,6 +240,32 @@ def validate_core(cfg: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
                             for i, x in enumerate(f["worker_failures"])]
     f["node_additions"] = [check_table(x, NODE_ADDITION, f"faults.node_additions[{i}]")
                            for i, x in enumerate(f["node_additions"])]
+    f["gcs_replica_failures"] = _check_gcs_failures(f, out["cluster"])
+    return out
+
+
+def _check_gcs_failures(f: dict, cluster: dict) -> list[dict]:
+    """Each {at_s, shard, replica} against the cluster's shards and chain length; without
+    replacement a shard must keep one live replica (every acknowledged write is on it)."""
+    shards, length = cluster["gcs_shards"], cluster["gcs_chain_length"]
+    out = []
+    kills: dict[int, int] = {}
+    for i, raw in enumerate(f["gcs_replica_failures"]):
+        key = f"faults.gcs_replica_failures[{i}]"
+        x = check_table(raw, GCS_REPLICA_FAILURE, key)
+        if x["shard"] >= shards:
+            raise ConfigError(f"must be < cluster.gcs_shards ({shards}), got {x['shard']}", key=f"{key}.shard")
+        if not -length <= x["replica"] < length:
+            raise ConfigError(f"must be in {-length}..{length - 1} (cluster.gcs_chain_length = {length}), "
+                              f"got {x['replica']}", key=f"{key}.replica")
+        if length == 1:
+            raise ConfigError("kills the only replica of a shard, losing its state; give "
+                              "cluster.gcs_chain_length >= 2", key=key)
+        kills[x["shard"]] = kills.get(x["shard"], 0) + 1
+        if not f["gcs_replace_replicas"] and kills[x["shard"]] >= length:
+            raise ConfigError(f"kills every replica of shard {x['shard']} (chain length {length}) and "
+                              f"faults.gcs_replace_replicas is false: the shard's state would be lost", key=key)
+        out.append(x)
     return out
 
 

@@ -29,6 +29,16 @@ Faults (the ``[faults]`` section: node crashes, worker kills, node additions and
 restores, lineage reconstruction, retries) live in :mod:`testbed.sim.faults`:
 ``Simulation(..., faults=...)`` returns its subclass :class:`~testbed.sim.faults.FaultySimulation`
 when the table injects anything, so a fault-free run executes exactly the code below.
+The workload shapes that are not task DAGs have their own subclasses (of that one):
+``"actors"`` :class:`~testbed.sim.actors.ActorSimulation` and ``"gcs_client"``
+:class:`~testbed.sim.gcs_client.GcsClientSimulation`.
+
+The GCS (``[cluster] gcs_*``): each shard is a FIFO server; with ``gcs_chain_length`` L > 1
+a write also passes L - 1 more members (L - 1 hops of latency + service; pipelined, so the
+head's queue sets the throughput). Its memory is modelled as ``gcs_entry_bytes`` per task
+submitted, less the entries of ended tasks flushed every ``gcs_flush_interval_s``; it is
+sampled at heartbeats into ``info["gcs_memory"]`` (at most ``MEMORY_SAMPLES`` samples,
+thinned by halves). Replica failures are :mod:`testbed.sim.gcs`'s.
 """
 from __future__ import annotations
 
@@ -50,6 +60,8 @@ from ..workloads import Workload
 from .kernel import Kernel
 
 NAN = math.nan
+#: GCS memory samples kept per run (beyond it every other one is dropped and the rate halves)
+MEMORY_SAMPLES = 2048
 
 
 class _Task:
@@ -141,7 +153,23 @@ class SimResult:
 def faults_active(faults: dict | None) -> bool:
     """Does a ``[faults]`` table inject anything (a failure, an addition, random kills)?"""
     return bool(faults) and bool(faults.get("node_failures") or faults.get("node_additions")
-                                 or faults.get("worker_failures") or faults.get("kill_every_s", 0) > 0)
+                                 or faults.get("worker_failures") or faults.get("kill_every_s", 0) > 0
+                                 or faults.get("gcs_replica_failures"))
+
+
+def _engine_class(workload, faults):
+    """The Simulation subclass a workload shape and a [faults] table need (None: the base)."""
+    shape = getattr(getattr(workload, "spec", None), "shape", None)
+    if shape == "actors":
+        from .actors import ActorSimulation
+        return ActorSimulation
+    if shape == "gcs_client":
+        from .gcs_client import GcsClientSimulation
+        return GcsClientSimulation
+    if faults_active(faults):
+        from .faults import FaultySimulation
+        return FaultySimulation
+    return None
 
 
 class Simulation:
@@ -157,9 +185,9 @@ class Simulation:
 
     def __new__(cls, *args, **kwargs):
         faults = kwargs["faults"] if "faults" in kwargs else args[8] if len(args) > 8 else None
-        if cls is Simulation and faults_active(faults):
-            from .faults import FaultySimulation
-            cls = FaultySimulation
+        workload = kwargs["workload"] if "workload" in kwargs else args[1] if len(args) > 1 else None
+        if cls is Simulation:
+            cls = _engine_class(workload, faults) or cls
         return super().__new__(cls)
 
     def __init__(self, cluster: dict, workload, placement: PlacementPolicy, spillover: SpilloverPolicy,
@@ -187,6 +215,19 @@ class Simulation:
         self._n_gcs = cluster["gcs_shards"]
         self._gcs_read_s = cluster["gcs_read_s"]
         self._n_gs = cluster["global_schedulers"]
+        #: a write's extra time down the rest of the chain (pipelined: only its latency)
+        self._chain_extra = (cluster["gcs_chain_length"] - 1) * (self._lat + self._gcs_s)
+        if self._chain_extra > 0:
+            self._gcs_write = self._gcs_write_chain
+        #: GCS memory model: bytes per task entry; entries flushed so far; key/value bytes
+        #: stored by GCS clients; samples (t_s, bytes), every _mem_stride heartbeats
+        self._entry_bytes = cluster["gcs_entry_bytes"]
+        self.gcs_flushed = 0
+        self.gcs_kv_bytes = 0
+        self.gcs_memory: list[tuple[float, float]] = [(0.0, 0.0)]
+        self._mem_stride = 1
+        self._mem_tick = 0
+        self._mem_peak = 0.0       # the highest value seen (just before each flush, and sampled)
         #: single-task jobs take the workload's fast path (no Job/TaskSpec objects)
         # (unless a subclass changed next_job: then it must see every job)
         self._single = workload.tasks_per_job == 1 and type(workload).next_job is Workload.next_job
@@ -293,8 +334,12 @@ class Simulation:
             self.env.drive(until=self.max_sim_time_s)
         wall = time.perf_counter() - t0
         metrics = self.trace.summary()
+        self.gcs_memory.append((self.env._now, self._gcs_memory_bytes()))
         info = {"wall_s": wall, "sim_end_s": self.env._now, "nodes": self.n, "jobs_done": self.jobs_done,
                 "jobs": wl.total_jobs, "gcs_ops": self.gcs_ops, "spilled_store_bytes": self.spilled_bytes,
+                # GCS memory model: samples (t_s, bytes), its peak, task entries flushed to disk
+                "gcs_memory": self.gcs_memory, "gcs_memory_peak_bytes": max(self._mem_peak, max(b for _, b in self.gcs_memory)),
+                "gcs_flushed_entries": self.gcs_flushed, "gcs_reconfigurations": [],
                 "complete": self.jobs_done == wl.total_jobs, "stuck": self.stuck,
                 # fault counters (testbed.sim.faults): attempts beyond the first, objects lost
                 # with their node, job results lost before the driver got them, node deaths,
@@ -306,6 +351,44 @@ class Simulation:
     def _start_processes(self) -> None:
         """Processes that run beside the workload (heartbeats; fault injection in a subclass)."""
         self.env.process(self._heartbeats())
+        if self.cfg["gcs_flush_interval_s"] > 0:
+            self.env.call_in(self.cfg["gcs_flush_interval_s"], self._gcs_flush, None)
+
+    # -- the GCS's memory ------------------------------------------------------------------
+    def _ended_tasks(self) -> int:
+        """Tasks whose lineage may be flushed: here, Trace rows written (in a fault-free run,
+        one per task that ended)."""
+        return self.trace.n_rows + len(self._rows)
+
+    def _gcs_memory_bytes(self) -> float:
+        return (self.next_tid - self.gcs_flushed) * self._entry_bytes + self.gcs_kv_bytes
+
+    def _gcs_flush(self, _) -> None:
+        """Every gcs_flush_interval_s: ended tasks' entries go to disk (not on any critical path)."""
+        if self.done:
+            return
+        before = self._gcs_memory_bytes()
+        if before > self._mem_peak:
+            self._mem_peak = before
+        self.gcs_flushed = max(self.gcs_flushed, min(self.next_tid, self._ended_tasks()))
+        self.env.call_in(self.cfg["gcs_flush_interval_s"], self._gcs_flush, None)
+
+    def _sample_gcs_memory(self) -> None:
+        self._mem_tick += 1
+        if self._mem_tick < self._mem_stride:
+            return
+        self._mem_tick = 0
+        mem = self.gcs_memory
+        mem.append((self.env._now, self._gcs_memory_bytes()))
+        if len(mem) >= MEMORY_SAMPLES:
+            # keep the peak: thin to every other sample, then put the dropped maximum back
+            peak = max(range(len(mem)), key=lambda i: mem[i][1])
+            kept = mem[::2]
+            if peak % 2:
+                kept.append(mem[peak])
+                kept.sort()
+            self.gcs_memory = kept
+            self._mem_stride *= 2
 
     def _driver_nodes(self) -> list[int]:
         wl = self.workload
@@ -330,6 +413,7 @@ class Simulation:
                 self._stop()
                 return
             self.view = self._snapshot()
+            self._sample_gcs_memory()
 
     def _stop(self) -> None:
         self.done = True
@@ -462,6 +546,17 @@ class Simulation:
         self.gcs_ops += 1
         return _serve(self.gcs_free, key % self._n_gcs, self.env._now, t, self._gcs_s)
 
+    def _gcs_write_chain(self, key: int, t: float) -> float:
+        """``_gcs_write`` on chains of more than one replica: the tail acknowledges."""
+        self.gcs_ops += 1
+        return _serve(self.gcs_free, key % self._n_gcs, self.env._now, t, self._gcs_s) + self._chain_extra
+
+    def _gcs_read(self, key: int, t: float) -> float:
+        """A read issued at ``t`` to the shard owning ``key`` (served by its tail); returns
+        when it is answered."""
+        self.gcs_ops += 1
+        return _serve(self.gcs_free, key % self._n_gcs, self.env._now, t, self._gcs_read_s)
+
     def _enqueue(self, t: _Task, m: int, ready_at: float) -> None:
         ack = self._gcs_write(t.tid, ready_at)     # task table: spec + status (the lineage)
         if self._critical:
@@ -522,8 +617,7 @@ class Simulation:
                 # the object table tells where the input is (a GCS read), then inputs are
                 # fetched one after another over m's link; the observed time of a fetch runs
                 # from the lookup to the last byte (link queueing included)
-                self.gcs_ops += 1
-                found = _serve(self.gcs_free, j.tasks[d].tid % self._n_gcs, now, asked, self._gcs_read_s)
+                found = self._gcs_read(j.tasks[d].tid, asked)
                 t1 = _serve(self.link_free, m, now, found, size / bw) + lat
                 t.bytes_in += size
                 if t.transfers is None:

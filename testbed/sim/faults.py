@@ -20,6 +20,8 @@ steps where a failure can intervene and adds the fault events::
   node_additions, restore_after_s --> a node joins (a new index / the same index, empty)
       and the view shows it from the next heartbeat
   worker_failures --> the lowest task id dispatched on the node loses its attempt
+  gcs_replica_failures --> a GCS chain member dies: operations on its shard wait out the
+      reconfiguration, one in flight is retried, a fresh replica joins later (testbed.sim.gcs)
   a task no node in the view can hold now, but some node ever can, waits at the global
       scheduler and is placed again when the view's membership changes; only a demand no
       configured or added node ever has is "infeasible"
@@ -49,8 +51,14 @@ Choices where the Ray paper is silent (see also the README of [faults]):
   membership (nodes, alive) differs from the previous one; no extra decision time.
 
 Counters in ``SimResult.info``: ``reexecuted`` (Trace rows with attempt > 1),
-``lost_objects``, ``results_lost``, ``nodes_killed``, ``nodes_added``, ``nodes_restored``;
-``Simulation.fault_log`` lists ``(time, "kill" | "restore" | "add" | "worker", node)``.
+``lost_objects``, ``results_lost``, ``nodes_killed``, ``nodes_added``, ``nodes_restored``,
+``gcs_replicas_killed``, ``gcs_replicas_added``, ``gcs_ops_retried``, and
+``gcs_reconfigurations`` [(time of the failure, seconds reconfiguring)];
+``Simulation.fault_log`` lists ``(time, "kill" | "restore" | "add" | "worker", node)`` and
+``(time, "gcs_kill" | "gcs_join", shard)``.
+
+Subclasses (actors) hear of membership through two hooks: ``_node_declared_dead(m)`` (the
+heartbeat timeout, or a restore before it) and ``_node_joined(m)`` (an addition or a restore).
 
 The hot path keeps task states only in validation mode; here they are always kept (the
 fault handling reads them), and checked only when ``run.validate`` is set.
@@ -68,7 +76,8 @@ from ..core.faults import random_victim
 from ..core.resources import fits
 from ..core.task import TaskState, check_transition
 from ..core.views import ClusterView, TaskView
-from .engine import NAN, Simulation, _Job, _Task
+from .engine import NAN, Simulation, _Job, _serve, _Task
+from .gcs import GcsChains
 
 S = TaskState
 WAITING = S.WAITING_FOR_INPUTS
@@ -77,9 +86,11 @@ RECONSTRUCTING = S.RECONSTRUCTING
 _UNDISPATCHED = (WAITING, RECONSTRUCTING)
 
 
-def resolve_faults(faults: dict | None) -> dict:
-    """The ``[faults]`` table with defaults filled (idempotent on a resolved one)."""
-    return C.validate_core({"faults": faults or {}})["faults"]
+def resolve_faults(faults: dict | None, cluster: dict | None = None) -> dict:
+    """The ``[faults]`` table with defaults filled (idempotent on a resolved one), checked
+    against the cluster's GCS shards and chain length."""
+    gcs = {k: cluster[k] for k in ("gcs_shards", "gcs_chain_length")} if cluster else {}
+    return C.validate_core({"faults": faults or {}, "cluster": gcs})["faults"]
 
 
 class FaultySimulation(Simulation):
@@ -87,7 +98,7 @@ class FaultySimulation(Simulation):
 
     def __init__(self, cluster: dict, workload, placement, spillover, seed: int = 0, keep_rows: bool = True,
                  validate: bool = False, max_sim_time_s: float = 1e7, faults: dict | None = None):
-        f = resolve_faults(faults)
+        f = resolve_faults(faults, cluster)
         super().__init__(cluster, workload, placement, spillover, seed=seed, keep_rows=keep_rows,
                          validate=validate, max_sim_time_s=max_sim_time_s, faults=f)
         #: check transitions (run.validate); states are tracked either way (the base class
@@ -116,6 +127,16 @@ class FaultySimulation(Simulation):
         self.fault_log: list[tuple[float, str, int]] = []
         self.reexecuted = self.lost_objects = self.results_lost = 0
         self.nodes_killed = self.nodes_added = self.nodes_restored = 0
+        #: the GCS chains (which members live; when operations may proceed)
+        self._chains = GcsChains(cluster["gcs_shards"], cluster["gcs_chain_length"], cluster["gcs_reconfigure_s"],
+                                 f["gcs_replace_replicas"], f["gcs_replica_failures"])
+        #: GCS operations sent again because a chain member died while they were in flight
+        self.gcs_retries = 0
+        #: attempts that finished (the lineage a flush may move to disk)
+        self._finished_count = 0
+        if f["gcs_replica_failures"]:
+            self._gcs_write = self._gcs_write_failing
+            self._gcs_read = self._gcs_read_failing
 
     def _check_node_indices(self, f: dict) -> None:
         n0 = self.n
@@ -174,8 +195,13 @@ class FaultySimulation(Simulation):
         res.info.update(reexecuted=self.reexecuted, lost_objects=self.lost_objects,
                         results_lost=self.results_lost,
                         nodes_killed=self.nodes_killed, nodes_added=self.nodes_added,
-                        nodes_restored=self.nodes_restored)
+                        nodes_restored=self.nodes_restored,
+                        gcs_replicas_killed=self._chains.killed, gcs_replicas_added=self._chains.added,
+                        gcs_ops_retried=self.gcs_retries, gcs_reconfigurations=self._chains.reconfigurations)
         return res
+
+    def _ended_tasks(self) -> int:
+        return self._finished_count
 
     def _start_processes(self) -> None:
         super()._start_processes()
@@ -190,6 +216,9 @@ class FaultySimulation(Simulation):
             self._later(x["at_s"], x["node"], self._worker_failure)
         if f["kill_every_s"] > 0:
             self.env.call_in(f["kill_every_s"], self._random_kill, None)
+        # not counted as pending: a GCS failure or join never unblocks anything
+        for i, x in enumerate(f["gcs_replica_failures"]):
+            self.env.call_in(x["at_s"], self._gcs_replica_failure, (i, x))
 
     def _heartbeats(self):
         interval = self.cfg["heartbeat_interval_s"]
@@ -201,10 +230,12 @@ class FaultySimulation(Simulation):
                 st[0] += 1
                 if st[0] >= self._detect_after:
                     del self._undetected[m]     # declared dead: the view drops it
-                    declared.append(st[2])
+                    declared.append((m, st[2]))
             self.view = self._snapshot()
-            for lost in declared:
+            self._sample_gcs_memory()
+            for m, lost in declared:
                 self._settle_lost_on_arrival(lost)
+                self._node_declared_dead(m)
             now_members = (self.view.n_nodes, self.view.alive.tobytes())
             if self._parked and now_members != members:
                 self._place_parked()
@@ -323,6 +354,7 @@ class FaultySimulation(Simulation):
     def _finish(self, t: _Task) -> None:
         """As the base ``_finish``; the node stops counting the task as dispatched there."""
         del self._running_on[t.node][t.tid]
+        self._finished_count += 1
         if t.attempt > 1:
             self.reexecuted += 1
         if t.job is not None:               # its output is stored there (until its job ends)
@@ -466,6 +498,9 @@ class FaultySimulation(Simulation):
         self.nodes_restored += 1
         self.fault_log.append((self.env._now, "restore", m))
         self._move_drivers()
+        if st is not None:
+            self._node_declared_dead(m)     # what ran there before is gone
+        self._node_joined(m)
 
     def _add_node(self, spec: dict) -> None:
         """A new node joins with the next index; the view shows it at the next heartbeat."""
@@ -489,6 +524,56 @@ class FaultySimulation(Simulation):
         self.nodes_added += 1
         self.fault_log.append((self.env._now, "add", m))
         self._move_drivers()
+        self._node_joined(m)
+
+    def _node_declared_dead(self, m: int) -> None:
+        """Hook: the cluster now knows node ``m`` died (a subclass rebuilds what was there)."""
+
+    def _node_joined(self, m: int) -> None:
+        """Hook: node ``m`` was added or came back (empty)."""
+
+    # -- GCS replica failures (testbed.sim.gcs) -------------------------------------------
+    def _gcs_replica_failure(self, arg) -> None:
+        i, x = arg
+        if self.done:
+            return
+        shard, now = x["shard"], self.env._now
+        ch = self._chains
+        ch.kill(shard, x["replica"], now, f"faults.gcs_replica_failures[{i}]")
+        self.fault_log.append((now, "gcs_kill", shard))
+        if ch.replace:
+            # after the reconfiguration, a fresh replica copies the shard's state, then joins
+            copy_s = self._gcs_memory_bytes() / self._n_gcs / self.cfg["bandwidth_bytes_per_s"]
+            self.env.call_in(ch.reconfigure_s + copy_s, self._gcs_replica_join, shard)
+
+    def _gcs_replica_join(self, shard: int) -> None:
+        self._chains.join(shard)
+        self.fault_log.append((self.env._now, "gcs_join", shard))
+
+    def _gcs_op(self, shard: int, t: float, write: bool) -> float:
+        """An operation reaching ``shard`` at ``t``: it waits out a reconfiguration, and is
+        sent again after one that starts while it is in flight; returns when it completes
+        (a write: acknowledged by the tail)."""
+        self.gcs_ops += 1
+        ch = self._chains
+        now = self.env._now
+        service = self._gcs_s if write else self._gcs_read_s
+        b = ch.begin(shard, t)
+        while True:
+            end = _serve(self.gcs_free, shard, now, b, service)
+            if write:
+                end += (ch.members[shard] - 1) * (self._lat + self._gcs_s)
+            k = ch.failure_within(shard, b, end)
+            if k is None:
+                return end
+            self.gcs_retries += 1
+            b = ch.begin(shard, k)
+
+    def _gcs_write_failing(self, key: int, t: float) -> float:
+        return self._gcs_op(key % self._n_gcs, t, True)
+
+    def _gcs_read_failing(self, key: int, t: float) -> float:
+        return self._gcs_op(key % self._n_gcs, t, False)
 
     def _move_drivers(self) -> None:
         """Drivers on dead nodes move to the lowest live node (if any)."""

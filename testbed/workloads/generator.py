@@ -48,8 +48,8 @@ MAX_OUTPUT_BYTES = float(2 ** 62)
 
 def job_deps(spec: WorkloadSpec) -> tuple[tuple[int, ...], ...]:
     """Each task's dependencies (indices within the job, lower only) for the spec's shape."""
-    if spec.shape == "independent":
-        return ((),)
+    if spec.shape in ("independent", "actors", "gcs_client"):
+        return ((),)           # actors: one method call; gcs_client: one GCS request
     if spec.shape == "chains":
         return ((),) + tuple((i - 1,) for i in range(1, spec.chain_length))
     if spec.shape == "map_reduce":
@@ -246,6 +246,18 @@ class Workload:
             after = after.tolist()
         out = np.rint(np.clip(out, 0.0, MAX_OUTPUT_BYTES)).astype(np.int64)
         return _Chunk(fn.tolist(), before.tolist(), after, out.tolist())
+
+    # --- what a job does, for the single-call shapes ---------------------------
+
+    def actor_of(self, j: int) -> int:
+        """Shape "actors": the actor job ``j`` calls (``Actor.step`` on actor j % actors)."""
+        return j % self.spec.actors
+
+    @staticmethod
+    def gcs_request(j: int) -> tuple[str, int]:
+        """Shape "gcs_client": job ``j`` is ``("write", key)`` for even j, ``("read", key)`` for
+        odd j, with key j // 2 (each read follows the write of its key)."""
+        return ("write" if j % 2 == 0 else "read"), j // 2
 
     # --- arrivals -------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from ..core.resources import normalise
 from ..core.schema import REQUIRED, Field, check_table, non_negative, positive
 from .distributions import Distribution, parse_distribution
 
-SHAPES = ("independent", "chains", "map_reduce", "tree_reduce")
+SHAPES = ("independent", "chains", "map_reduce", "tree_reduce", "actors", "gcs_client")
 ARRIVALS = ("closed", "poisson")
 
 
@@ -50,6 +50,20 @@ FIELDS: dict[str, Field] = {
     "functions": Field((list,), [], items=(dict,),
                        doc="remote functions; [] = one function 'task' using the defaults"),
     "shift": Field((dict,), None, doc="optional regime shift of durations"),
+    # shape "actors": job j is one call Actor.step on actor j % actors (calls on one actor
+    # run one at a time, in submission order; method time from duration, result size from
+    # output_bytes); actors hold no CPU and are placed round-robin over the nodes at start
+    "actors": Field((int,), 0, non_negative, ">= 0", "actors: stateful actors (must be > 0 for this shape)"),
+    "actor_checkpoint_interval": Field((int,), 0, non_negative, ">= 0",
+                                       "actors: checkpoint an actor's state after every this many calls (0: never)"),
+    "actor_checkpoint_s": Field((float,), 0.001, non_negative, ">= 0",
+                                "actors, simulator: seconds one checkpoint (or restoring one) takes on the actor"),
+    "actor_max_restarts": Field((int,), -1, _at_least(-1), ">= -1",
+                                "actors: rebuilds allowed per actor after its node died (-1: unlimited)"),
+    # shape "gcs_client" (paper Fig. 10a): job j is one GCS request; even j writes key j // 2,
+    # odd j reads it back
+    "gcs_key_bytes": Field((int,), 25, _at_least(1), ">= 1", "gcs_client: key size, bytes (paper: 25)"),
+    "gcs_value_bytes": Field((int,), 512, non_negative, ">= 0", "gcs_client: value size, bytes (paper: 512)"),
 }
 
 FUNCTION_FIELDS: dict[str, Field] = {
@@ -142,6 +156,15 @@ class WorkloadSpec:
     #: at least one; config order
     functions: tuple[FunctionSpec, ...]
     shift: ShiftSpec | None = None
+    #: shape "actors": the actors, checkpoint every K calls (0: never), seconds per
+    #: checkpoint (simulator), rebuilds allowed per actor (-1: unlimited)
+    actors: int = 0
+    actor_checkpoint_interval: int = 0
+    actor_checkpoint_s: float = 0.001
+    actor_max_restarts: int = -1
+    #: shape "gcs_client": key and value sizes of the requests, bytes
+    gcs_key_bytes: int = 25
+    gcs_value_bytes: int = 512
 
     def to_dict(self) -> dict[str, Any]:
         """The fully resolved table (TOML-writable: no None, unset optionals left out)."""
@@ -193,6 +216,8 @@ def parse_workload(table: Any, key: str = "workload") -> WorkloadSpec:
     output_bytes = parse_distribution(t["output_bytes"], f"{key}.output_bytes")
     resources = parse_resources(t["resources"], f"{key}.resources")
     shift = _parse_shift(t["shift"], f"{key}.shift")
+    if t["shape"] == "actors" and t["actors"] < 1:
+        raise ConfigError('must be > 0 for shape = "actors"', key=f"{key}.actors")
 
     functions: list[FunctionSpec] = []
     seen: dict[str, int] = {}
@@ -227,7 +252,10 @@ def parse_workload(table: Any, key: str = "workload") -> WorkloadSpec:
         chain_length=t["chain_length"], map_tasks=t["map_tasks"], reduce_tasks=t["reduce_tasks"],
         tree_leaves=t["tree_leaves"], tree_fanin=t["tree_fanin"],
         duration=duration, output_bytes=output_bytes, resources=resources,
-        functions=tuple(functions), shift=shift)
+        functions=tuple(functions), shift=shift,
+        actors=t["actors"], actor_checkpoint_interval=t["actor_checkpoint_interval"],
+        actor_checkpoint_s=t["actor_checkpoint_s"], actor_max_restarts=t["actor_max_restarts"],
+        gcs_key_bytes=t["gcs_key_bytes"], gcs_value_bytes=t["gcs_value_bytes"])
 
 
 def _parse_shift(table: Any, key: str) -> ShiftSpec | None:

@@ -1,0 +1,210 @@
+"""Actors in the simulator (workload shape "actors"): each test states one rule of the
+rebuild-by-replay model (testbed/sim/actors.py) and checks it on the Trace.
+
+Constant method times, no scheduling or GCS overheads unless a test says otherwise, so
+times are exact. The kill at KILL_S is declared after num_heartbeats_timeout x
+heartbeat_interval_s = DETECT_S.
+"""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from testbed.core.errors import ConfigError
+from testbed.sim.actors import ActorSimulation
+from testbed.studies.execute import make_simulation
+from testbed.studies.experiment import resolve
+
+pytestmark = pytest.mark.timeout(60)
+
+NO_OVERHEADS = {"latency_s": 0.0, "gcs_write_s": 0.0, "gcs_read_s": 0.0, "local_decision_s": 0.0,
+                "global_decision_s": 0.0}
+KILL_S = 5.05
+DETECT_S = 0.5
+EPS = 1e-9
+JOBS = 1200
+
+
+def run(actors=12, jobs=JOBS, nodes=3, ckpt=0, max_restarts=-1, kills=((KILL_S, 1),), seed=0, cluster=None,
+        **workload):
+    cfg = resolve({
+        "cluster": {"nodes": nodes, "heartbeat_interval_s": 0.1, "num_heartbeats_timeout": 5, **NO_OVERHEADS,
+                    **(cluster or {})},
+        "workload": {"shape": "actors", "actors": actors, "jobs": jobs, "in_flight": actors, "drivers": 1,
+                     "driver_nodes": [0], "duration": {"dist": "constant", "value": 0.1},
+                     "actor_checkpoint_interval": ckpt, "actor_checkpoint_s": 0.01,
+                     "actor_max_restarts": max_restarts, **workload},
+        "faults": {"node_failures": [{"at_s": t, "node": m} for t, m in kills]},
+        "run": {"trace": "rows"}})
+    sim = make_simulation(cfg, seed, keep_rows=True)
+    return sim, sim.run()
+
+
+def steps(tr: pd.DataFrame) -> pd.DataFrame:
+    return tr[tr.function == "Actor.step"]
+
+
+def delivered(tr: pd.DataFrame) -> pd.DataFrame:
+    """Each call's first finished row: the one whose result its caller received."""
+    done = steps(tr)[steps(tr).state == "finished"].sort_values(["finished_s", "attempt"], kind="stable")
+    return done.groupby("task_id").head(1)
+
+
+def replays(tr: pd.DataFrame) -> pd.DataFrame:
+    """Finished rows of calls that had been delivered already: replays while rebuilding."""
+    done = steps(tr)[steps(tr).state == "finished"].sort_values(["finished_s", "attempt"], kind="stable")
+    return done[done.duplicated("task_id")]
+
+
+def test_the_actors_shape_builds_the_actor_engine_and_runs_every_call_once_without_faults():
+    """Without failures: one Actor.__init__ row per actor (attempt 1, on node a % nodes), one
+    finished Actor.step row per call, nothing replayed, the run complete."""
+    sim, res = run(kills=())
+    tr = res.trace
+    assert isinstance(sim, ActorSimulation) and res.info["complete"]
+    init = tr[tr.function == "Actor.__init__"].sort_values("task_id")
+    assert list(init.node) == [a % 3 for a in range(12)] and (init.attempt == 1).all()
+    assert len(steps(tr)) == JOBS and (steps(tr).state == "finished").all() and (steps(tr).attempt == 1).all()
+    assert res.info["actors_rebuilt"] == 0 and res.info["actor_calls_replayed"] == 0
+
+
+def test_calls_on_one_actor_run_one_at_a_time_in_submission_order():
+    """Per actor, delivered calls never overlap and start in job (submission) order, even across
+    a failure and a rebuild."""
+    _, res = run()
+    d = delivered(res.trace)
+    d = d.assign(actor=d.task_id % 12)
+    for _, g in d.groupby("actor"):
+        g = g.sort_values("started_s")
+        assert g.task_id.is_monotonic_increasing
+        assert (g.started_s.values[1:] >= g.finished_s.values[:-1] - EPS).all()
+
+
+def test_without_checkpoints_a_rebuild_replays_every_call_since_creation():
+    """Each actor of the dead node is rebuilt once, after the heartbeat timeout, and replays
+    exactly the calls it had completed before the failure, in order, as attempt > 1 rows."""
+    _, res = run()
+    tr = res.trace
+    d = delivered(tr)
+    lost_actors = {a for a in range(12) if a % 3 == 1}
+    rebuilt = tr[(tr.function == "Actor.__init__") & (tr.attempt > 1)]
+    assert sorted(rebuilt.task_id - JOBS) == sorted(lost_actors) and (rebuilt.attempt == 2).all()
+    # declared dead at the timeout-th heartbeat after the failure
+    assert (rebuilt.submitted_s > KILL_S + DETECT_S - 0.1).all() and (rebuilt.submitted_s <= KILL_S + DETECT_S).all()
+    r = replays(tr)
+    assert (r.attempt > 1).all()
+    for a in lost_actors:
+        before = d[(d.task_id % 12 == a) & (d.finished_s <= KILL_S)].sort_values("finished_s")
+        mine = r[r.task_id % 12 == a].sort_values("started_s")
+        assert list(mine.task_id) == list(before.task_id)
+    assert res.info["actor_calls_replayed"] == len(r)
+    assert res.info["reexecuted"] == int((tr.attempt > 1).sum())
+
+
+def test_checkpoints_bound_the_replay():
+    """With a checkpoint every K calls a rebuild replays at most K calls per actor (only the
+    ones since its last checkpoint), far fewer than without; checkpoints are their own rows."""
+    _, plain = run()
+    _, ck = run(ckpt=4)
+    n_plain, n_ck = len(replays(plain.trace)), len(replays(ck.trace))
+    assert n_ck < n_plain / 5
+    per_actor = replays(ck.trace).groupby(replays(ck.trace).task_id % 12).size()
+    assert (per_actor <= 4).all()
+    cps = ck.trace[ck.trace.function == "Actor.__checkpoint__"]
+    assert ck.info["actor_checkpoints"] == int((cps.state == "finished").sum()) > 0
+    # one checkpoint per 4 calls applied (originals and replays of a lost actor alike)
+    assert abs(len(cps) - JOBS // 4) <= 12
+
+
+def test_the_same_seed_gives_the_same_replays():
+    """Rebuilds are deterministic: same config and seed -> the identical Trace."""
+    kw = dict(duration={"dist": "exponential", "mean": 0.1}, ckpt=3, kills=((KILL_S, 1), (8.0, 2)))
+    _, a = run(seed=5, **kw)
+    _, b = run(seed=5, **kw)
+    assert a.trace.equals(b.trace) and a.info["actor_calls_replayed"] > 0
+
+
+def test_calls_made_during_a_rebuild_wait_and_then_run_after_the_replay():
+    """A call to a lost actor made between the failure and the end of its rebuild runs (as
+    attempt 1: it never reached a node) only after the actor's creation and replay."""
+    _, res = run()
+    tr = res.trace
+    d = delivered(tr)
+    r = replays(tr)
+    late = d[(d.task_id % 3 == 1) & (d.submitted_s > KILL_S) & (d.attempt == 1)]
+    assert len(late) > 0
+    for _, c in late.iterrows():
+        a = c.task_id % 12
+        last_replay = r[r.task_id % 12 == a].finished_s.max()
+        assert c.started_s >= last_replay - EPS
+    # the calls lost with the node: a "lost" row, then delivered once as attempt 2
+    lost = steps(tr)[steps(tr).state == "lost"]
+    assert len(lost) > 0 and (lost.finished_s == KILL_S).all()
+    assert set(lost.task_id) <= set(d[d.attempt == 2].task_id)
+    assert d.task_id.is_unique and len(d) == JOBS and res.info["jobs_done"] == JOBS
+
+
+def test_exhausted_restarts_fail_the_calls_without_a_hang():
+    """With actor_max_restarts = 0 a lost actor is gone: the calls sent to it and every later
+    call end "failed"; the other actors go on and the run completes."""
+    sim, res = run(max_restarts=0)
+    tr = res.trace
+    assert res.info["complete"] and not res.info["stuck"] and res.info["actors_rebuilt"] == 0
+    failed = steps(tr)[steps(tr).state == "failed"]
+    assert len(failed) == res.info["actor_calls_failed"] > 0
+    assert set(failed.task_id % 12) == {1, 4, 7, 10}
+    assert (failed.finished_s >= KILL_S).all()
+    ok = delivered(tr)
+    assert len(ok) + len(failed) == JOBS and not set(ok.task_id) & set(failed.task_id)
+    assert (ok[ok.finished_s > KILL_S].task_id % 3 != 1).all()
+
+
+def test_max_restarts_counts_rebuilds():
+    """actor_max_restarts = 1: the first loss rebuilds the actor, the second one fails its calls."""
+    # actors 0..3 on nodes 0, 1, 2, 0; actor 1 is rebuilt on node 2 (fewest actors), which dies
+    # next with actor 2 (never rebuilt yet: rebuilt on node 0) and actor 1 (rebuilt once: gone)
+    sim, res = run(nodes=3, actors=4, max_restarts=1, kills=((KILL_S, 1), (9.0, 2)))
+    tr = res.trace
+    assert res.info["complete"] and res.info["actors_rebuilt"] == 2
+    failed = steps(tr)[steps(tr).state == "failed"]
+    assert len(failed) > 0 and (failed.task_id % 4 == 1).all() and (failed.finished_s >= 9.0).all()
+    assert sim.actors[1].status == "gone" and sim.actors[2].node == 0
+
+
+def test_a_rebuilt_actor_goes_to_the_live_node_with_the_fewest_actors():
+    """Placement of rebuilds: least actors first, then the lowest node index."""
+    sim, res = run(nodes=4, actors=10, kills=((KILL_S, 0),))
+    tr = res.trace
+    rebuilt = tr[(tr.function == "Actor.__init__") & (tr.attempt > 1)].sort_values("task_id")
+    # at start: node 0 holds actors 0, 4, 8; node 1: 1, 5, 9; node 2: 2, 6; node 3: 3, 7
+    assert list(rebuilt.node) == [2, 3, 1]
+    assert sorted(len(x) for x in sim._actors_on) == [0, 3, 3, 4]
+
+
+def test_checkpoint_and_restore_cost_is_charged_on_the_actor():
+    """A checkpoint occupies the actor for actor_checkpoint_s; a rebuild from a checkpoint
+    spends it again to restore (its Actor.__init__ row)."""
+    _, res = run(ckpt=2)
+    tr = res.trace
+    cps = tr[(tr.function == "Actor.__checkpoint__") & (tr.state == "finished")]
+    assert ((cps.finished_s - cps.started_s) - 0.01).abs().max() < EPS
+    rebuilt = tr[(tr.function == "Actor.__init__") & (tr.attempt > 1)]
+    assert ((rebuilt.finished_s - rebuilt.started_s) - 0.01).abs().max() < EPS
+
+
+def test_actors_must_be_given_for_the_actors_shape():
+    with pytest.raises(ConfigError, match=r"workload\.actors"):
+        resolve({"workload": {"shape": "actors"}})
+    with pytest.raises(ConfigError, match=r"workload\.actor_max_restarts"):
+        resolve({"workload": {"shape": "actors", "actors": 2, "actor_max_restarts": -2}})
+    with pytest.raises(ConfigError, match=r"workload\.actor_checkpoint_interval"):
+        resolve({"workload": {"shape": "actors", "actors": 2, "actor_checkpoint_interval": -1}})
+
+
+def test_gcs_memory_counts_the_calls():
+    """The GCS memory model holds one entry per call made."""
+    _, res = run(kills=())
+    t, b = res.info["gcs_memory"][-1]
+    assert math.isclose(b, JOBS * resolve({})["cluster"]["gcs_entry_bytes"])
