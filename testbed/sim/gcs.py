@@ -59,6 +59,8 @@ class GcsChains:
         #: (time of the failure, seconds the chain was reconfiguring)
         self.reconfigurations: list[tuple[float, float]] = []
         self.killed = self.added = 0
+        #: per shard: how many of its scheduled failures have happened
+        self._applied = [0] * shards
 
     def begin(self, shard: int, t: float) -> float:
         """When an operation reaching ``shard`` at ``t`` can begin: at ``t``, or at the end
@@ -73,6 +75,14 @@ class GcsChains:
                 t = kills[i - 1] + r
                 continue
             return t
+
+    def members_at(self, shard: int, t: float) -> int:
+        """Live members of ``shard``'s chain at ``t`` >= now: now's, less the failures scheduled
+        up to ``t`` that have not happened yet (an operation computed ahead of a failure)."""
+        kills = self._kills[shard]
+        done = self._applied[shard]
+        ahead = bisect_right(kills, t) - done
+        return self.members[shard] - ahead if ahead > 0 else self.members[shard]
 
     def failure_within(self, shard: int, begin: float, end: float) -> float | None:
         """The first failure on ``shard`` strictly inside (begin, end), or None."""
@@ -92,6 +102,7 @@ class GcsChains:
         pos = replica if replica >= 0 else live + replica
         pos = min(max(pos, 0), live - 1)
         self.members[shard] = live - 1
+        self._applied[shard] += 1
         self.killed += 1
         self.reconfigurations.append((now, self.reconfigure_s))
         return pos
