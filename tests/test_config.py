@@ -414,7 +414,7 @@ def test_sweeping_run_seeds_is_rejected_rather_than_ignored(tmp_path):
         load_experiment(write(tmp_path, TINY + '[sweep]\n"run.seeds" = [[0], [1, 2, 3]]\n'))
 
 
-@pytest.mark.parametrize("name", ["quickstart", "fig8b_scalability"])
+@pytest.mark.parametrize("name", ["quickstart", "fig8b_scalability", "fig10_gcs_ft", "fig11b_actors"])
 def test_shipped_configs_resolve_and_round_trip(tmp_path, name):
     from pathlib import Path
     path = Path(__file__).resolve().parents[1] / "experiments" / f"{name}.toml"

@@ -108,6 +108,8 @@ RUN: dict[str, Field] = {
     "real_max_jobs": Field(_int, 2000, positive, "> 0", "real engine: run at most this many of the workload's jobs"),
     "real_time_scale": Field(_num, 1.0, positive, "> 0", "real engine: multiply every task duration "
                              "and arrival gap by this"),
+    "real_actors": Field(_int, 0, non_negative, ">= 0", "real engine, shape actors: at most this many actors "
+                         "(job j calls actor j % min(workload.actors, real_actors)); 0: workload.actors"),
     "real_work": Field(_str, "sleep", None, "", "real engine: how a task spends its duration "
                        "(sleep: logical CPUs; spin: burns a core)", choices=("sleep", "spin")),
 }

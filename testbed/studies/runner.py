@@ -39,7 +39,7 @@ def _one(args: tuple[int, Point, int]) -> dict[str, Any]:
     from . import studies
     from .execute import run_once
     study = studies.STUDIES[point.config["run"]["study"]]
-    res = run_once(point.config, seed, keep_rows=study.wants_trace)
+    res = run_once(point.config, seed, keep_rows=study.keeps_rows(point.config))
     c = point.config["cluster"]
     row: dict[str, Any] = {"point": i, "label": point.label}
     for k, v in point.overrides.items():
@@ -48,7 +48,8 @@ def _one(args: tuple[int, Point, int]) -> dict[str, Any]:
     row["nodes"] = sum(g["count"] for g in c["node_groups"]) if c["node_groups"] else c["nodes"]
     row.update(res.metrics)
     row.update({f"engine_{k}": v for k, v in res.info.items() if not isinstance(v, (list, dict))})
-    if study.wants_trace and res.trace is not None:
+    row.update(study.run_metrics(res.trace, res.info, point.config))
+    if study.wants_trace:
         ts = study.timeseries(res.trace, res.info, point.config)
         if ts is not None:
             row["_timeseries"] = ts.assign(point=i, label=point.label, seed=seed).to_dict("records")
