@@ -169,6 +169,7 @@ def init(num_cpus: float | None = None, num_gpus: float | None = None, resources
          gcs_shards: int = 1, heartbeat_interval_s: float = 0.1,
          object_store_bytes: int = 1 << 30, link_bandwidth_bytes_per_s: float | None = None,
          link_latency_s: float = 0.0, num_heartbeats_timeout: int = 20, lineage: bool = True,
+         gcs_chain_length: int = 1, gcs_flush_interval_s: float = 0.0, gcs_replace_replicas: bool = True,
          ignore_reinit_error: bool = False) -> Cluster:
     """Start a cluster of logical nodes on this machine and connect this process as its driver.
 
@@ -177,7 +178,10 @@ def init(num_cpus: float | None = None, num_gpus: float | None = None, resources
     gives heterogeneous ones. Policies and estimators take the names (or "pkg.module:Name")
     of the config's [scheduler] section. A node that misses ``num_heartbeats_timeout``
     heartbeats is declared dead; with ``lineage`` (the default) the GCS keeps every task's
-    spec so lost objects can be rebuilt. Returns a handle usable as a context manager.
+    spec so lost objects can be rebuilt. Each GCS shard is a chain of ``gcs_chain_length``
+    replicas (a replica can then die without losing state; with ``gcs_replace_replicas`` a
+    fresh one joins); ``gcs_flush_interval_s`` > 0 moves finished tasks' lineage to disk at
+    that interval. Returns a handle usable as a context manager.
     """
     global _cluster
     with _lock:
@@ -201,8 +205,10 @@ def init(num_cpus: float | None = None, num_gpus: float | None = None, resources
                 raise ValueError(f"num_nodes must be an integer >= 1, got {num_nodes!r}")
             res = _resources(num_cpus if num_cpus is not None else (os.cpu_count() or 1), num_gpus, resources, "")
             node_list = [dict(res) for _ in range(num_nodes)]
-        if isinstance(gcs_shards, bool) or not isinstance(gcs_shards, int) or gcs_shards < 1:
-            raise ValueError(f"gcs_shards must be an integer >= 1, got {gcs_shards!r}")
+        for name, v in (("gcs_shards", gcs_shards), ("gcs_chain_length", gcs_chain_length)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        _check_amount("gcs_flush_interval_s", gcs_flush_interval_s)
         for name, v in (("heartbeat_interval_s", heartbeat_interval_s), ("object_store_bytes", object_store_bytes),
                         ("link_latency_s", link_latency_s)):
             _check_amount(name, v)
@@ -223,7 +229,9 @@ def init(num_cpus: float | None = None, num_gpus: float | None = None, resources
         if isinstance(num_heartbeats_timeout, bool) or not isinstance(num_heartbeats_timeout, int) \
                 or num_heartbeats_timeout < 1:
             raise ValueError(f"num_heartbeats_timeout must be an integer >= 1, got {num_heartbeats_timeout!r}")
-        config = {"nodes": node_list, "gcs_shards": gcs_shards, "heartbeat_interval_s": float(heartbeat_interval_s),
+        config = {"nodes": node_list, "gcs_shards": gcs_shards, "gcs_chain_length": gcs_chain_length,
+                  "gcs_flush_interval_s": float(gcs_flush_interval_s), "gcs_replace_replicas": bool(gcs_replace_replicas),
+                  "heartbeat_interval_s": float(heartbeat_interval_s),
                   "num_heartbeats_timeout": num_heartbeats_timeout, "lineage": bool(lineage),
                   "object_store_bytes": int(object_store_bytes), "scheduler": scheduler,
                   "link_bandwidth_bytes_per_s": link_bandwidth_bytes_per_s, "link_latency_s": float(link_latency_s)}
@@ -521,6 +529,56 @@ def add_node(num_cpus: float = 1, num_gpus: float | None = None, resources: dict
             raise ClusterError(f"the new node did not report within {START_TIMEOUT_S:.0f} s")
         time.sleep(0.005)       # bounded poll while the new node manager starts
     return node_id
+
+
+def _master_request(kind: str, *args):
+    """One request to the GCS chain master (a short-lived authenticated connection)."""
+    from . import transport
+    c = _driver_cluster()
+    ch = transport.connect(os.path.join(c.dir, "gcsmaster.sock"), c.secret)
+    try:
+        ch.send((kind, 1, *args))
+        if not ch.poll(START_TIMEOUT_S):
+            raise ClusterError("the GCS chain master did not answer")
+        return ch.recv()[2]
+    finally:
+        ch.close()
+
+
+def kill_gcs_replica(shard: int = 0, replica: int = 0) -> int:
+    """Kill one replica of a GCS shard's chain: ``replica`` is its position (0 = the head,
+    -1 = the tail). The chain master reconfigures the chain and, unless the cluster was
+    started with ``gcs_replace_replicas=False``, a fresh replica joins. Returns the killed
+    replica's id. A shard whose chain has one replica cannot lose it (ValueError)."""
+    for name, v in (("shard", shard), ("replica", replica)):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"{name} must be an integer, got {v!r}")
+    status, what = _master_request("kill_replica", shard, replica)
+    if status != "ok":
+        raise ValueError(what)
+    return what
+
+
+def gcs_chains() -> dict[int, list[int]]:
+    """Each GCS shard's chain as the master publishes it: replica ids, head first."""
+    return {int(k): v for k, v in _master_request("chains")["chains"].items()}
+
+
+def _gcs_client():
+    """A blocking GCS client of the driver's cluster (benchmarks, tests, the real engine)."""
+    from .context import Context
+    from .gcsclient import BlockingGcs
+    c = _driver_cluster()
+    return BlockingGcs(Context(dir=c.dir, secret=c.secret, config=c.config, shm_prefix=c.shm_prefix))
+
+
+def _gcs_stats() -> dict[tuple[int, int], dict]:
+    """Every live replica's table sizes, flushed entries and pid: (shard, replica) -> stats."""
+    g = _gcs_client()
+    try:
+        return {(k, r): g.stats(k, r) for k, chain in g.view.items() for r in chain}
+    finally:
+        g.close()
 
 
 def kill_worker(node_id: str | None = None) -> None:

@@ -22,8 +22,11 @@ class Context:
     #: prefix of every /dev/shm file this cluster creates
     shm_prefix: str = ""
 
-    def gcs(self, shard: int) -> str:
-        return os.path.join(self.dir, f"gcs-{shard}.sock")
+    def gcs(self, shard: int, replica: int = 0) -> str:
+        return os.path.join(self.dir, f"gcs-{shard}-{replica}.sock")
+
+    def gcs_master(self) -> str:
+        return os.path.join(self.dir, "gcsmaster.sock")
 
     def global_scheduler(self) -> str:
         return os.path.join(self.dir, "gs.sock")

@@ -536,7 +536,7 @@ class NodeManager:
                 continue
             self.sizes.pop(oid, None)
             self.pulled.discard(oid)
-            self.loop.send(self.gcs.shard(oid), ("obj_remove", oid, self.index))
+            self.gcs.obj_remove(oid, self.index)
 
     def on_store_stats(self, ch, req) -> None:
         st = self.store.stats
@@ -1015,23 +1015,14 @@ class NodeManager:
         new = self.records[self.records_pushed:]
         if new:
             self.records_pushed = len(self.records)
-            self.loop.send(self.gcs.shard(self.node_id), ("extend", "records", self.node_id, new))
+            self.gcs.extend("records", self.node_id, new)
 
     def on_nodes(self, ch, req) -> None:
-        got: dict[int, dict] = {}
-        left = {"n": self.ctx.n_shards}
-
-        def one(table):
-            got.update(table or {})
-            left["n"] -= 1
-            if left["n"] == 0:
-                rows = sorted(got.values(), key=lambda r: r["Index"])
-                self.loop.send(ch, ("reply", req, [{k: r[k] for k in ("NodeID", "Alive", "Resources", "Index", "Available")}
-                                        for r in rows]))
-        for k, shard in enumerate(self.gcs.shards):
-            rid = next(self.gcs._req)
-            self.gcs._callbacks[rid] = one
-            self.loop.send(shard, ("scan", rid, "node"))
+        def got(table):
+            rows = sorted(table.values(), key=lambda r: r["Index"])
+            self.loop.send(ch, ("reply", req, [{k: r[k] for k in ("NodeID", "Alive", "Resources", "Index", "Available")}
+                                               for r in rows]))
+        self.gcs.scan_all("node", got)
 
     def on_records(self, ch, req) -> None:
         """Every task row of the cluster: live nodes send theirs; dead nodes' rows come from
@@ -1048,19 +1039,12 @@ class NodeManager:
                 g["left"] -= 1
         if dead:
             ids = {uuid.uuid5(uuid.NAMESPACE_OID, f"{self.ctx.shm_prefix}{k}").hex for k in dead}
-            left = {"n": self.ctx.n_shards}
-
-            def one(table):
-                for node_id, lst in (table or {}).items():
+            def got(table):
+                for node_id, lst in table.items():
                     if node_id in ids:
                         g["rows"].extend(lst)
-                left["n"] -= 1
-                if left["n"] == 0:
-                    self.on_records_reply(None, rid, [])
-            for shard in self.gcs.shards:
-                r = next(self.gcs._req)
-                self.gcs._callbacks[r] = one
-                self.loop.send(shard, ("scan", r, "records"))
+                self.on_records_reply(None, rid, [])
+            self.gcs.scan_all("records", got)
         if g["left"] == 0:
             self._gathered(rid)
         else:

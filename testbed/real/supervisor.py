@@ -2,8 +2,9 @@
 
     driver ──stdin (bootstrap: folder, secret, config; then commands)──> supervisor
     driver <─stdout (one JSON line per event: "ready", "spawned", "exited")── supervisor
-    supervisor ──fork──> GCS shards, global scheduler, node managers, workers
+    supervisor ──fork──> GCS chain master and shard replicas, global scheduler, node managers, workers
     node manager ──private pipe ("spawn_worker")──> supervisor
+    chain master ──private pipe ("spawn_replica shard replica")──> supervisor
 
 It is a fresh interpreter that imports the runtime once and then *forks* each role, so a
 process starts in milliseconds instead of a Python start-up each. It stays single-threaded
@@ -40,7 +41,7 @@ class Supervisor:
         self.ctx = ctx
         #: pid -> (role, args)
         self.children: dict[int, tuple[str, tuple]] = {}
-        #: read end of each node manager's request pipe -> node index
+        #: read end of each request pipe -> node index (a node manager's) or -1 (the chain master's)
         self.requests: dict[int, int] = {}
         self.next_worker = 0
         self.stdin_buf = b""
@@ -55,7 +56,7 @@ class Supervisor:
 
     def spawn(self, role: str, *args) -> int:
         extra_r = extra_w = None
-        if role == "node":
+        if role in ("node", "gcsmaster"):
             extra_r, extra_w = os.pipe()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -83,15 +84,17 @@ class Supervisor:
                 os._exit(code)
         if extra_w is not None:
             os.close(extra_w)
-            self.requests[extra_r] = args[0]
+            self.requests[extra_r] = args[0] if role == "node" else -1
         self.children[pid] = (role, args)
         self.emit(event="spawned", role=role, args=list(args), pid=pid)
         return pid
 
     def start_cluster(self) -> None:
         cfg = self.ctx.config
+        self.spawn("gcsmaster")
         for k in range(cfg["gcs_shards"]):
-            self.spawn("gcs", k)
+            for r in range(int(cfg.get("gcs_chain_length", 1))):
+                self.spawn("gcs", k, r, False)
         self.spawn("gsched")
         for i, _ in enumerate(cfg["nodes"]):
             self.spawn("node", i)
@@ -200,8 +203,11 @@ class Supervisor:
             return
         node = self.requests[fd]
         for line in data.decode().splitlines():
-            if line.strip() == "spawn_worker" and node not in self.dead_nodes:
+            words = line.split()
+            if words == ["spawn_worker"] and node >= 0 and node not in self.dead_nodes:
                 self.spawn_worker(node)
+            elif len(words) == 3 and words[0] == "spawn_replica" and node == -1:
+                self.spawn("gcs", int(words[1]), int(words[2]), True)
 
     def cleanup(self) -> None:
         # the driver's death sends both EOF and SIGTERM (PDEATHSIG): the second must not
@@ -251,6 +257,9 @@ def _run_role(ctx: Context, role: str, args: tuple, extra_fd) -> None:
     if role == "gcs":
         from .gcs import main
         main(ctx, *args)
+    elif role == "gcsmaster":
+        from .gcsmaster import main
+        main(ctx, extra_fd)
     elif role == "gsched":
         from .gsched import main
         main(ctx)
@@ -282,7 +291,7 @@ def main() -> None:
     sup = Supervisor(ctx)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit(0)))
     # import the roles once, so that forked children start warm
-    from . import gcs, gsched, node, worker  # noqa: F401
+    from . import gcs, gcsmaster, gsched, node, worker  # noqa: F401
     try:
         sup.start_cluster()
         sup.serve()

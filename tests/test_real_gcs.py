@@ -1,0 +1,123 @@
+"""The GCS survives its replicas: chain replication, reconfiguration, fresh replicas, and
+flushing of finished lineage to disk. Every test has a timeout and leaves nothing running."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import testbed as tb
+from conftest import assert_cluster_gone
+from testbed.real import api
+
+pytestmark = pytest.mark.timeout(120)
+
+FAST = dict(heartbeat_interval_s=0.05, num_heartbeats_timeout=10)
+
+
+@tb.remote
+def inc(x):
+    return x + 1
+
+
+@tb.remote
+def make(i, size=50_000):
+    return np.full(size, float(i))
+
+
+@tb.remote
+def total(a):
+    return float(a.sum())
+
+
+def _until(cond, what, timeout=30.0):
+    """Poll a cluster-side condition (reconfiguration is asynchronous), bounded."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting until {what}")
+
+
+@pytest.mark.parametrize("victim", [0, -1, 1], ids=["head", "tail", "middle"])
+def test_no_acknowledged_write_is_lost_when_a_replica_dies_mid_write(victim):
+    """A writer keeps writing (one write in flight, as in the paper's Fig. 10a) while another
+    thread kills a member of the 3-replica chain; every acknowledged write is then readable,
+    every replica holds the same state, and a fresh replica brings the chain back to 3."""
+    with tb.init(num_cpus=1, gcs_chain_length=3) as c:
+        g = api._gcs_client()
+        halfway = threading.Event()
+        killed = []
+        killer = threading.Thread(target=lambda: (halfway.wait(60), killed.append(tb.kill_gcs_replica(0, victim))))
+        killer.start()
+        n = 1500
+        for i in range(n):
+            if i == n // 3:
+                halfway.set()
+            g.write("bench", f"k{i}".encode(), i)      # returns once the tail acknowledged it
+        killer.join(60)
+        assert killed, "the replica was not killed"
+        assert killed[0] not in tb.gcs_chains()[0]
+        assert [g.read("bench", f"k{i}".encode()) for i in range(n)] == list(range(n))
+        _until(lambda: len(tb.gcs_chains()[0]) == 3, "a fresh replica joined")
+        stats = api._gcs_stats()
+        assert len({s["entries"]["bench"] for s in stats.values()}) == 1, stats
+        assert all(s["entries"]["bench"] == n for s in stats.values())
+        g.close()
+    assert_cluster_gone(c)
+
+
+def test_tasks_run_on_while_head_and_tail_of_different_shards_die():
+    with tb.init(num_cpus=2, num_nodes=2, gcs_shards=2, gcs_chain_length=2) as c:
+        refs = [inc.remote(i) for i in range(300)]
+        tb.kill_gcs_replica(0, 0)
+        refs += [inc.remote(i) for i in range(300, 600)]
+        tb.kill_gcs_replica(1, -1)
+        refs += [inc.remote(i) for i in range(600, 900)]
+        assert tb.get(refs, timeout=60) == list(range(1, 901))
+        _until(lambda: all(len(ch) == 2 for ch in tb.gcs_chains().values()), "both chains are whole again")
+        assert tb.get([inc.remote(i) for i in range(50)], timeout=60) == list(range(1, 51))
+    assert_cluster_gone(c)
+
+
+def test_without_replacement_the_chain_shrinks_and_still_serves():
+    with tb.init(num_cpus=1, gcs_chain_length=2, gcs_replace_replicas=False) as c:
+        first = tb.gcs_chains()[0]
+        tb.kill_gcs_replica(0, -1)
+        _until(lambda: len(tb.gcs_chains()[0]) == 1, "the chain dropped its dead tail")
+        assert tb.gcs_chains()[0] == first[:1]
+        assert tb.get([inc.remote(i) for i in range(20)], timeout=60) == list(range(1, 21))
+        with pytest.raises(ValueError, match="gcs_chain_length"):
+            tb.kill_gcs_replica(0, 0)             # the last replica: its state would be gone
+    assert_cluster_gone(c)
+
+
+def test_bad_replica_kills_are_clear_errors():
+    with tb.init(num_cpus=1) as c:
+        with pytest.raises(ValueError, match="1 replica"):
+            tb.kill_gcs_replica()
+        with pytest.raises(ValueError, match="no GCS shard 3"):
+            tb.kill_gcs_replica(3)
+        with pytest.raises(TypeError, match="replica"):
+            tb.kill_gcs_replica(0, "head")
+    assert_cluster_gone(c)
+
+
+def test_flushing_bounds_the_task_table_and_lineage_is_read_back_from_disk():
+    """Finished tasks' entries leave memory; a lost object whose producer's entry is on disk
+    is still rebuilt from it."""
+    with tb.init(num_cpus=1, num_nodes=2, spillover="AlwaysGlobal", placement="RoundRobin",
+                 gcs_flush_interval_s=0.05, **FAST) as c:
+        assert tb.get([inc.remote(i) for i in range(400)], timeout=60) == list(range(1, 401))
+        refs = [make.remote(i) for i in range(4)]             # round robin: some on node 1
+        tb.wait(refs, num_returns=4)
+        _until(lambda: sum(s["flushed"] for s in api._gcs_stats().values()) >= 404, "the lineage was flushed")
+        in_memory = sum(s["entries"].get("task", 0) for s in api._gcs_stats().values())
+        assert in_memory < 100, in_memory
+        tb.kill_node(tb.nodes()[1]["NodeID"])
+        assert tb.get([total.remote(r) for r in refs], timeout=60) == [i * 50_000.0 for i in range(4)]
+        assert 2 in {r[12] for r in api.task_records() if r[2] == "make"}   # rebuilt from flushed lineage
+    assert_cluster_gone(c)
