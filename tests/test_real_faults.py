@@ -267,3 +267,73 @@ def test_random_kills_with_restores_on_the_real_engine(tmp_path):
     """)
     assert res.info["nodes_killed"] >= 1 and res.info["nodes_added"] >= 1
     assert not (res.trace.state == "failed").any()
+
+
+@tb.remote(max_restarts=1)
+class Tally:
+    """A counter whose state is only in the process: a rebuild must replay to get it back."""
+    def __init__(self):
+        self.n = 0
+
+    def incr(self):
+        self.n += 1
+        return self.n
+
+
+@tb.remote(max_restarts=1, checkpoint_interval=3)
+class CheckpointedTally:
+    def __init__(self):
+        self.n = 0
+
+    def incr(self):
+        self.n += 1
+        return self.n
+
+
+@tb.remote
+class Fragile:
+    def ping(self):
+        return "pong"
+
+
+def _rows(name):
+    from testbed.real import api
+    return [r for r in api.task_records() if r[2] == name]
+
+
+def test_actors_on_a_killed_node_are_rebuilt_elsewhere_by_replay_from_their_checkpoints():
+    """Node 1 dies with three actors. With max_restarts=1 each is rebuilt on a live node:
+    the one without checkpoints replays all 7 calls, the checkpointed one (every 3 calls)
+    only the 1 after its checkpoint; both go on counting where they were. The one with
+    max_restarts=0 is dead: calls on it fail clearly."""
+    with tb.init(num_cpus=1, num_nodes=3, **FAST) as c:
+        plain, ckpt, fragile = (Tally.options(_node=1).remote(), CheckpointedTally.options(_node=1).remote(),
+                                Fragile.options(_node=1).remote())
+        assert tb.get([plain.incr.remote() for _ in range(7)]) == list(range(1, 8))
+        assert tb.get([ckpt.incr.remote() for _ in range(7)]) == list(range(1, 8))
+        assert tb.get(fragile.ping.remote()) == "pong"
+        victim = tb.nodes()[1]["NodeID"]
+        tb.kill_node(victim)
+        _wait_dead(victim)
+        assert tb.get([plain.incr.remote() for _ in range(3)], timeout=60) == [8, 9, 10]
+        assert tb.get([ckpt.incr.remote() for _ in range(3)], timeout=60) == [8, 9, 10]
+        with pytest.raises(tb.ActorDiedError, match="max_restarts=0"):
+            tb.get(fragile.ping.remote(), timeout=60)
+        assert sum(1 for r in _rows("Tally.incr") if r[12] == 2) == 7
+        assert sum(1 for r in _rows("CheckpointedTally.incr") if r[12] == 2) == 1
+        rebuilt = {r[4] for r in _rows("Tally.__init__") + _rows("CheckpointedTally.__init__") if r[12] == 2}
+        assert rebuilt and 1 not in rebuilt                     # on live nodes
+    assert_cluster_gone(c)
+
+
+def test_calls_in_flight_when_the_actors_node_dies_run_once_in_order():
+    """Calls sent while the node dies are sent again to the rebuilt actor: a call that ran
+    is not run twice (its result comes back by replay), one that had not runs after the
+    replay, and the results are each caller's calls in order."""
+    with tb.init(num_cpus=1, num_nodes=3, **FAST) as c:
+        t = Tally.options(_node=1).remote()
+        first = [t.incr.remote() for _ in range(30)]
+        tb.kill_node(tb.nodes()[1]["NodeID"])
+        later = [t.incr.remote() for _ in range(10)]
+        assert tb.get(first + later, timeout=60) == list(range(1, 41))
+    assert_cluster_gone(c)

@@ -112,6 +112,16 @@ class ActorMethod:
         return refs[0] if self._num_returns == 1 else refs
 
 
+def actor_entry(spec: dict, node: int) -> dict:
+    """The actor table's entry for an actor on its way to ``node`` (being created, or rebuilt
+    after its node died): enough for the global scheduler to place it again if that node dies."""
+    base = {k: v for k, v in spec.items()
+            if k not in ("restore", "rebuild", "calls_done", "attempt", "pred", "spilled", "pin_node")}
+    rebuild = bool(spec.get("rebuild"))
+    return {"node": node, "state": "restarting" if rebuild else "pending", "name": spec["class_name"],
+            "spec": base, "restarts": spec.get("attempt", 1) - 1 if rebuild else 0}
+
+
 def kill(handle: ActorHandle) -> None:
     """Kill an actor's process now; its pending and future calls fail with ActorDiedError."""
     from .api import _core

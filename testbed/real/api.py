@@ -111,19 +111,21 @@ class Cluster:
             self.events.put(ev)
         self.events.put({"event": "supervisor-exited"})
 
-    def _wait_for(self, name: str) -> None:
+    def _wait_for(self, name: str, during: str = "start-up") -> None:
+        """Wait for the supervisor's event ``name``; a cluster that cannot get there is shut down."""
         end = time.monotonic() + START_TIMEOUT_S
         while True:
             try:
                 ev = self.events.get(timeout=max(0.0, end - time.monotonic()))
             except queue.Empty:
                 self.shutdown()
-                raise ClusterError(f"the cluster did not start within {START_TIMEOUT_S:.0f} s") from None
+                raise ClusterError(f"the cluster's supervisor did not finish {during} within "
+                                   f"{START_TIMEOUT_S:.0f} s") from None
             if ev.get("event") == name:
                 return
             if ev.get("event") == "supervisor-exited":
                 self.shutdown()
-                raise ClusterError("the cluster's supervisor exited during start-up (see its output above)")
+                raise ClusterError(f"the cluster's supervisor exited during {during} (see its output above)")
 
     def command(self, **cmd) -> None:
         self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
@@ -507,12 +509,14 @@ def _node_index(node_id: str) -> int:
 
 def kill_node(node_id: str) -> None:
     """Crash a node (a NodeID from tb.nodes()): its node manager and workers die at once
-    and its objects are lost. Node 0 hosts the driver and cannot be killed."""
+    (they are dead when this returns) and its objects are lost. Node 0 hosts the driver
+    and cannot be killed."""
     c = _driver_cluster()
     index = _node_index(node_id)
     if index == 0:
         raise ValueError("node 0 hosts the driver's connection and cannot be killed")
     c.command(cmd="kill_node", index=index)
+    c._wait_for("node_killed", "killing a node")          # its processes are dead when this returns
 
 
 def add_node(num_cpus: float = 1, num_gpus: float | None = None, resources: dict | None = None) -> str:

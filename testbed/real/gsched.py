@@ -20,7 +20,8 @@ import uuid
 
 import numpy as np
 
-from ..core.views import ClusterView
+from ..core.views import ClusterView, TaskView
+from .actors import actor_entry
 from .context import Context
 from . import transport
 from .gcsclient import GcsClient
@@ -102,6 +103,31 @@ class GlobalScheduler:
             info = dict(self.info[i], Alive=False, Available={}, durations=[], transfers=[])
             self.info[i] = info
             self.gcs.put("node", info["NodeID"], info)
+        self.gcs.scan_all("actor", lambda table: self.rebuild_actors(i, table))
+
+    def rebuild_actors(self, dead: int, table: dict) -> None:
+        """Actors that lived on a dead node: each is placed again like a task (restored there
+        from its last checkpoint, then replaying its later calls), while it has restarts
+        left; otherwise it is dead, and calls on it fail."""
+        for aid, info in table.items():
+            state = info.get("state")
+            if state not in ("pending", "alive", "restarting") or info.get("node") != dead or "spec" not in info:
+                continue
+            spec = info["spec"]
+            restarts = info.get("restarts", 0)
+            if state == "pending":            # never created: place the creation again (not a restart)
+                spec = dict(spec, pin_node=None, spilled=True, submitted_at=time.time())
+            else:
+                limit = spec.get("max_restarts", 0)
+                if limit != -1 and restarts >= limit:
+                    self.gcs.put("actor", aid, {"node": dead, "state": "dead", "name": info.get("name"),
+                                                "error": f"actor {spec['class_name']} died with its node and has "
+                                                         f"no restarts left (max_restarts={limit})"})
+                    continue
+                spec = dict(spec, rebuild=True, attempt=restarts + 2, pin_node=None, spilled=True,
+                            submitted_at=time.time())
+            tv = TaskView(int.from_bytes(aid[:8], "little"), spec["name"], spec["resources"], (), dead)
+            self.on_forward(None, spec, tv)
 
     def current_view(self) -> ClusterView:
         if self.view is None:
@@ -126,8 +152,13 @@ class GlobalScheduler:
     def on_forward(self, ch, spec, tv) -> None:
         p = self.placement.place(tv, self.current_view(), self.now(), self.rng)
         if p is None:
-            self.loop.send(ch, ("infeasible", spec, f"task {spec['name']} asks for {spec['resources']}, which no live node "
-                                         f"can hold"))
+            msg = f"task {spec['name']} asks for {spec['resources']}, which no live node can hold"
+            if ch is not None:
+                self.loop.send(ch, ("infeasible", spec, msg))
+            elif spec.get("kind") == "actor_create":          # a rebuild with nowhere to go
+                self.gcs.put("actor", spec["actor_id"], {"node": -1, "state": "dead", "name": spec["class_name"],
+                                                         "error": f"actor {spec['class_name']} cannot be rebuilt: {msg}",
+                                                         "infeasible": True})
             return
         spec["pred"] = None if p.predicted_wait_s is None else float(p.predicted_wait_s)
         try:
@@ -137,9 +168,11 @@ class GlobalScheduler:
             self.on_forward(ch, spec, tv)
             return
         # the task table says where it went: if that node dies before running it, whoever
-        # waits for its result knows to run it again
+        # waits for its result knows to run it again (an actor: the actor table, see rebuild_actors)
         self.gcs.task_update(spec["task_id"], {"node": int(p.node), "state": "assigned",
                                                "attempt": spec.get("attempt", 1)})
+        if spec.get("kind") == "actor_create":
+            self.gcs.put("actor", spec["actor_id"], actor_entry(spec, int(p.node)))
         self.loop.send(target, ("assign", spec))
 
     def node(self, index: int):

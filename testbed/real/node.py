@@ -25,6 +25,7 @@ import numpy as np
 from ..core.resources import fits
 from ..core.views import LocalView, TaskView
 from . import objstore
+from .actors import actor_entry
 from .context import Context
 from .core import object_id
 from .errors import ActorDiedError, InfeasibleError, WorkerCrashedError
@@ -56,7 +57,7 @@ class Client:
 
 class Actor:
     __slots__ = ("id", "name", "worker", "queue", "busy", "killed", "spec", "restarts", "log", "ckpt",
-                 "calls_done", "restarting")
+                 "calls_done", "restarting", "executed")
 
     def __init__(self, actor_id: bytes, name: str, worker: Client, spec: dict | None = None):
         self.id = actor_id
@@ -69,6 +70,9 @@ class Actor:
         self.ckpt: bytes | None = None
         self.calls_done = 0
         self.restarting = False
+        #: caller node -> the highest of its call numbers this actor has run (a call sent
+        #: again after a node died is dropped if it ran already: no result is given twice)
+        self.executed: dict[int, int] = {}
         #: the dedicated worker holding the instance (and the actor's resources)
         self.worker = worker
         #: calls in arrival order; the head runs once its inputs are here
@@ -153,6 +157,11 @@ class NodeManager:
         self.actor_dead: dict[bytes, str] = {}
         self.actor_infeasible: set[bytes] = set()
         self.actor_pending: dict[bytes, list] = {}
+        #: actors whose actor-table entry we follow; per actor, our next call number
+        self.actor_watch: set[bytes] = set()
+        self.call_seq: dict[bytes, int] = {}
+        #: actors being rebuilt here after their node died: id -> (checkpoint entry, call log)
+        self.rebuilds: dict[bytes, dict] = {}
         from ..studies.experiment import build_policies
         _, self.spillover = build_policies(cfg["scheduler"])
         self.rng = np.random.default_rng(index)
@@ -229,6 +238,10 @@ class NodeManager:
     # --- submission and placement ------------------------------------------------------
     def on_submit(self, ch, spec) -> None:
         if spec.get("kind") == "actor_call":
+            if self.ctx.config.get("lineage", True):   # so a lost result is known to be an actor's
+                spec.setdefault("origin", self.index)
+                self.gcs.task_update(spec["task_id"], {"name": spec["name"], "origin": self.index, "node": self.index,
+                                                       "state": "submitted", "attempt": 1, "spec": spec})
             self.route_call(spec)
             return
         fid = spec["fn_id"]
@@ -255,6 +268,8 @@ class NodeManager:
             return
         pin = spec.get("pin_node")
         if pin is not None:                       # the runner's drivers: run on that node
+            if spec.get("kind") == "actor_create":
+                self.gcs.put("actor", spec["actor_id"], actor_entry(spec, int(pin)))
             if pin == self.index:
                 self.accept(spec)
             else:
@@ -265,6 +280,8 @@ class NodeManager:
         if self.spillover.should_forward(tv, local, time.time() - self.t0, self.rng) or not fits(demand, self.total):
             self.forward(spec, tv)
         else:
+            if spec.get("kind") == "actor_create":
+                self.gcs.put("actor", spec["actor_id"], actor_entry(spec, self.index))
             self.accept(spec)
 
     def task_view(self, spec) -> TaskView:
@@ -304,6 +321,9 @@ class NodeManager:
         if fid not in self.fns:
             t.missing.add("fn:" + fid)
             self.fetch_fn(fid)
+        if spec.get("rebuild"):
+            t.missing.add("rebuild")
+            self.fetch_actor_state(t)
         if not t.missing:
             self.ready.append(t)
             self.dispatch()
@@ -313,6 +333,23 @@ class NodeManager:
                 self.when_local(m, lambda m=m, t=t: self._arrived(t, m))
             else:
                 self.local_waiters.setdefault(m, []).append(lambda m=m, t=t: self._arrived(t, m))
+
+    def fetch_actor_state(self, t: Task) -> None:
+        """An actor rebuilt here after its node died: its latest checkpoint and the calls it
+        completed since (both in the GCS), before its constructor (or restore) runs."""
+        aid = t.spec["actor_id"]
+        got: dict = {}
+
+        def one(name, value):
+            got[name] = value
+            if len(got) == 2:
+                ck = got["ckpt"] or {}
+                t.spec["restore"] = ck.get("ckpt")
+                t.spec["calls_done"] = ck.get("calls_done", 0)
+                self.rebuilds[aid] = {"ckpt": ck, "log": list(got["log"] or [])}
+                self._arrived(t, "rebuild")
+        self.gcs.get("actor_ckpt", aid, lambda v: one("ckpt", v))
+        self.gcs.get("actor_log", aid, lambda v: one("log", v))
 
     def _arrived(self, t: Task, what) -> None:
         t.missing.discard(what)
@@ -568,8 +605,8 @@ class NodeManager:
         if w is None:
             return
         t = w.task
-        if t is not None and t.spec.get("replay"):       # a rebuild re-running a delivered call
-            results = []
+        if t is not None and t.spec.get("replay") and not t.spec.get("store"):
+            results = []          # a restart here re-running a call whose result is here already
         for i, r in enumerate(results):
             oid = object_id(task_id, i)
             if r[0] == "inline":
@@ -592,6 +629,8 @@ class NodeManager:
                     return
                 if old is not None and old.restarting:      # a rebuild: replay, then carry on
                     old.worker, old.restarting, old.busy = w, False, False
+                    self.gcs.put("actor", old.id, {"node": self.index, "state": "alive", "name": old.name,
+                                                   "spec": old.spec, "restarts": old.restarts})
                     replay = []
                     for spec in old.log:
                         r = Task(dict(spec, replay=True))
@@ -601,8 +640,15 @@ class NodeManager:
                     self.dispatch_actor(old)
                     return
                 a = self.actors[w.actor] = Actor(w.actor, t.spec["class_name"], w, t.spec)
+                a.spec = {k: v for k, v in t.spec.items() if k not in ("restore", "rebuild", "calls_done", "attempt")}
                 self.actor_loc[a.id] = self.index
-                self.gcs.put("actor", a.id, {"node": self.index, "state": "alive", "name": a.name})
+                rb = self.rebuilds.pop(a.id, None) if t.spec.get("rebuild") else None
+                if rb is not None:
+                    self.resume_rebuilt(a, t, rb)
+                self.gcs.put("actor", a.id, {"node": self.index, "state": "alive", "name": a.name, "spec": a.spec,
+                                             "restarts": a.restarts})
+                if rb is not None:
+                    self.dispatch_actor(a)
                 for spec in self.actor_pending.pop(a.id, ()):
                     self.route_call(spec)
             else:
@@ -612,8 +658,21 @@ class NodeManager:
                     if not t.spec.get("replay"):
                         a.calls_done += 1
                         a.log.append(t.spec)
-                    if ckpt is not None:
-                        a.ckpt, a.log = ckpt, []
+                        c = t.spec.get("cseq")
+                        if c is not None:
+                            a.executed[c[0]] = max(c[1], a.executed.get(c[0], 0))
+                        # the call log outlives this node: a rebuild elsewhere replays it
+                        self.gcs.extend("actor_log", a.id, [t.spec])
+                        self.gcs.task_update(task_id, {"state": "finished", "node": self.index, "seq": a.calls_done,
+                                                       "attempt": t.attempt}, later=True)
+                        if ckpt is not None:
+                            a.ckpt, a.log = ckpt, []
+                            self.gcs.put("actor_ckpt", a.id, {"ckpt": ckpt, "calls_done": a.calls_done,
+                                                              "executed": dict(a.executed)})
+                            self.gcs.put("actor_log", a.id, [])
+                            ck = Task(dict(t.spec, name=f"{a.name}.__checkpoint__", task_id=task_id[:15] + b"c"))
+                            ck.attempt = 1
+                            self.record(ck, self.index, end, time.time(), "finished", w.pid)
                     self.dispatch_actor(a)
             return
         if t is not None:
@@ -639,9 +698,30 @@ class NodeManager:
             self.add_object(oid, len(data))
 
     # --- actors ----------------------------------------------------------------------------
+    def resume_rebuilt(self, a: Actor, t: Task, rb: dict) -> None:
+        """An actor whose node died now lives here, restored from its checkpoint: replay the
+        calls it completed since (their results were lost with the node: keep them this
+        time), then run the calls that wait for it, in order."""
+        ck, log = rb["ckpt"], rb["log"]
+        a.restarts = t.attempt - 1
+        a.ckpt = ck.get("ckpt")
+        a.executed = dict(ck.get("executed", {}))
+        a.log = list(log)
+        a.calls_done = ck.get("calls_done", 0) + len(log)
+        for spec in log:
+            c = spec.get("cseq")
+            if c is not None:
+                a.executed[c[0]] = max(c[1], a.executed.get(c[0], 0))
+            r = Task(dict(spec, replay=True, store=True))
+            r.attempt = 2
+            a.queue.append(r)
+
     def route_call(self, spec) -> None:
         """Send an actor call on towards its actor, keeping each caller's order."""
         aid = spec["actor_id"]
+        if "cseq" not in spec:            # numbered where it was made: the actor drops repeats
+            n = self.call_seq[aid] = self.call_seq.get(aid, 0) + 1
+            spec["cseq"] = (self.index, n)
         a = self.actors.get(aid)
         if a is not None:
             self.actor_enqueue(a, spec)
@@ -655,7 +735,7 @@ class NodeManager:
             pend.append(spec)
             return
         loc = self.actor_loc.get(aid)
-        if loc is not None and loc != self.index:
+        if loc is not None and loc != self.index and loc not in self.dead_nodes:
             try:
                 ch = self.peer(loc)
             except OSError:
@@ -665,8 +745,23 @@ class NodeManager:
             self.calls_out[spec["task_id"]] = (loc, spec)
             self.loop.send(ch, ("actor_call", spec))
             return
+        self.actor_loc.pop(aid, None)
         self.actor_pending[aid] = [spec]
-        self.gcs.get("actor", aid, lambda info, aid=aid: self.actor_found(aid, info), wait=True)
+        self.await_actor(aid)
+
+    def await_actor(self, aid: bytes) -> None:
+        """Learn where an actor lives from the actor table, waiting (by subscription) while
+        it is being created or rebuilt, or its entry still names a node that died."""
+        if aid not in self.actor_watch:
+            self.actor_watch.add(aid)
+            self.gcs.subscribe("actor", aid, self.on_actor_entry)
+        self.gcs.get("actor", aid, lambda info, aid=aid: info is not None and self.on_actor_entry("actor", aid, info))
+
+    def on_actor_entry(self, table, aid, info) -> None:
+        if aid not in self.actor_pending or aid in self.actors:
+            return
+        if info["state"] == "dead" or (info["state"] == "alive" and info["node"] not in self.dead_nodes):
+            self.actor_found(aid, info)
 
     def actor_found(self, aid: bytes, info: dict) -> None:
         pend = self.actor_pending.pop(aid, [])
@@ -691,7 +786,11 @@ class NodeManager:
             self.route_call(spec)
 
     def actor_enqueue(self, a: Actor, spec) -> None:
+        c = spec.get("cseq")
+        if c is not None and c[1] <= a.executed.get(c[0], 0):
+            return              # sent again after a node died, but it ran: replayed or lost, never twice
         t = Task(spec)
+        t.attempt = spec.get("attempt", 1)
         for x in list(spec["args"]) + list(spec["kwargs"].values()):
             if x[0] == "r" and not self.is_local(x[1]):
                 t.missing.add(x[1])
@@ -726,7 +825,7 @@ class NodeManager:
             self.actor_pending[aid].append("kill")
         else:
             self.actor_pending[aid] = ["kill"]
-            self.gcs.get("actor", aid, lambda info, aid=aid: self.actor_found(aid, info), wait=True)
+            self.await_actor(aid)
 
     def restart_actor(self, a: Actor) -> None:
         """The actor's process died: start it again here from its last checkpoint (or its
@@ -818,11 +917,19 @@ class NodeManager:
         for aid, loc in list(self.actor_loc.items()):
             if loc == k:
                 del self.actor_loc[aid]
-                self.mark_actor_dead(aid, "the actor's node died")
+        # calls sent to an actor that died with its node: the global scheduler rebuilds the
+        # actor elsewhere (or declares it dead); they go there, before newer ones, in order
+        again: dict[bytes, list] = {}
         for tid, (loc, spec) in list(self.calls_out.items()):
-            if loc == k:               # sent to an actor that died with its node: it will never answer
+            if loc == k:
                 del self.calls_out[tid]
-                self.fail(spec, ActorDiedError(f"actor call {spec['name']}: the actor's node died"))
+                lost = Task(spec)
+                lost.attempt = spec.get("attempt", 1)
+                self.record(lost, k, float("nan"), time.time(), "lost")
+                again.setdefault(spec["actor_id"], []).append(dict(spec, attempt=lost.attempt + 1))
+        for aid, specs in again.items():
+            self.actor_pending[aid] = specs + self.actor_pending.get(aid, [])
+            self.await_actor(aid)
         for oid, entry in list(self.known.items()):
             if k in entry["locations"]:
                 self.known[oid] = dict(entry, locations=[n for n in entry["locations"] if n != k])
@@ -850,8 +957,9 @@ class NodeManager:
 
         def got(entry):
             self.looking.discard(tid)
-            if self.is_local(oid):
-                return
+            if self.is_local(oid) or [n for n in (self.known.get(oid) or {}).get("locations", [])
+                                      if n not in self.dead_nodes]:
+                return                        # it is here, or on a live node
             if entry is not None and entry.get("spec") is None and self.ctx.config.get("lineage", True):
                 # the submitter's write (with the spec) can reach the table after the global
                 # scheduler's or the node's: look again shortly rather than give up
@@ -875,6 +983,9 @@ class NodeManager:
                 return                        # the latest attempt is on its way on a live node
             if state == "failed" or entry["spec"].get("kind") == "actor_create":
                 return
+            if entry["spec"].get("kind") == "actor_call":
+                self.actor_result_lost(oid, entry)
+                return
             spec = dict(entry["spec"])
             attempt = entry.get("attempt", 1) + 1
             limit = spec.get("max_retries", 3)
@@ -891,6 +1002,27 @@ class NodeManager:
             self.on_submit(None, spec)
         self.gcs.get("task", tid, got)
 
+    def actor_result_lost(self, oid: bytes, entry: dict) -> None:
+        """An actor call's result is gone with a node. The actor's rebuild replays the calls
+        after its checkpoint (and stores their results again), and a call that had not run
+        runs there; a result from before the checkpoint cannot come back."""
+        if entry.get("state") != "finished" or entry.get("node") not in self.dead_nodes:
+            return
+        spec = entry["spec"]
+
+        def got_actor(info):
+            if info is not None and info.get("state") == "dead":
+                self.lost(oid, f"the result of {spec['name']} was lost with its node, and the actor is dead: "
+                               f"{info.get('error')}", ActorDiedError)
+                return
+            self.gcs.get("actor_ckpt", spec["actor_id"], got_ckpt)
+
+        def got_ckpt(ck):
+            if ck and entry.get("seq", 0) <= ck["calls_done"] and not self.is_local(oid):
+                self.lost(oid, f"the result of {spec['name']} was lost with its node; the actor was rebuilt "
+                               f"from a later checkpoint, so the call is not replayed")
+        self.gcs.get("actor", spec["actor_id"], got_actor)
+
     def recheck_lost(self) -> None:
         """While some node is dead, look again at what we wait for: a producer may have been
         lost after we checked it (a rebuild that died too, a task sent to a dying node)."""
@@ -905,10 +1037,10 @@ class NodeManager:
                 continue
             self.reconstruct(oid)
 
-    def lost(self, oid: bytes, why: str) -> None:
-        """Nothing can rebuild ``oid``: whoever waits for it gets ObjectLostError."""
+    def lost(self, oid: bytes, why: str, error=None) -> None:
+        """Nothing can rebuild ``oid``: whoever waits for it gets ObjectLostError (or ``error``)."""
         from .errors import ObjectLostError
-        err = ObjectLostError(why)
+        err = (error or ObjectLostError)(why)
         err._testbed_raise = True
         data = objstore.to_bytes(objstore.serialize(err))
         self.inline[oid] = data
