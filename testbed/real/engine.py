@@ -49,14 +49,20 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from ..core.faults import random_victim
-from ..core.trace import COLUMNS, NAMES, metrics_from_trace
 from ..workloads import Workload, parse_workload
 from ..workloads.generator import job_deps
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# Workers import this module to run _work, _Driver and Actor: pandas (the Trace) is imported
+# only where a Trace is built, or it would cost every worker ~0.2 s of CPU (seconds, with
+# many starting together on 2 cores) before its first call.
 
 #: Trace rows of the engine's own processes and calls, left out of the run's Trace
 EXCLUDED = ("_Driver.", "_Driver", "Actor.state")
@@ -463,6 +469,7 @@ def run_real(cfg: dict, seed: int):
     finally:
         memory.stop()
         api.shutdown()
+    from ..core.trace import metrics_from_trace
     df = records_to_trace(rows + extra_rows, exclude=EXCLUDED, t0=t0)
     metrics = metrics_from_trace(df)
     flushed: dict[int, int] = {}
@@ -600,6 +607,9 @@ def _inject_faults(api, faults: dict, n: int, nodes: list, seed: int, scale: flo
 def records_to_trace(rows: list[tuple], exclude: tuple[str, ...] = (), t0: float | None = None) -> pd.DataFrame:
     """Node managers' rows -> a Trace (the simulator's columns; seconds from ``t0``, the run's
     start in wall-clock seconds, or by default from the first submission)."""
+    import pandas as pd
+
+    from ..core.trace import COLUMNS, NAMES
     from .api import RECORD_COLUMNS
     recs = [dict(zip(RECORD_COLUMNS, r)) for r in rows if not str(r[2]).startswith(exclude)]
     if not recs:
