@@ -78,7 +78,7 @@ def test_sequential_empty_tasks_with_flushing_flush_lineage(tmp_path):
         """)
     info = res.info
     assert info["complete"] and len(res.trace) == 800
-    assert 0 < info["gcs_flushed_entries"] <= 800
+    assert info["gcs_flushed_entries"] > 0       # tasks, and the driver actor's calls
     mem = info["gcs_memory"]
     assert len(mem) >= 2 and all(b > 0 for _, b in mem)
     assert mem[0][0] >= 0 and mem[-1][0] >= info["wall_s"] - 1e-6

@@ -111,8 +111,8 @@ class GcsClient:
     def obj_remove(self, oid: bytes, node: int) -> None:
         self._write(oid, ("obj_remove", oid, node), False)
 
-    def extend(self, table: str, key, items: list) -> None:
-        self._write(key, ("extend", table, key, items), False)
+    def extend(self, table: str, key, items: list, *, later: bool = False) -> None:
+        self._write(key, ("extend", table, key, items), later)
 
     def _write(self, key, msg, later: bool) -> None:
         k = self.ctx.shard_of(key)

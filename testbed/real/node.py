@@ -596,6 +596,8 @@ class NodeManager:
     def record(self, t: "Task", node: int, start: float, end: float, state: str, pid: int = 0) -> None:
         """One Trace row (see testbed.core.trace), times as wall-clock seconds."""
         sp = t.spec
+        if len(self.records) == self.records_pushed:     # the rows of one loop pass, in one write
+            self.loop.later(0.0, self.push_records)
         self.records.append((sp["task_id"], sp.get("job_id", -1), sp["name"], sp.get("origin", self.index), node,
                              sp.get("submitted_at", t.placed_at), t.placed_at, start, end, bool(sp.get("spilled")),
                              sp.get("pred"), t.bytes_in, t.attempt, state, pid))
@@ -662,7 +664,7 @@ class NodeManager:
                         if c is not None:
                             a.executed[c[0]] = max(c[1], a.executed.get(c[0], 0))
                         # the call log outlives this node: a rebuild elsewhere replays it
-                        self.gcs.extend("actor_log", a.id, [t.spec])
+                        self.gcs.extend("actor_log", a.id, [t.spec], later=True)
                         self.gcs.task_update(task_id, {"state": "finished", "node": self.index, "seq": a.calls_done,
                                                        "attempt": t.attempt}, later=True)
                         if ckpt is not None:
@@ -1140,10 +1142,10 @@ class NodeManager:
                 "durations": self.durations, "transfers": self.transfers}
         self.durations, self.transfers = [], []
         self.gcs.put("node", self.node_id, info)
-        self.push_records()
 
     def push_records(self) -> None:
-        """Task rows go to the GCS each heartbeat, so they survive this node's death."""
+        """Task rows go to the GCS as soon as the loop is done with the messages at hand
+        (several in one write), so they survive this node's death."""
         new = self.records[self.records_pushed:]
         if new:
             self.records_pushed = len(self.records)
