@@ -27,8 +27,9 @@ a new successor. A fresh replica joins as the new tail: the old tail sends it a 
 its state (and of its flushed lineage), then every later write.
 
 **Flushing** (§5.1, Fig. 10b): with ``gcs_flush_interval_s`` > 0, task-table entries of
-finished tasks and the pushed task rows are moved to an SQLite file every interval and
-dropped from memory; a read of a flushed key, and a later write to it, read it back.
+finished tasks, object-table entries of objects no node holds any more (freed or lost) and
+the pushed task rows are moved to an SQLite file every interval and dropped from memory; a
+read of a flushed key, and a later write to it, read it back.
 """
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ class Shard:
         #: (table, key) -> [(channel, request id)] waiting for the key to exist
         self.waiting: dict[tuple, list] = defaultdict(list)
         self.loop = Loop(f"gcs-{index}-{replica}")
-        for kind in WRITES + ("get", "sub", "scan", "batch", "stats"):
+        for kind in WRITES + ("get", "sub", "unsub", "scan", "batch", "stats"):
             self.loop.on(kind, getattr(self, kind))
         for kind in ("w", "wb", "cw", "cack", "hello_client", "role", "add_successor", "snapshot",
                      "pred_hello"):
@@ -97,8 +98,8 @@ class Shard:
     def _lookup(self, table: str, key):
         """A key's value, from memory or (flushed) from disk."""
         value = self.tables[table].get(key)
-        if value is None and self.db is not None and table == "task":
-            row = self.db.execute("SELECT v FROM task WHERE k = ?", (key,)).fetchone()
+        if value is None and self.db is not None and table in ("task", "obj"):
+            row = self.db.execute(f"SELECT v FROM {table} WHERE k = ?", (key,)).fetchone()
             if row is not None:
                 value = pickle.loads(row[0])
         return value
@@ -134,7 +135,7 @@ class Shard:
         self.tables[table].setdefault(key, []).extend(items)
 
     def obj_add(self, ch, oid, node, size) -> None:
-        entry = self.tables["obj"].get(oid)
+        entry = self._lookup("obj", oid)
         if entry is None:
             entry = {"size": size, "locations": []}
         else:
@@ -145,7 +146,7 @@ class Shard:
         self._publish("obj", oid, entry)
 
     def obj_remove(self, ch, oid, node) -> None:
-        entry = self.tables["obj"].get(oid)
+        entry = self._lookup("obj", oid)
         if entry and node in entry["locations"]:
             entry = {"size": entry["size"], "locations": [n for n in entry["locations"] if n != node]}
             self.tables["obj"][oid] = entry
@@ -179,6 +180,13 @@ class Shard:
         elif key is None:              # a whole-table subscriber starts from what is there now
             for k, v in list(self.tables[table].items()):
                 self._send(ch, ("pub", table, k, v))
+
+    def unsub(self, ch, table, key=None) -> None:
+        subs = self.subs.get((table, key))
+        if subs is not None and ch in subs:
+            subs.remove(ch)
+            if not subs:
+                del self.subs[(table, key)]
 
     def stats(self, ch, req) -> None:
         self._send(ch, ("reply", req, {"entries": {t: len(v) for t, v in self.tables.items()},
@@ -311,6 +319,7 @@ class Shard:
         if flushed:
             self._open_db()
             self.db.executemany("INSERT OR REPLACE INTO task VALUES (?, ?)", flushed["task"])
+            self.db.executemany("INSERT OR REPLACE INTO obj VALUES (?, ?)", flushed["obj"])
             self.db.executemany("INSERT INTO records VALUES (?, ?)", flushed["records"])
             self.db.commit()
         self.joining = False
@@ -325,22 +334,30 @@ class Shard:
         self.db.execute("PRAGMA journal_mode=OFF")
         self.db.execute("PRAGMA synchronous=OFF")
         self.db.execute("CREATE TABLE IF NOT EXISTS task (k BLOB PRIMARY KEY, v BLOB)")
+        self.db.execute("CREATE TABLE IF NOT EXISTS obj (k BLOB PRIMARY KEY, v BLOB)")
         self.db.execute("CREATE TABLE IF NOT EXISTS records (k TEXT, v BLOB)")
 
     def flush(self) -> None:
-        """Move finished tasks' lineage and the task rows to disk (bounded memory)."""
+        """Move finished tasks' lineage, entries of objects no node holds any more (freed or
+        lost: kept for reconstruction) and the task rows to disk (bounded memory)."""
         tasks = self.tables.get("task", {})
         done = [(k, pickle.dumps(v, protocol=5)) for k, v in tasks.items()
                 if v.get("state") in ("finished", "failed")]
+        objs = self.tables.get("obj", {})
+        gone = [(k, pickle.dumps(v, protocol=5)) for k, v in objs.items()
+                if not v["locations"] and ("obj", k) not in self.subs]
         recs = [(k, pickle.dumps(v, protocol=5)) for k, v in self.tables.get("records", {}).items() if v]
-        if not done and not recs:
+        if not done and not recs and not gone:
             return
         self.db.execute("BEGIN")
         self.db.executemany("INSERT OR REPLACE INTO task VALUES (?, ?)", done)
+        self.db.executemany("INSERT OR REPLACE INTO obj VALUES (?, ?)", gone)
         self.db.executemany("INSERT INTO records VALUES (?, ?)", recs)
         self.db.execute("COMMIT")
         for k, _ in done:
             del tasks[k]
+        for k, _ in gone:
+            del objs[k]
         if recs:
             self.tables["records"] = {}
         self.flushed += len(done)
@@ -349,6 +366,7 @@ class Shard:
         if self.db is None:
             return None
         return {"task": self.db.execute("SELECT k, v FROM task").fetchall(),
+                "obj": self.db.execute("SELECT k, v FROM obj").fetchall(),
                 "records": self.db.execute("SELECT k, v FROM records ORDER BY rowid").fetchall()}
 
     def closed(self, ch) -> None:

@@ -187,6 +187,11 @@ class GcsClient:
             for ch in targets:
                 self.loop.send(ch, ("sub", table, key))
 
+    def unsubscribe(self, table: str, key) -> None:
+        """Drop every callback on ``key`` (the shard forgets this subscriber)."""
+        if self._subs.pop((table, key), None) is not None:
+            self.loop.send(self.shard(key), ("unsub", table, key))
+
     def _on_reply(self, ch, req, value) -> None:
         self._asked.pop(req, None)
         cb = self._callbacks.pop(req, None)

@@ -434,6 +434,9 @@ class NodeManager:
         first = oid not in self.sizes
         self.sizes[oid] = size
         self.calls_out.pop(oid[:16], None)
+        if oid in self.watching:           # it is here now: its table entry need not follow us
+            self.watching.discard(oid)
+            self.gcs.unsubscribe("obj", oid)
         if first:
             self.gcs.obj_add(oid, self.index, size, later=True)
         for cb in self.local_waiters.pop(oid, ()):
