@@ -337,3 +337,31 @@ def test_calls_in_flight_when_the_actors_node_dies_run_once_in_order():
         later = [t.incr.remote() for _ in range(10)]
         assert tb.get(first + later, timeout=60) == list(range(1, 41))
     assert_cluster_gone(c)
+
+
+@tb.remote(max_restarts=1)
+class SlowTally:
+    def __init__(self):
+        self.n = 0
+
+    def incr(self, folder=None, t=0.0):
+        if folder:                      # mark that this call runs, then work
+            open(os.path.join(folder, f"call-{self.n + 1}"), "w").close()
+            time.sleep(t)
+        self.n += 1
+        return self.n
+
+
+def test_an_actor_process_killed_mid_call_runs_that_call_once_after_the_rebuild(tmp_path):
+    """The call that was running when the actor's process died runs again after the replay
+    (the state it had not changed yet is rebuilt first), and later calls follow in order."""
+    with tb.init(num_cpus=2, **FAST) as c:
+        a = SlowTally.remote()
+        assert tb.get([a.incr.remote() for _ in range(3)]) == [1, 2, 3]
+        mid = a.incr.remote(str(tmp_path), 1.0)
+        after = [a.incr.remote() for _ in range(2)]
+        _wait_started(tmp_path)                        # call 4 is running
+        tb.kill_actor_process(a)
+        assert tb.get([mid] + after, timeout=60) == [4, 5, 6]
+        assert sum(1 for r in _rows("SlowTally.incr") if r[12] == 2) == 3      # the replay of calls 1-3
+    assert_cluster_gone(c)
