@@ -365,3 +365,16 @@ def test_an_actor_process_killed_mid_call_runs_that_call_once_after_the_rebuild(
         assert tb.get([mid] + after, timeout=60) == [4, 5, 6]
         assert sum(1 for r in _rows("SlowTally.incr") if r[12] == 2) == 3      # the replay of calls 1-3
     assert_cluster_gone(c)
+
+
+def test_a_node_killed_around_a_large_transfer_from_it():
+    """Node 2 pulls a 200 MB object from node 1, which is killed right after the consumer is
+    submitted: before, during or after the transfer. Whichever it hits, the consumer gets the
+    right value (pulled whole, or rebuilt by re-running the producer) and nothing hangs."""
+    with tb.init(num_cpus=1, num_nodes=3, object_store_bytes=1 << 30, **FAST) as c:
+        big = make.options(_node=1).remote(3, 25_000_000)          # 25M float64: 200 MB
+        tb.wait([big])
+        s = total.options(_node=2).remote(big)
+        tb.kill_node(tb.nodes()[1]["NodeID"])
+        assert tb.get(s, timeout=90) == 3 * 25_000_000.0
+    assert_cluster_gone(c)

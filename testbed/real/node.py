@@ -267,6 +267,8 @@ class NodeManager:
             self.fail(spec, InfeasibleError(msg))
             return
         pin = spec.get("pin_node")
+        if pin is not None and pin in self.dead_nodes:
+            pin = spec["pin_node"] = None         # a rebuild of work pinned to a node that died
         if pin is not None:                       # the runner's drivers: run on that node
             if spec.get("kind") == "actor_create":
                 self.gcs.put("actor", spec["actor_id"], actor_entry(spec, int(pin)))
