@@ -6,6 +6,12 @@ from collections.abc import Collection, Iterable
 import numpy as np
 
 
+def may_run_again(done: int, limit: int) -> bool:
+    """Whether a task may be re-executed (an actor rebuilt) once more, after ``done`` re-runs
+    so far, under a ``max_retries`` / ``max_restarts`` of ``limit`` (-1: no limit)."""
+    return limit < 0 or done < limit
+
+
 def random_victim(live: Iterable[int], min_live_nodes: int, rng: np.random.Generator,
                   protected: Collection[int] = ()) -> int | None:
     """The node a ``kill_every_s`` tick kills: uniform among the live nodes not

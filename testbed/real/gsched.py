@@ -20,6 +20,7 @@ import uuid
 
 import numpy as np
 
+from ..core.faults import may_run_again
 from ..core.views import ClusterView, TaskView
 from .actors import actor_entry
 from .context import Context
@@ -119,7 +120,7 @@ class GlobalScheduler:
                 spec = dict(spec, pin_node=None, spilled=True, submitted_at=time.time())
             else:
                 limit = spec.get("max_restarts", 0)
-                if limit != -1 and restarts >= limit:
+                if not may_run_again(restarts, limit):
                     self.gcs.put("actor", aid, {"node": dead, "state": "dead", "name": info.get("name"),
                                                 "error": f"actor {spec['class_name']} died with its node and has "
                                                          f"no restarts left (max_restarts={limit})"})

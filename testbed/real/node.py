@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.faults import may_run_again
 from ..core.resources import fits
 from ..core.views import LocalView, TaskView
 from . import objstore
@@ -201,8 +202,7 @@ class NodeManager:
             self.idle.remove(c)
         if c.kind == "worker" and c.actor is not None and c.actor in self.actors:
             a = self.actors[c.actor]
-            limit = a.spec.get("max_restarts", 0)
-            if a.worker is c and not a.killed and (limit == -1 or a.restarts < limit):
+            if a.worker is c and not a.killed and may_run_again(a.restarts, a.spec.get("max_restarts", 0)):
                 self.restart_actor(a)
             elif a.worker is c:
                 self.actor_died(a)
@@ -215,8 +215,7 @@ class NodeManager:
                 self.fail(t.spec, WorkerCrashedError(f"the worker creating {t.spec['class_name']} died"))
             elif c.task is not None:                     # it died mid-task
                 t, c.task = c.task, None
-                left = t.spec.get("max_retries", 0)
-                if left == -1 or t.attempt <= left:
+                if may_run_again(t.attempt - 1, t.spec.get("max_retries", 0)):
                     t.attempt += 1
                     self.ready.appendleft(t)
                 else:
@@ -996,7 +995,7 @@ class NodeManager:
             spec = dict(entry["spec"])
             attempt = entry.get("attempt", 1) + 1
             limit = spec.get("max_retries", 3)
-            if limit != -1 and attempt - 1 > limit:
+            if not may_run_again(attempt - 2, limit):
                 self.lost(oid, f"object {oid.hex()[:16]} was lost and its task {spec['name']} was already "
                                f"re-run {limit} times")
                 return

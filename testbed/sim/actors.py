@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from collections import deque
 
+from ..core.faults import may_run_again
 from .engine import NAN, _serve
 from .faults import FaultySimulation
 
@@ -277,7 +278,7 @@ class ActorSimulation(FaultySimulation):
             self._lose(a)
 
     def _can_restart(self, a: _Actor) -> bool:
-        return self._max_restarts < 0 or a.restarts < self._max_restarts
+        return may_run_again(a.restarts, self._max_restarts)
 
     def _lose(self, a: _Actor) -> None:
         """``a``'s node died: its step under way and the calls sent to it end; it waits for

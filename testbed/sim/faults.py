@@ -72,7 +72,7 @@ import numpy as np
 
 from ..core import config as C
 from ..core.errors import ConfigError
-from ..core.faults import random_victim
+from ..core.faults import may_run_again, random_victim
 from ..core.resources import fits
 from ..core.task import TaskState, check_transition
 from ..core.views import ClusterView, TaskView
@@ -586,7 +586,7 @@ class FaultySimulation(Simulation):
 
     # -- losing, retrying, rebuilding ----------------------------------------------------
     def _can_retry(self, t: _Task) -> bool:
-        return self.max_retries < 0 or t.attempt <= self.max_retries
+        return may_run_again(t.attempt - 1, self.max_retries)
 
     def _rebuildable(self, x: _Task) -> bool:
         """Can the lost output of the finished task ``x`` be rebuilt?"""
