@@ -177,12 +177,12 @@ class ActorSimulation(FaultySimulation):
             t = ack
         c.ready_at = t
         if a.status is not DEAD:                   # on its way to the actor's node
-            self._arrive(a, c, t)
+            self._send(a, c, t)
         a.mailbox.append(c)
         self._pump(a)
         return True
 
-    def _arrive(self, a: _Actor, c: _Call, t: float) -> None:
+    def _send(self, a: _Actor, c: _Call, t: float) -> None:
         """``c`` is sent at ``t`` to ``a``'s node."""
         c.ready_at = t + (self._lat if a.node != c.submitter else 0.0)
         c.placed = c.ready_at
@@ -331,14 +331,14 @@ class ActorSimulation(FaultySimulation):
     def _node_declared_dead(self, m: int) -> None:
         for a in self._awaiting.pop(m, ()):
             self.pending -= 1
-            self._rebuild(a)
+            self._rebuild_actor(a)
 
     def _node_joined(self, m: int) -> None:
         homeless, self._homeless = self._homeless, []
         for a in homeless:
-            self._rebuild(a)
+            self._rebuild_actor(a)
 
-    def _rebuild(self, a: _Actor) -> None:
+    def _rebuild_actor(self, a: _Actor) -> None:
         """Re-create ``a`` on the live node with the fewest actors, then replay its log."""
         live = [k for k in range(self.n) if self.alive[k] and k not in self._undetected]
         if not live:
@@ -358,5 +358,5 @@ class ActorSimulation(FaultySimulation):
         a.applied = a.ckpt
         a.replay = deque(a.log)
         for c in a.mailbox:                        # their callers send them to the new node
-            self._arrive(a, c, max(c.ready_at, t))
+            self._send(a, c, max(c.ready_at, t))
         self._begin(a, CREATE, None, t, self._ckpt_s if a.ckpt > 0 else 0.0)
