@@ -340,7 +340,7 @@ class ActorSimulation(FaultySimulation):
 
     def _rebuild_actor(self, a: _Actor) -> None:
         """Re-create ``a`` on the live node with the fewest actors, then replay its log."""
-        live = [k for k in range(self.n) if self.alive[k] and k not in self._undetected]
+        live = [k for k in range(self.n) if self.alive[k]]
         if not live:
             self._homeless.append(a)               # waits for a node to join
             return
