@@ -426,11 +426,11 @@ class Gcs(Study):
     PAPER_MAX_LATENCY_S = 0.030
 
     def keeps_rows(self, cfg):
-        return cfg["workload"]["shape"] == "gcs_client"   # task runs: memory comes from info
+        return _is_client(cfg)                # task runs: memory comes from info
 
     def run_metrics(self, trace, info, cfg):
         out: dict = {}
-        if trace is not None and cfg["workload"]["shape"] == "gcs_client":
+        if trace is not None and _is_client(cfg):
             for kind in ("write", "read"):
                 rows = trace[(trace.function == f"gcs.{kind}") & (trace.state == "finished")]
                 lat = (rows.finished_s - rows.submitted_s).to_numpy()
@@ -447,7 +447,7 @@ class Gcs(Study):
     def timeseries(self, trace, info, cfg):
         scale = _time_scale(cfg)
         parts = []
-        if trace is not None and cfg["workload"]["shape"] == "gcs_client" and len(trace):
+        if trace is not None and _is_client(cfg) and len(trace):
             width = cfg["run"]["timeseries_bin_s"] * scale
             rows = trace[trace.function.str.startswith("gcs.")]
             lat = (rows.finished_s - rows.submitted_s) * 1e3
@@ -468,8 +468,7 @@ class Gcs(Study):
 
     def summary(self, runs, exp) -> str:
         cfgs = _point_configs(exp, runs)
-        client = [p for p, c in cfgs.items() if c["workload"]["shape"] == "gcs_client"]
-        tasks = [p for p, c in cfgs.items() if c["workload"]["shape"] != "gcs_client"]
+        client, tasks = _client_and_task_points(cfgs)
         text = []
         if client:
             lat_cols = [c for c in runs.columns if c.startswith(("gcs_write_", "gcs_read_")) and c.endswith("_ms")]
@@ -522,8 +521,8 @@ class Gcs(Study):
         plt = _mpl()
         names = []
         engine = exp.resolved["run"]["engine"]
-        lat = ts[(ts.series == "latency") & ts.point.isin([p for p, c in cfgs.items()
-                                                          if c["workload"]["shape"] == "gcs_client"])]
+        client, tasks = _client_and_task_points(cfgs)
+        lat = ts[(ts.series == "latency") & ts.point.isin(client)]
         if len(lat):
             fig, ax = plt.subplots(figsize=(8, 4.2))
             for (p, label), sub in lat.groupby(["point", "label"], sort=True, dropna=False):
@@ -545,8 +544,7 @@ class Gcs(Study):
             fig.savefig(Path(out) / "fig10a.png", dpi=110)
             plt.close(fig)
             names.append("fig10a.png")
-        mem = ts[(ts.series == "memory") & ts.point.isin([p for p, c in cfgs.items()
-                                                         if c["workload"]["shape"] != "gcs_client"])]
+        mem = ts[(ts.series == "memory") & ts.point.isin(tasks)]
         if len(mem):
             fig, ax = plt.subplots(figsize=(8, 4.2))
             for (p, label), sub in mem.groupby(["point", "label"], sort=True, dropna=False):
@@ -563,6 +561,17 @@ class Gcs(Study):
             plt.close(fig)
             names.append("fig10b.png")
         return names
+
+
+def _is_client(cfg: dict) -> bool:
+    """Is ``cfg`` a run of the GCS client (Fig. 10a), not of tasks (Fig. 10b)?"""
+    return cfg["workload"]["shape"] == "gcs_client"
+
+
+def _client_and_task_points(cfgs: dict[int, dict]) -> tuple[list[int], list[int]]:
+    """The sweep points that run the GCS client, and those that run tasks."""
+    client = [p for p, c in cfgs.items() if _is_client(c)]
+    return client, [p for p in cfgs if p not in client]
 
 
 def _ms3(r, op: str) -> str:
