@@ -285,6 +285,14 @@ def _point_configs(exp, runs: pd.DataFrame) -> dict[int, dict]:
     return {int(i): exp.points[int(i)].config for i in sorted(runs["point"].unique())}
 
 
+def _point_table(runs: pd.DataFrame, exp, cols: list[str], row) -> str:
+    """A markdown table with a row per sweep point of ``runs``: ``row(r, cfg)`` from the point's
+    ``cols`` (mean and std over seeds, as :func:`per_point`) and its resolved config."""
+    cfgs = _point_configs(exp, runs)
+    return pd.DataFrame([row(r, cfgs[int(r["point"])]) for _, r in per_point(runs, cols).iterrows()]
+                        ).to_markdown(index=False)
+
+
 def _mark_events(ax, times: list[float], label: str, color: str = "k") -> None:
     for k, t in enumerate(sorted(set(times))):
         ax.axvline(t, color=color, ls="--", lw=1, alpha=0.7, label=label if k == 0 else None)
@@ -349,25 +357,21 @@ class ActorRecovery(Study):
         ck = cfg["workload"]["actor_checkpoint_interval"] > 0
         return self.PAPER["with_checkpoints" if ck else "without_checkpoints"]
 
+    def _summary_row(self, r, cfg: dict) -> dict:
+        k = cfg["workload"]["actor_checkpoint_interval"]
+        return {"point": r["label"] or "(base)", "checkpoint every": f"{k} calls" if k else "never",
+                "actors rebuilt": f"{r.get('actors_rebuilt', NAN_):.0f}",
+                "paper": f"{self.PAPER['actors_rebuilt']}",
+                "methods re-executed": f"{r.get('methods_reexecuted', NAN_):,.0f}",
+                "of which replays": f"{r.get('methods_replayed', NAN_):,.0f}",
+                "paper ": f"{self._paper_reexecuted(cfg):,}",
+                "checkpoints taken": f"{r.get('checkpoints_taken', NAN_):,.0f}",
+                "calls failed": f"{r.get('calls_failed', NAN_):.0f}",
+                "recovery (s)": f"{r.get('recovery_s', NAN_):.1f}"}
+
     def summary(self, runs, exp) -> str:
-        cols = [c for c in self.metrics if c in runs]
-        df = per_point(runs, cols)
-        cfgs = _point_configs(exp, runs)
-        rows = []
-        for _, r in df.iterrows():
-            cfg = cfgs[int(r["point"])]
-            k = cfg["workload"]["actor_checkpoint_interval"]
-            rows.append({"point": r["label"] or "(base)", "checkpoint every": f"{k} calls" if k else "never",
-                         "actors rebuilt": f"{r.get('actors_rebuilt', NAN_):.0f}",
-                         "paper": f"{self.PAPER['actors_rebuilt']}",
-                         "methods re-executed": f"{r.get('methods_reexecuted', NAN_):,.0f}",
-                         "of which replays": f"{r.get('methods_replayed', NAN_):,.0f}",
-                         "paper ": f"{self._paper_reexecuted(cfg):,}",
-                         "checkpoints taken": f"{r.get('checkpoints_taken', NAN_):,.0f}",
-                         "calls failed": f"{r.get('calls_failed', NAN_):.0f}",
-                         "recovery (s)": f"{r.get('recovery_s', NAN_):.1f}"})
         text = ["## Actor reconstruction (paper Fig. 11b; mean over seeds)", "",
-                pd.DataFrame(rows).to_markdown(index=False), "",
+                _point_table(runs, exp, [c for c in self.metrics if c in runs], self._summary_row), "",
                 "Re-executed methods are finished `Actor.step` rows with attempt > 1: replays of calls "
                 "completed since the actor's last checkpoint, plus calls that were queued or running on the "
                 "dead node and ran after the rebuild. Recovery is from the first node failure to the last "
@@ -466,45 +470,39 @@ class Gcs(Study):
                                        "series": "memory"}))
         return pd.concat(parts, ignore_index=True) if parts else None
 
+    def _latency_row(self, r, cfg: dict) -> dict:
+        kills = ", ".join(f"{x['at_s']:g} s" for x in cfg["faults"]["gcs_replica_failures"]) or "none"
+        worst = max(r.get("gcs_write_max_ms", NAN_), r.get("gcs_read_max_ms", NAN_))
+        return {"point": r["label"] or "(base)", "chain": cfg["cluster"]["gcs_chain_length"], "replica kills": kills,
+                "write p50 / p99 / max (ms)": _ms3(r, "write"), "read p50 / p99 / max (ms)": _ms3(r, "read"),
+                "worst (ms)": f"{worst:.2f}", "paper worst (ms)": f"< {self.PAPER_MAX_LATENCY_S * 1e3:.0f}"}
+
+    @staticmethod
+    def _memory_row(r, cfg: dict) -> dict:
+        fl = cfg["cluster"]["gcs_flush_interval_s"]
+        return {"point": r["label"] or "(base)", "flush every": f"{fl:g} s" if fl else "never",
+                "tasks": (min(cfg["workload"]["jobs"], cfg["run"]["real_max_jobs"])
+                          if cfg["run"]["engine"] == "real" else cfg["workload"]["jobs"]),
+                "peak GCS memory (MB)": f"{r['gcs_memory_peak_mb']:.1f}",
+                "at the end (MB)": f"{r['gcs_memory_final_mb']:.1f}",
+                "throughput (tasks/s)": f"{r['throughput_per_s']:,.0f}"}
+
     def summary(self, runs, exp) -> str:
-        cfgs = _point_configs(exp, runs)
-        client, tasks = _client_and_task_points(cfgs)
+        client, tasks = _client_and_task_points(_point_configs(exp, runs))
         text = []
         if client:
             lat_cols = [c for c in runs.columns if c.startswith(("gcs_write_", "gcs_read_")) and c.endswith("_ms")]
-            df = per_point(runs[runs.point.isin(client)], lat_cols)
-            rows = []
-            for _, r in df.iterrows():
-                cfg = cfgs[int(r["point"])]
-                kills = ", ".join(f"{x['at_s']:g} s" for x in cfg["faults"]["gcs_replica_failures"]) or "none"
-                worst = max(r.get("gcs_write_max_ms", NAN_), r.get("gcs_read_max_ms", NAN_))
-                rows.append({"point": r["label"] or "(base)", "chain": cfg["cluster"]["gcs_chain_length"],
-                             "replica kills": kills,
-                             "write p50 / p99 / max (ms)": _ms3(r, "write"), "read p50 / p99 / max (ms)": _ms3(r, "read"),
-                             "worst (ms)": f"{worst:.2f}",
-                             "paper worst (ms)": f"< {self.PAPER_MAX_LATENCY_S * 1e3:.0f}"})
             text += ["## GCS latency across replica failures (paper Fig. 10a; mean over seeds)", "",
-                     pd.DataFrame(rows).to_markdown(index=False), "",
+                     _point_table(runs[runs.point.isin(client)], exp, lat_cols, self._latency_row), "",
                      "One client, at most one request in flight: even requests write a key, odd ones read it back "
                      "(paper: 25 B keys, 512 B values, a 2-replica chain, a member killed at ~4.2 s, a new one added; "
                      "the worst latency it reports, failure detection and recovery included, is under 30 ms). In the "
                      "simulator the worst latency is the reconfiguration (`cluster.gcs_reconfigure_s`) plus a "
                      "request's cost; the real runtime measures it.", ""]
         if tasks:
-            df = per_point(runs[runs.point.isin(tasks)], ["gcs_memory_peak_mb", "gcs_memory_final_mb",
-                                                          "throughput_per_s", "makespan_s"])
-            rows = []
-            for _, r in df.iterrows():
-                cfg = cfgs[int(r["point"])]
-                fl = cfg["cluster"]["gcs_flush_interval_s"]
-                rows.append({"point": r["label"] or "(base)", "flush every": f"{fl:g} s" if fl else "never",
-                             "tasks": (min(cfg["workload"]["jobs"], cfg["run"]["real_max_jobs"])
-                                       if cfg["run"]["engine"] == "real" else cfg["workload"]["jobs"]),
-                             "peak GCS memory (MB)": f"{r['gcs_memory_peak_mb']:.1f}",
-                             "at the end (MB)": f"{r['gcs_memory_final_mb']:.1f}",
-                             "throughput (tasks/s)": f"{r['throughput_per_s']:,.0f}"})
+            cols = ["gcs_memory_peak_mb", "gcs_memory_final_mb", "throughput_per_s", "makespan_s"]
             text += ["## GCS memory with and without flushing (paper Fig. 10b; mean over seeds)", "",
-                     pd.DataFrame(rows).to_markdown(index=False), "",
+                     _point_table(runs[runs.point.isin(tasks)], exp, cols, self._memory_row), "",
                      "Paper: 50 million empty tasks submitted sequentially; without flushing GCS memory grows "
                      "linearly until it reaches capacity and the run stalls; with (aggressive) flushing it stays "
                      "flat. It gives no byte counts. The simulator models memory as `cluster.gcs_entry_bytes` per "
