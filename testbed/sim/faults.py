@@ -196,7 +196,8 @@ class FaultySimulation(Simulation):
                         results_lost=self.results_lost,
                         nodes_killed=self.nodes_killed, nodes_added=self.nodes_added,
                         nodes_restored=self.nodes_restored,
-                        gcs_replicas_killed=self._chains.killed, gcs_replicas_added=self._chains.added,
+                        gcs_replicas_killed=len(self._chains.reconfigurations),
+                        gcs_replicas_added=self._chains.added,
                         gcs_ops_retried=self.gcs_retries, gcs_reconfigurations=self._chains.reconfigurations)
         return res
 
@@ -539,7 +540,7 @@ class FaultySimulation(Simulation):
             return
         shard, now = x["shard"], self.env._now
         ch = self._chains
-        ch.kill(shard, x["replica"], now, f"faults.gcs_replica_failures[{i}]")
+        ch.kill(shard, now, f"faults.gcs_replica_failures[{i}]")
         self.fault_log.append((now, "gcs_kill", shard))
         if ch.replace:
             # after the reconfiguration, a fresh replica copies the shard's state, then joins

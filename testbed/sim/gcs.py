@@ -42,8 +42,6 @@ class GcsChains:
     """Which members of each shard's chain are alive, and when operations may proceed."""
 
     def __init__(self, shards: int, length: int, reconfigure_s: float, replace: bool, failures: list[dict]):
-        #: the configured chain length
-        self.length = length
         #: seconds from a member's death until its chain works again
         self.reconfigure_s = reconfigure_s
         #: a fresh member replaces a dead one (after copying the state)
@@ -56,9 +54,10 @@ class GcsChains:
             self._kills[x["shard"]].append(x["at_s"])
         for k in self._kills:
             k.sort()
-        #: (time of the failure, seconds the chain was reconfiguring)
+        #: (time of the failure, seconds the chain was reconfiguring): one per member killed
         self.reconfigurations: list[tuple[float, float]] = []
-        self.killed = self.added = 0
+        #: fresh members that joined
+        self.added = 0
         #: per shard: how many of its scheduled failures have happened
         self._applied = [0] * shards
 
@@ -92,23 +91,19 @@ class GcsChains:
             return kills[i]
         return None
 
-    def kill(self, shard: int, replica: int, now: float, key: str) -> int:
-        """Member ``replica`` (0 = head, -1 = tail; clamped to the chain as it is now) dies;
-        returns its position. ``key`` names the config entry for an error."""
+    def kill(self, shard: int, now: float, key: str) -> None:
+        """A member of ``shard``'s chain dies (which one does not matter: see the module
+        docstring). ``key`` names the config entry for an error."""
         live = self.members[shard]
         if live <= 1:
             raise ConfigError(f"kills the last live replica of shard {shard} at {now:g} s (the ones before "
                               f"it died and were not replaced yet): its state would be lost", key=key)
-        pos = replica if replica >= 0 else live + replica
-        pos = min(max(pos, 0), live - 1)
         self.members[shard] = live - 1
         self._applied[shard] += 1
-        self.killed += 1
         self.reconfigurations.append((now, self.reconfigure_s))
-        return pos
 
     def join(self, shard: int) -> None:
-        """A fresh replica has copied the state and joins as the tail."""
-        if self.members[shard] < self.length:
-            self.members[shard] += 1
-            self.added += 1
+        """A fresh replica has copied the state and joins as the tail (each join follows its
+        own kill, so the chain is below ``length`` until then)."""
+        self.members[shard] += 1
+        self.added += 1
