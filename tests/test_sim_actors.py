@@ -46,15 +46,21 @@ def steps(tr: pd.DataFrame) -> pd.DataFrame:
     return tr[tr.function == "Actor.step"]
 
 
+def _finished_steps(tr: pd.DataFrame) -> pd.DataFrame:
+    """Finished Actor.step rows in the order they finished."""
+    s = steps(tr)
+    return s[s.state == "finished"].sort_values(["finished_s", "attempt"], kind="stable")
+
+
 def delivered(tr: pd.DataFrame) -> pd.DataFrame:
     """Each call's first finished row: the one whose result its caller received."""
-    done = steps(tr)[steps(tr).state == "finished"].sort_values(["finished_s", "attempt"], kind="stable")
-    return done.groupby("task_id").head(1)
+    done = _finished_steps(tr)
+    return done[~done.duplicated("task_id")]
 
 
 def replays(tr: pd.DataFrame) -> pd.DataFrame:
     """Finished rows of calls that had been delivered already: replays while rebuilding."""
-    done = steps(tr)[steps(tr).state == "finished"].sort_values(["finished_s", "attempt"], kind="stable")
+    done = _finished_steps(tr)
     return done[done.duplicated("task_id")]
 
 
@@ -110,7 +116,8 @@ def test_checkpoints_bound_the_replay():
     _, ck = run(ckpt=4)
     n_plain, n_ck = len(replays(plain.trace)), len(replays(ck.trace))
     assert n_ck < n_plain / 5
-    per_actor = replays(ck.trace).groupby(replays(ck.trace).task_id % 12).size()
+    r = replays(ck.trace)
+    per_actor = r.groupby(r.task_id % 12).size()
     assert (per_actor <= 4).all()
     cps = ck.trace[ck.trace.function == "Actor.__checkpoint__"]
     assert ck.info["actor_checkpoints"] == int((cps.state == "finished").sum()) > 0
