@@ -439,9 +439,9 @@ class Gcs(Study):
                 rows = trace[(trace.function == f"gcs.{kind}") & (trace.state == "finished")]
                 lat = (rows.finished_s - rows.submitted_s).to_numpy()
                 out[f"gcs_{kind}s"] = int(len(lat))
-                out[f"gcs_{kind}_p50_ms"] = float(np.median(lat)) * 1e3 if len(lat) else NAN_
-                out[f"gcs_{kind}_p99_ms"] = float(np.quantile(lat, 0.99)) * 1e3 if len(lat) else NAN_
-                out[f"gcs_{kind}_max_ms"] = float(lat.max()) * 1e3 if len(lat) else NAN_
+                stats = (np.median(lat), np.quantile(lat, 0.99), lat.max()) if len(lat) else (NAN_,) * 3
+                for name, v in zip(_LATENCY_STATS, stats):
+                    out[f"gcs_{kind}_{name}_ms"] = float(v) * 1e3
         mem = info.get("gcs_memory") or []
         if mem:
             out["gcs_memory_peak_mb"] = max(b for _, b in mem) / 1e6
@@ -572,8 +572,12 @@ def _client_and_task_points(cfgs: dict[int, dict]) -> tuple[list[int], list[int]
     return client, [p for p in cfgs if p not in client]
 
 
+#: the GCS client's latency statistics per operation (runs.csv: gcs_<op>_<stat>_ms)
+_LATENCY_STATS = ("p50", "p99", "max")
+
+
 def _ms3(r, op: str) -> str:
-    return " / ".join(f"{r.get(f'gcs_{op}_{s}_ms', NAN_):.2f}" for s in ("p50", "p99", "max"))
+    return " / ".join(f"{r.get(f'gcs_{op}_{s}_ms', NAN_):.2f}" for s in _LATENCY_STATS)
 
 
 NAN_ = float("nan")
