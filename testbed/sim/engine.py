@@ -215,8 +215,10 @@ class Simulation:
         self._n_gcs = cluster["gcs_shards"]
         self._gcs_read_s = cluster["gcs_read_s"]
         self._n_gs = cluster["global_schedulers"]
+        #: a write's cost per chain member after the head: a hop, then that member's write
+        self._hop_s = self._lat + self._gcs_s
         #: a write's extra time down the rest of the chain (pipelined: only its latency)
-        self._chain_extra = (cluster["gcs_chain_length"] - 1) * (self._lat + self._gcs_s)
+        self._chain_extra = (cluster["gcs_chain_length"] - 1) * self._hop_s
         if self._chain_extra > 0:
             self._gcs_write = self._gcs_write_chain
         #: GCS memory model: bytes per task entry; entries flushed so far; key/value bytes

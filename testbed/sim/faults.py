@@ -563,7 +563,7 @@ class FaultySimulation(Simulation):
         while True:
             end = _serve(self.gcs_free, shard, now, b, service)
             if write:
-                end += (ch.members_at(shard, b) - 1) * (self._lat + self._gcs_s)
+                end += (ch.members_at(shard, b) - 1) * self._hop_s
             k = ch.failure_within(shard, b, end)
             if k is None:
                 return end
