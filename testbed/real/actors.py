@@ -112,14 +112,20 @@ class ActorMethod:
         return refs[0] if self._num_returns == 1 else refs
 
 
-def actor_entry(spec: dict, node: int) -> dict:
-    """The actor table's entry for an actor on its way to ``node`` (being created, or rebuilt
-    after its node died): enough for the global scheduler to place it again if that node dies."""
-    base = {k: v for k, v in spec.items()
-            if k not in ("restore", "rebuild", "calls_done", "attempt", "pred", "spilled", "pin_node")}
+#: fields of a creation spec that belong to one (re)creation of the actor, not to the actor
+ONE_CREATION = ("restore", "rebuild", "calls_done", "attempt")
+
+
+def actor_entry(spec: dict, node: int, state: str | None = None, restarts: int | None = None) -> dict:
+    """The actor table's entry for an actor at ``node``: on its way there (being created, or
+    rebuilt after its node died) unless ``state`` says otherwise ("alive"). It holds enough for
+    the global scheduler to place the actor again if that node dies."""
+    base = {k: v for k, v in spec.items() if k not in ONE_CREATION + ("pred", "spilled", "pin_node")}
     rebuild = bool(spec.get("rebuild"))
-    return {"node": node, "state": "restarting" if rebuild else "pending", "name": spec["class_name"],
-            "spec": base, "restarts": spec.get("attempt", 1) - 1 if rebuild else 0}
+    if restarts is None:
+        restarts = spec.get("attempt", 1) - 1 if rebuild else 0
+    return {"node": node, "state": state or ("restarting" if rebuild else "pending"), "name": spec["class_name"],
+            "spec": base, "restarts": restarts}
 
 
 def kill(handle: ActorHandle) -> None:

@@ -26,7 +26,7 @@ from ..core.faults import may_run_again
 from ..core.resources import fits
 from ..core.views import LocalView, TaskView
 from . import objstore
-from .actors import actor_entry
+from .actors import ONE_CREATION, actor_entry
 from .context import Context
 from .core import object_id
 from .errors import ActorDiedError, InfeasibleError, WorkerCrashedError
@@ -80,6 +80,22 @@ class Actor:
         self.queue: deque[Task] = deque()
         self.busy = False
         self.killed = False
+
+    def ran(self, spec: dict) -> None:
+        """A call ran (or its replay was queued): a repeat of it is dropped from now on."""
+        c = spec.get("cseq")
+        if c is not None:
+            self.executed[c[0]] = max(c[1], self.executed.get(c[0], 0))
+
+    def queue_replays(self, store: bool) -> None:
+        """Put the calls since the checkpoint first in the queue, to run again (``store``:
+        keeping their results, which were lost with the actor's node)."""
+        replays = []
+        for spec in self.log:
+            r = Task(dict(spec, replay=True, store=store))
+            r.attempt = 2
+            replays.append(r)
+        self.queue.extendleft(reversed(replays))
 
 
 class Task:
@@ -236,26 +252,26 @@ class NodeManager:
 
     # --- submission and placement ------------------------------------------------------
     def on_submit(self, ch, spec) -> None:
-        if spec.get("kind") == "actor_call":
-            if self.ctx.config.get("lineage", True):   # so a lost result is known to be an actor's
-                spec.setdefault("origin", self.index)
-                self.gcs.task_update(spec["task_id"], {"name": spec["name"], "origin": self.index, "node": self.index,
-                                                       "state": "submitted", "attempt": 1, "spec": spec})
-            self.route_call(spec)
-            return
+        kind = spec.get("kind")
+        lineage = self.ctx.config.get("lineage", True)
         fid = spec["fn_id"]
         if spec.get("fn") is not None and fid not in self.fns:
             self.fns[fid] = spec["fn"]
             self.gcs.put("fn", fid, spec["fn"])
         spec["fn"] = None
         spec.setdefault("origin", self.index)
-        entry = {"name": spec["name"], "origin": spec["origin"], "node": self.index, "state": "submitted",
-                 "attempt": spec.get("attempt", 1)}
-        if self.ctx.config.get("lineage", True) and spec.get("kind") != "actor_create":
-            entry["spec"] = spec          # the lineage: enough to run the task again
-        # written at once, not batched: the lineage must be in the GCS before the task can
-        # run (and its node die) elsewhere
-        self.gcs.task_update(spec["task_id"], entry)
+        if lineage or kind != "actor_call":
+            entry = {"name": spec["name"], "origin": spec["origin"], "node": self.index, "state": "submitted",
+                     "attempt": spec.get("attempt", 1)}
+            if lineage and kind != "actor_create":
+                entry["spec"] = spec      # the lineage: enough to run the task again (an actor
+                #                           call's: to know a lost result is an actor's)
+            # written at once, not batched: the lineage must be in the GCS before the task can
+            # run (and its node die) elsewhere
+            self.gcs.task_update(spec["task_id"], entry)
+        if kind == "actor_call":
+            self.route_call(spec)
+            return
         demand = spec["resources"]
         if not self.feasible(demand):
             have = ", ".join(f"node {i}: {n}" for i, n in self.live_nodes().items())
@@ -633,26 +649,19 @@ class NodeManager:
                     self.mark_actor_dead(w.actor, f"actor {t.spec['class_name']} failed in its constructor: {why}")
                     self.loop.send(w.ch, ("exit",))
                     return
-                if old is not None and old.restarting:      # a rebuild: replay, then carry on
+                if old is not None and old.restarting:      # a restart here: replay, then carry on
                     old.worker, old.restarting, old.busy = w, False, False
-                    self.gcs.put("actor", old.id, {"node": self.index, "state": "alive", "name": old.name,
-                                                   "spec": old.spec, "restarts": old.restarts})
-                    replay = []
-                    for spec in old.log:
-                        r = Task(dict(spec, replay=True))
-                        r.attempt = 2
-                        replay.append(r)
-                    old.queue.extendleft(reversed(replay))
+                    self.gcs.put("actor", old.id, actor_entry(old.spec, self.index, "alive", old.restarts))
+                    old.queue_replays(store=False)
                     self.dispatch_actor(old)
                     return
-                a = self.actors[w.actor] = Actor(w.actor, t.spec["class_name"], w, t.spec)
-                a.spec = {k: v for k, v in t.spec.items() if k not in ("restore", "rebuild", "calls_done", "attempt")}
+                a = self.actors[w.actor] = Actor(w.actor, t.spec["class_name"], w,
+                                                 {k: v for k, v in t.spec.items() if k not in ONE_CREATION})
                 self.actor_loc[a.id] = self.index
                 rb = self.rebuilds.pop(a.id, None) if t.spec.get("rebuild") else None
                 if rb is not None:
                     self.resume_rebuilt(a, t, rb)
-                self.gcs.put("actor", a.id, {"node": self.index, "state": "alive", "name": a.name, "spec": a.spec,
-                                             "restarts": a.restarts})
+                self.gcs.put("actor", a.id, actor_entry(a.spec, self.index, "alive", a.restarts))
                 if rb is not None:
                     self.dispatch_actor(a)
                 for spec in self.actor_pending.pop(a.id, ()):
@@ -664,9 +673,7 @@ class NodeManager:
                     if not t.spec.get("replay"):
                         a.calls_done += 1
                         a.log.append(t.spec)
-                        c = t.spec.get("cseq")
-                        if c is not None:
-                            a.executed[c[0]] = max(c[1], a.executed.get(c[0], 0))
+                        a.ran(t.spec)
                         # the call log outlives this node: a rebuild elsewhere replays it
                         self.gcs.extend("actor_log", a.id, [t.spec], later=True)
                         self.gcs.task_update(task_id, {"state": "finished", "node": self.index, "seq": a.calls_done,
@@ -715,12 +722,8 @@ class NodeManager:
         a.log = list(log)
         a.calls_done = ck.get("calls_done", 0) + len(log)
         for spec in log:
-            c = spec.get("cseq")
-            if c is not None:
-                a.executed[c[0]] = max(c[1], a.executed.get(c[0], 0))
-            r = Task(dict(spec, replay=True, store=True))
-            r.attempt = 2
-            a.queue.append(r)
+            a.ran(spec)
+        a.queue_replays(store=True)
 
     def route_call(self, spec) -> None:
         """Send an actor call on towards its actor, keeping each caller's order."""
