@@ -89,11 +89,6 @@ class GcsClient:
                 self.loop.send(ch, ("hello_client", self.cid))
         return ch
 
-    @property
-    def shards(self) -> list[transport.Channel]:
-        """Where reads go (each shard's tail)."""
-        return self.tails
-
     def shard(self, key) -> transport.Channel:
         return self.tails[self.ctx.shard_of(key)]
 
@@ -149,7 +144,7 @@ class GcsClient:
 
     # --- reads ------------------------------------------------------------------------
     def get(self, table: str, key, callback: Callable[[Any], None], wait: bool = False) -> None:
-        self._ask(self.ctx.shard_of(key), ("get", None, table, key, wait), callback)
+        self._ask(self.ctx.shard_of(key), callback, "get", table, key, wait)
 
     def scan_all(self, table: str, callback: Callable[[dict], None]) -> None:
         """``callback(merged)`` once every shard has answered a scan of ``table``."""
@@ -166,16 +161,15 @@ class GcsClient:
             if left["n"] == 0:
                 callback(got)
         for k in range(self.ctx.n_shards):
-            self._ask(k, ("scan", None, table), one)
+            self._ask(k, one, "scan", table)
 
-    def stats(self, k: int, callback: Callable[[dict], None]) -> None:
-        self._ask(k, ("stats", None), callback)
-
-    def _ask(self, k: int, msg: tuple, callback) -> None:
+    def _ask(self, k: int, callback, kind: str, *args) -> None:
+        """A read of shard k (its tail): ``callback(value)`` when the answer comes."""
         req = next(self._req)
         self._callbacks[req] = callback
-        msg = (msg[0], req, *msg[2:])
-        self._asked[req] = (k, msg)
+        msg = (kind, req, *args)
+        if self.chained:                # asked again if the tail changes before it answers
+            self._asked[req] = (k, msg)
         self.loop.send(self.tails[k], msg)
 
     def subscribe(self, table: str, key, callback: Callable[[str, Any, Any], None]) -> None:
@@ -193,7 +187,8 @@ class GcsClient:
             self.loop.send(self.shard(key), ("unsub", table, key))
 
     def _on_reply(self, ch, req, value) -> None:
-        self._asked.pop(req, None)
+        if self.chained:
+            self._asked.pop(req, None)
         cb = self._callbacks.pop(req, None)
         if cb is not None:
             cb(value)
