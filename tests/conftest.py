@@ -1,11 +1,15 @@
-"""Suite-wide guard: no test may leave a process or a shared-memory segment behind."""
+"""Suite-wide guard: no test may leave a process or a shared-memory segment behind; and the
+helpers the runtime's tests share (failure settings, polling, tasks that make objects)."""
 from __future__ import annotations
 
 import os
 import signal
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+import testbed as tb
 
 SHM = Path("/dev/shm")
 
@@ -92,6 +96,33 @@ def assert_cluster_gone(cluster) -> None:
     left = [n for n in _segments() if n.startswith(cluster.shm_prefix)]
     assert not left, f"shared memory left behind: {left}"
     assert not Path(cluster.dir).exists()
+
+
+@tb.remote
+def make(i, size=100_000):
+    """A task whose output is an object worth losing: ``size`` floats equal to i."""
+    return np.full(size, float(i))
+
+
+@tb.remote
+def total(a):
+    return float(a.sum())
+
+
+#: tb.init options for failure tests: a silent node is declared dead after 0.5 s
+FAST = dict(heartbeat_interval_s=0.05, num_heartbeats_timeout=10)
+
+
+def poll_until(cond, what: str, timeout: float = 30.0, every: float = 0.02) -> None:
+    """Poll a condition the cluster reaches asynchronously (liveness, reconfiguration, a task
+    marking its start), bounded by ``timeout``; fail naming ``what``."""
+    import time
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting until {what}")
 
 
 def run_toml(path: Path, text: str, overrides=()):

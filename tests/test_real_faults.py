@@ -6,25 +6,13 @@ from __future__ import annotations
 import os
 import time
 
-import numpy as np
 import pytest
 
 import testbed as tb
-from conftest import assert_cluster_gone, run_toml
+from conftest import FAST, assert_cluster_gone, make, poll_until, run_toml, total
 
 pytestmark = pytest.mark.timeout(90)
 
-FAST = dict(heartbeat_interval_s=0.05, num_heartbeats_timeout=10)   # a node is dead after 0.5 s of silence
-
-
-@tb.remote
-def make(i, size=100_000):
-    return np.full(size, float(i))
-
-
-@tb.remote
-def total(a):
-    return float(a.sum())
 
 
 @tb.remote
@@ -36,24 +24,16 @@ def started_then_sleep(x, t, folder):
     return x
 
 
-def _wait_started(folder, node=None, timeout=30.0):
-    """Poll the folder until a task (on ``node``, if given) has marked its start."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if any(node is None or name.startswith(f"{node}-") for name in os.listdir(folder)):
-            return
-        time.sleep(0.01)
-    raise AssertionError("no task started")
+def _wait_started(folder, node=None):
+    """Until a task (on ``node``, if given) has marked its start in the folder."""
+    poll_until(lambda: any(node is None or name.startswith(f"{node}-") for name in os.listdir(folder)),
+               "a task started")
 
 
-def _wait_dead(node_id, timeout=20.0):
-    """Poll the node table until the node is declared dead (liveness is asynchronous)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if not next(n for n in tb.nodes() if n["NodeID"] == node_id)["Alive"]:
-            return
-        time.sleep(0.05)
-    raise AssertionError("the killed node was never declared dead")
+def _wait_dead(node_id):
+    """Until the node table says the node is dead (liveness is asynchronous)."""
+    poll_until(lambda: not next(n for n in tb.nodes() if n["NodeID"] == node_id)["Alive"],
+               "the killed node was declared dead", timeout=20.0)
 
 
 def test_node_holding_the_only_copy_of_inputs_dies_and_get_still_returns():
@@ -180,30 +160,48 @@ def test_one_faults_section_drives_both_engines(tmp_path):
 
 # --- actor reconstruction ------------------------------------------------------------
 
-def _replayed(name: str) -> int:
+class _Counting:
+    """A counter whose state is only in the process: a rebuild must replay to get it back."""
+    def __init__(self):
+        self.n = 0
+
+    def incr(self, folder=None, t=0.0):
+        if folder:                      # mark that this call runs, then work
+            open(os.path.join(folder, f"call-{self.n + 1}"), "w").close()
+            time.sleep(t)
+        self.n += 1
+        return self.n
+
+
+@tb.remote(max_restarts=1)
+class Tally(_Counting):
+    pass
+
+
+@tb.remote(max_restarts=1, checkpoint_interval=3)
+class CheckpointedTally(_Counting):
+    pass
+
+
+def _rows(name):
     from testbed.real import api
-    return sum(1 for r in api.task_records() if r[2] == name and r[12] == 2)
+    return [r for r in api.task_records() if r[2] == name]
+
+
+def _replayed(name: str) -> int:
+    return sum(1 for r in _rows(name) if r[12] == 2)
 
 
 def test_a_crashed_actor_is_rebuilt_by_replaying_its_calls():
     """max_restarts=1, no checkpoints: after its process dies, the actor is rebuilt by
     running the constructor and replaying all 5 calls; callers see each result once, and
     calls made during the rebuild run after it, in order."""
-    @tb.remote(max_restarts=1)
-    class Counter:
-        def __init__(self):
-            self.n = 0
-
-        def incr(self):
-            self.n += 1
-            return self.n
-
     with tb.init(num_cpus=2, **FAST) as c:
-        a = Counter.remote()
+        a = Tally.remote()
         assert tb.get([a.incr.remote() for _ in range(5)]) == [1, 2, 3, 4, 5]
         tb.kill_actor_process(a)
         assert tb.get([a.incr.remote() for _ in range(3)], timeout=30) == [6, 7, 8]
-        assert _replayed("Counter.incr") == 5
+        assert _replayed("Tally.incr") == 5
         tb.kill_actor_process(a)                      # no restart left
         with pytest.raises(tb.ActorDiedError):
             tb.get(a.incr.remote(), timeout=30)
@@ -269,36 +267,12 @@ def test_random_kills_with_restores_on_the_real_engine(tmp_path):
     assert not (res.trace.state == "failed").any()
 
 
-@tb.remote(max_restarts=1)
-class Tally:
-    """A counter whose state is only in the process: a rebuild must replay to get it back."""
-    def __init__(self):
-        self.n = 0
-
-    def incr(self):
-        self.n += 1
-        return self.n
-
-
-@tb.remote(max_restarts=1, checkpoint_interval=3)
-class CheckpointedTally:
-    def __init__(self):
-        self.n = 0
-
-    def incr(self):
-        self.n += 1
-        return self.n
 
 
 @tb.remote
 class Fragile:
     def ping(self):
         return "pong"
-
-
-def _rows(name):
-    from testbed.real import api
-    return [r for r in api.task_records() if r[2] == name]
 
 
 def test_actors_on_a_killed_node_are_rebuilt_elsewhere_by_replay_from_their_checkpoints():
@@ -319,8 +293,8 @@ def test_actors_on_a_killed_node_are_rebuilt_elsewhere_by_replay_from_their_chec
         assert tb.get([ckpt.incr.remote() for _ in range(3)], timeout=60) == [8, 9, 10]
         with pytest.raises(tb.ActorDiedError, match="max_restarts=0"):
             tb.get(fragile.ping.remote(), timeout=60)
-        assert sum(1 for r in _rows("Tally.incr") if r[12] == 2) == 7
-        assert sum(1 for r in _rows("CheckpointedTally.incr") if r[12] == 2) == 1
+        assert _replayed("Tally.incr") == 7
+        assert _replayed("CheckpointedTally.incr") == 1
         rebuilt = {r[4] for r in _rows("Tally.__init__") + _rows("CheckpointedTally.__init__") if r[12] == 2}
         assert rebuilt and 1 not in rebuilt                     # on live nodes
     assert_cluster_gone(c)
@@ -339,31 +313,18 @@ def test_calls_in_flight_when_the_actors_node_dies_run_once_in_order():
     assert_cluster_gone(c)
 
 
-@tb.remote(max_restarts=1)
-class SlowTally:
-    def __init__(self):
-        self.n = 0
-
-    def incr(self, folder=None, t=0.0):
-        if folder:                      # mark that this call runs, then work
-            open(os.path.join(folder, f"call-{self.n + 1}"), "w").close()
-            time.sleep(t)
-        self.n += 1
-        return self.n
-
-
 def test_an_actor_process_killed_mid_call_runs_that_call_once_after_the_rebuild(tmp_path):
     """The call that was running when the actor's process died runs again after the replay
     (the state it had not changed yet is rebuilt first), and later calls follow in order."""
     with tb.init(num_cpus=2, **FAST) as c:
-        a = SlowTally.remote()
+        a = Tally.remote()
         assert tb.get([a.incr.remote() for _ in range(3)]) == [1, 2, 3]
         mid = a.incr.remote(str(tmp_path), 1.0)
         after = [a.incr.remote() for _ in range(2)]
         _wait_started(tmp_path)                        # call 4 is running
         tb.kill_actor_process(a)
         assert tb.get([mid] + after, timeout=60) == [4, 5, 6]
-        assert sum(1 for r in _rows("SlowTally.incr") if r[12] == 2) == 3      # the replay of calls 1-3
+        assert _replayed("Tally.incr") == 3      # the replay of calls 1-3
     assert_cluster_gone(c)
 
 

@@ -3,43 +3,18 @@ flushing of finished lineage to disk. Every test has a timeout and leaves nothin
 from __future__ import annotations
 
 import threading
-import time
 
-import numpy as np
 import pytest
 
 import testbed as tb
-from conftest import assert_cluster_gone
+from conftest import FAST, assert_cluster_gone, make, poll_until, total
 from testbed.real import api
 
 pytestmark = pytest.mark.timeout(120)
 
-FAST = dict(heartbeat_interval_s=0.05, num_heartbeats_timeout=10)
-
-
 @tb.remote
 def inc(x):
     return x + 1
-
-
-@tb.remote
-def make(i, size=50_000):
-    return np.full(size, float(i))
-
-
-@tb.remote
-def total(a):
-    return float(a.sum())
-
-
-def _until(cond, what, timeout=30.0):
-    """Poll a cluster-side condition (reconfiguration is asynchronous), bounded."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting until {what}")
 
 
 @pytest.mark.parametrize("victim", [0, -1, 1], ids=["head", "tail", "middle"])
@@ -62,7 +37,7 @@ def test_no_acknowledged_write_is_lost_when_a_replica_dies_mid_write(victim):
         assert killed, "the replica was not killed"
         assert killed[0] not in tb.gcs_chains()[0]
         assert [g.read("bench", f"k{i}".encode()) for i in range(n)] == list(range(n))
-        _until(lambda: len(tb.gcs_chains()[0]) == 3, "a fresh replica joined")
+        poll_until(lambda: len(tb.gcs_chains()[0]) == 3, "a fresh replica joined")
         stats = api._gcs_stats()
         assert len({s["entries"]["bench"] for s in stats.values()}) == 1, stats
         assert all(s["entries"]["bench"] == n for s in stats.values())
@@ -78,7 +53,7 @@ def test_tasks_run_on_while_head_and_tail_of_different_shards_die():
         tb.kill_gcs_replica(1, -1)
         refs += [inc.remote(i) for i in range(600, 900)]
         assert tb.get(refs, timeout=60) == list(range(1, 901))
-        _until(lambda: all(len(ch) == 2 for ch in tb.gcs_chains().values()), "both chains are whole again")
+        poll_until(lambda: all(len(ch) == 2 for ch in tb.gcs_chains().values()), "both chains are whole again")
         assert tb.get([inc.remote(i) for i in range(50)], timeout=60) == list(range(1, 51))
     assert_cluster_gone(c)
 
@@ -87,7 +62,7 @@ def test_without_replacement_the_chain_shrinks_and_still_serves():
     with tb.init(num_cpus=1, gcs_chain_length=2, gcs_replace_replicas=False) as c:
         first = tb.gcs_chains()[0]
         tb.kill_gcs_replica(0, -1)
-        _until(lambda: len(tb.gcs_chains()[0]) == 1, "the chain dropped its dead tail")
+        poll_until(lambda: len(tb.gcs_chains()[0]) == 1, "the chain dropped its dead tail")
         assert tb.gcs_chains()[0] == first[:1]
         assert tb.get([inc.remote(i) for i in range(20)], timeout=60) == list(range(1, 21))
         with pytest.raises(ValueError, match="gcs_chain_length"):
@@ -112,9 +87,9 @@ def test_flushing_bounds_the_task_table_and_lineage_is_read_back_from_disk():
     with tb.init(num_cpus=1, num_nodes=2, spillover="AlwaysGlobal", placement="RoundRobin",
                  gcs_flush_interval_s=0.05, **FAST) as c:
         assert tb.get([inc.remote(i) for i in range(400)], timeout=60) == list(range(1, 401))
-        refs = [make.remote(i) for i in range(4)]             # round robin: some on node 1
+        refs = [make.remote(i, 50_000) for i in range(4)]             # round robin: some on node 1
         tb.wait(refs, num_returns=4)
-        _until(lambda: sum(s["flushed"] for s in api._gcs_stats().values()) >= 404, "the lineage was flushed")
+        poll_until(lambda: sum(s["flushed"] for s in api._gcs_stats().values()) >= 404, "the lineage was flushed")
         in_memory = sum(s["entries"].get("task", 0) for s in api._gcs_stats().values())
         assert in_memory < 100, in_memory
         tb.kill_node(tb.nodes()[1]["NodeID"])
