@@ -17,18 +17,6 @@ import testbed as tb
 from testbed.real import api
 
 
-def gcs_rss(cluster) -> int:
-    total = 0
-    for pid, (role, _args) in list(cluster.pids.items()):
-        if role == "gcs":
-            try:
-                with open(f"/proc/{pid}/statm") as fh:
-                    total += int(fh.read().split()[1]) * 4096
-            except OSError:
-                pass
-    return total
-
-
 @tb.remote
 def empty():
     return None
@@ -46,13 +34,13 @@ def main() -> None:
     for wave in range(args.tasks // 1000):
         tb.get([empty.remote() for _ in range(1000)])
         if wave % 20 == 0:
-            peak = max(peak, gcs_rss(cluster))
+            peak = max(peak, cluster.gcs_rss())
         if wave % 100 == 0:
             stats = api._gcs_stats()
             held = {t: n for s in stats.values() for t, n in s["entries"].items() if t in ("task", "obj")}
-            print(f"{(wave + 1) * 1000:>9,} tasks {time.time() - t0:6.1f} s  GCS RSS {gcs_rss(cluster) / 1e6:6.1f} MB"
+            print(f"{(wave + 1) * 1000:>9,} tasks {time.time() - t0:6.1f} s  GCS RSS {cluster.gcs_rss() / 1e6:6.1f} MB"
                   f"  in memory: {held}  flushed: {sum(s['flushed'] for s in stats.values()):,}", flush=True)
-    peak = max(peak, gcs_rss(cluster))
+    peak = max(peak, cluster.gcs_rss())
     print(f"flush={args.flush:g} s: {args.tasks:,} tasks in {time.time() - t0:.1f} s; peak GCS RSS {peak / 1e6:.1f} MB")
     tb.shutdown()
 

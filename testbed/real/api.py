@@ -30,6 +30,7 @@ _worker_core: Core | None = None
 _lock = threading.RLock()
 
 START_TIMEOUT_S = 60.0
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
 def _core() -> Core:
@@ -133,6 +134,21 @@ class Cluster:
 
     def node_id(self, index: int) -> str:
         return uuid.uuid5(uuid.NAMESPACE_OID, f"{self.shm_prefix}{index}").hex
+
+    def gcs_rss(self) -> int:
+        """Resident memory of one copy of the GCS: per shard the largest of its live
+        replicas (they hold the same state), summed over the shards; bytes."""
+        per_shard: dict[int, int] = {}
+        for pid, (role, args) in list(self.pids.items()):
+            if role != "gcs":
+                continue
+            try:
+                with open(f"/proc/{pid}/statm") as f:
+                    rss = int(f.read().split()[1]) * PAGE_SIZE
+            except (OSError, ValueError, IndexError):
+                continue                                 # it just died
+            per_shard[int(args[0])] = max(per_shard.get(int(args[0]), 0), rss)
+        return sum(per_shard.values())
 
     def shutdown(self) -> None:
         core = getattr(self, "core", None)

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -313,10 +312,8 @@ class _GcsClients:
 
 
 class _MemorySampler:
-    """A driver thread that samples the GCS's resident memory every ``interval_s`` (see the
-    module docstring for what is summed): ``samples`` [(wall time, bytes)]."""
-
-    PAGE = os.sysconf("SC_PAGE_SIZE")
+    """A driver thread that samples the GCS's resident memory (Cluster.gcs_rss) every ``interval_s``:
+    ``samples`` [(wall time, bytes)]."""
 
     def __init__(self, cluster, interval_s: float):
         self.cluster = cluster
@@ -343,18 +340,7 @@ class _MemorySampler:
             self.sample()
 
     def sample(self) -> None:
-        per_shard: dict[int, int] = {}
-        for pid, (role, args) in list(self.cluster.pids.items()):
-            if role != "gcs":
-                continue
-            try:
-                with open(f"/proc/{pid}/statm") as f:
-                    rss = int(f.read().split()[1]) * self.PAGE
-            except (OSError, ValueError, IndexError):
-                continue                                 # it just died
-            shard = int(args[0])
-            per_shard[shard] = max(per_shard.get(shard, 0), rss)
-        self.samples.append((time.time(), sum(per_shard.values())))
+        self.samples.append((time.time(), self.cluster.gcs_rss()))
 
 
 def _driver_nodes(wl_table: dict, faults: dict, n: int) -> list[int]:
