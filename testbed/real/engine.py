@@ -43,6 +43,7 @@ chain master had the survivors reconfigured and published the chain)];
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import threading
@@ -112,6 +113,22 @@ class Actor:
         return self.calls, self.seen
 
 
+def _arrivals(wl: Workload, d: int, jobs, gap_scale: float, lock=None, until=None):
+    """Yield each of ``jobs`` at its time in driver ``d``'s open arrival process (gaps x
+    ``gap_scale``). ``until(t)``, if given, may use the wait before the next arrival (it returns
+    by ``t``); ``lock`` guards the workload's streams when threads share them."""
+    next_t = time.time()
+    for j in jobs:
+        with lock or contextlib.nullcontext():
+            next_t += wl.next_arrival_gap(d) * gap_scale
+        if until is not None:
+            until(next_t)
+        pause = next_t - time.time()
+        if pause > 0:
+            time.sleep(pause)             # the open arrival process: submit at its times
+        yield j
+
+
 class _Driver:
     """One workload driver, living on its node (an actor pinned there)."""
 
@@ -167,31 +184,21 @@ class _Driver:
                 k = firsts.index(ready[0])
                 see_through(*outstanding.pop(k))         # the job's every sink
         elif actors is None:
-            next_t = time.time()
             all_sinks = []
-            for j in mine:
-                next_t += wl.next_arrival_gap(d) * gap_scale
-                pause = next_t - time.time()
-                if pause > 0:
-                    time.sleep(pause)             # the open arrival process: submit at its times
+            for j in _arrivals(wl, d, mine, gap_scale):
                 all_sinks.extend(submit(j))
             if all_sinks:
                 api.wait(all_sinks, num_returns=len(all_sinks))
         else:
             # actor calls: take each result as it comes (a caller holds its results, as in the
             # simulator), so a result is not left on a node that may die before the end
-            next_t = time.time()
-            for j in mine:
-                next_t += wl.next_arrival_gap(d) * gap_scale
+            def take_results(next_t: float) -> None:
                 while outstanding and time.time() < next_t:
-                    # until the next arrival: take each result as soon as it is there
                     firsts = [refs[0] for _, refs in outstanding]
                     ready, _ = api.wait(firsts, num_returns=1, timeout=max(0.0, next_t - time.time()))
                     for r in ready:
                         see_through(*outstanding.pop([refs[0] for _, refs in outstanding].index(r)))
-                pause = next_t - time.time()
-                if pause > 0:
-                    time.sleep(pause)             # the open arrival process: submit at its times
+            for j in _arrivals(wl, d, mine, gap_scale, until=take_results):
                 outstanding.append((j, submit(j)))
             for job in outstanding:
                 see_through(*job)
@@ -260,15 +267,8 @@ class _GcsClients:
                 if j >= self.total:
                     return
                 yield j
-        else:
-            next_t = time.time()
-            for j in range(d, self.total, self.wl.n_drivers):
-                with self._lock:                         # the generator's streams are shared
-                    next_t += self.wl.next_arrival_gap(d) * self.gap_scale
-                pause = next_t - time.time()
-                if pause > 0:
-                    time.sleep(pause)                    # the open arrival process: send at its times
-                yield j
+        else:                                            # the generator's streams are shared
+            yield from _arrivals(self.wl, d, range(d, self.total, self.wl.n_drivers), self.gap_scale, self._lock)
 
     def _client(self, d: int, closed: bool) -> None:
         kb, vb = self.spec.gcs_key_bytes, self.spec.gcs_value_bytes
