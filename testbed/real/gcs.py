@@ -245,9 +245,8 @@ class Shard:
             self._cack_due = max(self._cack_due, seq)
 
     def _ack_client(self, cid, cseq) -> None:
-        if cid not in self._ack_due:
-            if not self._ack_due:
-                self.loop.later(0.001, self._send_acks)
+        if not self._ack_due:                        # one ack per client per millisecond
+            self.loop.later(0.001, self._send_acks)
         self._ack_due[cid] = max(cseq, self._ack_due.get(cid, 0))
 
     def _send_acks(self) -> None:
@@ -278,8 +277,7 @@ class Shard:
         if is_head:
             self.pred = None
         if succ_addr is None:
-            if self.succ is not None:
-                self.succ = None
+            self.succ = None
             # the writes we passed down are now on every replica there is: acknowledge them
             for seq, cid, cseq, _ in self.sent:
                 self._ack(cid, cseq, seq)
