@@ -275,31 +275,29 @@ class NodeManager:
         demand = spec["resources"]
         if not self.feasible(demand):
             have = ", ".join(f"node {i}: {n}" for i, n in self.live_nodes().items())
-            what = f"actor {spec['class_name']}" if spec.get("kind") == "actor_create" else f"task {spec['name']}"
+            what = f"actor {spec['class_name']}" if kind == "actor_create" else f"task {spec['name']}"
             msg = f"{what} asks for {demand}, which no node has ({have})"
-            if spec.get("kind") == "actor_create":
+            if kind == "actor_create":
                 self.mark_actor_dead(spec["actor_id"], msg, infeasible=True)
             self.fail(spec, InfeasibleError(msg))
             return
         pin = spec.get("pin_node")
         if pin is not None and pin in self.dead_nodes:
             pin = spec["pin_node"] = None         # a rebuild of work pinned to a node that died
-        if pin is not None:                       # the runner's drivers: run on that node
-            if spec.get("kind") == "actor_create":
-                self.gcs.put("actor", spec["actor_id"], actor_entry(spec, int(pin)))
-            if pin == self.index:
-                self.accept(spec)
-            else:
-                self.loop.send(self.peer(int(pin)), ("assign", spec))
-            return
-        tv = self.task_view(spec)
-        local = LocalView(self.index, self.total, self.avail, len(self.ready), self.running(), len(self.idle))
-        if self.spillover.should_forward(tv, local, time.time() - self.t0, self.rng) or not fits(demand, self.total):
-            self.forward(spec, tv)
-        else:
-            if spec.get("kind") == "actor_create":
-                self.gcs.put("actor", spec["actor_id"], actor_entry(spec, self.index))
+        if pin is None:                           # pinned: the runner's drivers run on that node
+            tv = self.task_view(spec)
+            local = LocalView(self.index, self.total, self.avail, len(self.ready), self.running(), len(self.idle))
+            if self.spillover.should_forward(tv, local, time.time() - self.t0, self.rng) or \
+                    not fits(demand, self.total):
+                self.forward(spec, tv)            # the global scheduler says where (and records it)
+                return
+        target = self.index if pin is None else int(pin)
+        if kind == "actor_create":                # where it goes, before it goes (see rebuild_actors)
+            self.gcs.put("actor", spec["actor_id"], actor_entry(spec, target))
+        if target == self.index:
             self.accept(spec)
+        else:
+            self.loop.send(self.peer(target), ("assign", spec))
 
     def task_view(self, spec) -> TaskView:
         from ..core.views import InputView
