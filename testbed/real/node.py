@@ -943,15 +943,20 @@ class NodeManager:
         for oid, src in list(self.pulling.items()):
             if src == k:
                 del self.pulling[oid]
-        waited = [o for o in list(self.local_waiters) + list(self.exists_waiters) if isinstance(o, bytes)]
-        for oid in dict.fromkeys(waited):
-            if self.is_local(oid):
-                continue
-            entry = self.known.get(oid)
-            if entry is not None and [n for n in entry["locations"] if n not in self.dead_nodes]:
-                self.maybe_pull(oid, entry)
+        for oid in self.waited_for():
+            if self.live_copies(oid):
+                self.maybe_pull(oid, self.known[oid])
             else:
                 self.reconstruct(oid, dead=k)
+
+    def waited_for(self) -> list[bytes]:
+        """Objects someone here waits for that are not here (each once)."""
+        waited = [o for o in list(self.local_waiters) + list(self.exists_waiters) if isinstance(o, bytes)]
+        return [o for o in dict.fromkeys(waited) if not self.is_local(o)]
+
+    def live_copies(self, oid: bytes) -> list[int]:
+        """Live nodes the object table (as last seen) says hold ``oid``."""
+        return [n for n in (self.known.get(oid) or {}).get("locations", []) if n not in self.dead_nodes]
 
     def reconstruct(self, oid: bytes, dead: int | None = None) -> None:
         """Rebuild a lost object by running the task that made it again (its lost inputs are
@@ -964,8 +969,7 @@ class NodeManager:
 
         def got(entry):
             self.looking.discard(tid)
-            if self.is_local(oid) or [n for n in (self.known.get(oid) or {}).get("locations", [])
-                                      if n not in self.dead_nodes]:
+            if self.is_local(oid) or self.live_copies(oid):
                 return                        # it is here, or on a live node
             if entry is not None and entry.get("spec") is None and self.ctx.config.get("lineage", True):
                 # the submitter's write (with the spec) can reach the table after the global
@@ -982,9 +986,6 @@ class NodeManager:
                     self.lost(oid, f"object {oid.hex()[:16]} was lost with its node and {why}")
                 return
             node, state = entry.get("node"), entry.get("state")
-            live = [n for n in (self.known.get(oid) or {}).get("locations", []) if n not in self.dead_nodes]
-            if live:
-                return
             gone = node in self.dead_nodes or node == dead
             if state in ("submitted", "reconstructing", "assigned", "queued", "running") and not gone:
                 return                        # the latest attempt is on its way on a live node
@@ -1035,14 +1036,9 @@ class NodeManager:
         lost after we checked it (a rebuild that died too, a task sent to a dying node)."""
         if not self.dead_nodes:
             return
-        waited = [o for o in list(self.local_waiters) + list(self.exists_waiters) if isinstance(o, bytes)]
-        for oid in dict.fromkeys(waited):
-            if self.is_local(oid) or oid in self.pulling:
-                continue
-            entry = self.known.get(oid)
-            if entry is not None and [n for n in entry["locations"] if n not in self.dead_nodes]:
-                continue
-            self.reconstruct(oid)
+        for oid in self.waited_for():
+            if oid not in self.pulling and not self.live_copies(oid):
+                self.reconstruct(oid)
 
     def lost(self, oid: bytes, why: str, error=None) -> None:
         """Nothing can rebuild ``oid``: whoever waits for it gets ObjectLostError (or ``error``)."""
