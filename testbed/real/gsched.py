@@ -114,19 +114,17 @@ class GlobalScheduler:
             state = info.get("state")
             if state not in ("pending", "alive", "restarting") or info.get("node") != dead or "spec" not in info:
                 continue
-            spec = info["spec"]
+            # the entry's spec has no placement (actors.actor_entry): this one is the global scheduler's
+            spec = dict(info["spec"], spilled=True, submitted_at=time.time())
             restarts = info.get("restarts", 0)
-            if state == "pending":            # never created: place the creation again (not a restart)
-                spec = dict(spec, pin_node=None, spilled=True, submitted_at=time.time())
-            else:
+            if state != "pending":            # (a creation that never finished is not a restart)
                 limit = spec.get("max_restarts", 0)
                 if not may_run_again(restarts, limit):
                     self.gcs.put("actor", aid, {"node": dead, "state": "dead", "name": info.get("name"),
                                                 "error": f"actor {spec['class_name']} died with its node and has "
                                                          f"no restarts left (max_restarts={limit})"})
                     continue
-                spec = dict(spec, rebuild=True, attempt=restarts + 2, pin_node=None, spilled=True,
-                            submitted_at=time.time())
+                spec.update(rebuild=True, attempt=restarts + 2)
             tv = TaskView(int.from_bytes(aid[:8], "little"), spec["name"], spec["resources"], (), dead)
             self.on_forward(None, spec, tv)
 
