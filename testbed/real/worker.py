@@ -15,9 +15,9 @@ import traceback
 
 import cloudpickle
 
-from . import api
+from . import api, objstore
 from .context import Context
-from .core import Core, to_bytes
+from .core import Core, object_id, to_bytes
 from .errors import TaskError
 from .gcsclient import connect_retry
 
@@ -60,7 +60,6 @@ class Worker:
     def _arg(self, a):
         kind = a[0]
         if kind == "v":
-            from . import objstore
             return objstore.deserialize_bytes(a[1])
         return self.core.decode(a[1], a[2])        # ("o", oid, descriptor)
 
@@ -118,7 +117,6 @@ class Worker:
         self.core.send(("done", task["task_id"], results, failed, start, end, ckpt))
 
     def _result(self, task_id: bytes, index: int, value):
-        from .core import object_id
         oid = object_id(task_id, index)
         inline, ser = to_bytes(value)
         if inline is not None:
