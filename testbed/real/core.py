@@ -23,7 +23,7 @@ from typing import Any
 import cloudpickle
 
 from . import objstore
-from .errors import GetTimeoutError, TaskError
+from .errors import GetTimeoutError, TaskError, is_failure
 
 #: values up to this size are passed inline, not through shared memory (Ray: 100 KiB)
 INLINE_MAX = 100 * 1024
@@ -202,10 +202,8 @@ class Core:
         values = []
         for r, desc in zip(refs, reply):
             v = self.decode(r.id, desc)
-            if isinstance(v, TaskError):
-                raise v.as_instanceof_cause()
-            if isinstance(v, BaseException) and getattr(v, "_testbed_raise", False):
-                raise v
+            if is_failure(v):
+                raise v.as_instanceof_cause() if isinstance(v, TaskError) else v
             values.append(v)
         return values
 

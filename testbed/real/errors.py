@@ -44,6 +44,14 @@ class TaskError(TestbedRuntimeError):
 _DERIVED: dict[type, type] = {}
 
 
+def is_failure(value) -> bool:
+    """Whether an object's value stands for a failure, not a result: a task's TaskError, or an
+    error the node manager stored in the object's place (marked ``_testbed_raise``). ``get``
+    raises it; a task given it as an argument fails with it."""
+    return isinstance(value, TaskError) or (isinstance(value, BaseException)
+                                            and getattr(value, "_testbed_raise", False))
+
+
 class GetTimeoutError(TestbedRuntimeError, TimeoutError):
     """``get`` did not see the object within its timeout."""
 

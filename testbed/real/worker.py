@@ -18,7 +18,7 @@ import cloudpickle
 from . import api, objstore
 from .context import Context
 from .core import Core, object_id, to_bytes
-from .errors import TaskError
+from .errors import TaskError, is_failure
 from .gcsclient import connect_retry
 
 
@@ -77,7 +77,7 @@ class Worker:
             args = [self._arg(a) for a in task["args"]]
             kwargs = {k: self._arg(a) for k, a in task["kwargs"].items()}
             for v in list(args) + list(kwargs.values()):
-                if isinstance(v, TaskError) or (isinstance(v, BaseException) and getattr(v, "_testbed_raise", False)):
+                if is_failure(v):
                     raise _Propagate(v)            # an input's task failed (or it was lost): same error
             if create and task.get("restore") is not None:
                 value = cloudpickle.loads(task["restore"])       # the last checkpoint
