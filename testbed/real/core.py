@@ -25,8 +25,8 @@ import cloudpickle
 from . import objstore
 from .errors import GetTimeoutError, TaskError, is_failure
 
-#: values up to this size are passed inline, not through shared memory (Ray: 100 KiB)
-INLINE_MAX = 100 * 1024
+#: values up to this size are passed inline, not through shared memory (the store's default)
+INLINE_MAX = objstore.DEFAULT_INLINE_MAX_BYTES
 
 
 def new_task_id() -> bytes:
