@@ -25,6 +25,7 @@ import time
 import traceback
 
 from .context import Context
+from .objstore import cleanup_prefix
 
 PR_SET_PDEATHSIG = 1
 
@@ -176,7 +177,6 @@ class Supervisor:
                 pass
             role, args = self.children.pop(pid, ("?", ()))
             self.emit(event="exited", role=role, args=list(args), pid=pid, status=-9)
-        from .objstore import cleanup_prefix
         cleanup_prefix(f"{self.ctx.shm_prefix}n{index}", os.path.join(self.ctx.dir, f"spill-{index}"))
         try:
             os.unlink(self.ctx.node(index))      # no one may connect to the dead node's socket
@@ -234,23 +234,9 @@ class Supervisor:
             except ChildProcessError:
                 break
             self.children.pop(pid, None)
-        _cleanup_shm(self.ctx.shm_prefix)
+        if self.ctx.shm_prefix:
+            cleanup_prefix(self.ctx.shm_prefix)      # it ends in "-": every file of the cluster
         shutil.rmtree(self.ctx.dir, ignore_errors=True)
-
-
-def _cleanup_shm(prefix: str) -> None:
-    if not prefix:
-        return
-    try:
-        names = os.listdir("/dev/shm")
-    except OSError:
-        return
-    for name in names:
-        if name.startswith(prefix):
-            try:
-                os.unlink(os.path.join("/dev/shm", name))
-            except OSError:
-                pass
 
 
 def _run_role(ctx: Context, role: str, args: tuple, extra_fd) -> None:
