@@ -21,6 +21,7 @@ from numbers import Real
 from typing import Any
 
 from . import transport
+from .context import Context
 from .core import Core, ObjectRef, new_task_id, object_id, to_bytes
 from .errors import ClusterError
 
@@ -77,6 +78,8 @@ class Cluster:
         self.dir = tempfile.mkdtemp(prefix="testbed-")        # 0700
         self.secret = transport.new_secret()
         self.shm_prefix = f"tb-{uuid.uuid4().hex[:10]}-"
+        #: where the cluster's processes listen, and its names (config is the same dict)
+        self.ctx = Context(dir=self.dir, secret=self.secret, config=config, shm_prefix=self.shm_prefix)
         self.events: "queue.Queue[dict]" = queue.Queue()
         self.proc = subprocess.Popen([sys.executable, "-m", "testbed.real.supervisor"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, close_fds=True)
@@ -88,7 +91,7 @@ class Cluster:
         threading.Thread(target=self._read_events, name="testbed-supervisor-events", daemon=True).start()
         self._wait_for("started")
         from .gcsclient import connect_retry
-        ch = connect_retry(os.path.join(self.dir, "node-0.sock"), self.secret, START_TIMEOUT_S)
+        ch = connect_retry(self.ctx.node(0), self.secret, START_TIMEOUT_S)
         self.core = Core(ch, 0, "driver")
         self.core.request("hello_driver", os.getpid())
         # init returns once every node has reported (its first heartbeat is in the GCS)
@@ -133,7 +136,7 @@ class Cluster:
         self.proc.stdin.flush()
 
     def node_id(self, index: int) -> str:
-        return uuid.uuid5(uuid.NAMESPACE_OID, f"{self.shm_prefix}{index}").hex
+        return self.ctx.node_id(index)
 
     def gcs_rss(self) -> int:
         """Resident memory of one copy of the GCS: per shard the largest of its live
@@ -553,9 +556,8 @@ def add_node(num_cpus: float = 1, num_gpus: float | None = None, resources: dict
 
 def _master_request(kind: str, *args):
     """One request to the GCS chain master (a short-lived authenticated connection)."""
-    from . import transport
     c = _driver_cluster()
-    ch = transport.connect(os.path.join(c.dir, "gcsmaster.sock"), c.secret)
+    ch = transport.connect(c.ctx.gcs_master(), c.secret)
     try:
         ch.send((kind, 1, *args))
         if not ch.poll(START_TIMEOUT_S):
@@ -586,10 +588,8 @@ def gcs_chains() -> dict[int, list[int]]:
 
 def _gcs_client():
     """A blocking GCS client of the driver's cluster (benchmarks, tests, the real engine)."""
-    from .context import Context
     from .gcsclient import BlockingGcs
-    c = _driver_cluster()
-    return BlockingGcs(Context(dir=c.dir, secret=c.secret, config=c.config, shm_prefix=c.shm_prefix))
+    return BlockingGcs(_driver_cluster().ctx)
 
 
 def _gcs_stats() -> dict[tuple[int, int], dict]:

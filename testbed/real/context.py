@@ -6,6 +6,7 @@ pipe, and forked processes inherit it; it is never in argv, the environment or a
 from __future__ import annotations
 
 import os
+import uuid
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,18 @@ class Context:
 
     def node(self, index: int) -> str:
         return os.path.join(self.dir, f"node-{index}.sock")
+
+    def node_id(self, index: int) -> str:
+        """Node ``index``'s NodeID (what ``tb.nodes()`` shows), the same in every process."""
+        return uuid.uuid5(uuid.NAMESPACE_OID, f"{self.shm_prefix}{index}").hex
+
+    def store_prefix(self, index: int) -> str:
+        """Prefix of node ``index``'s object-store files under /dev/shm."""
+        return f"{self.shm_prefix}n{index}"
+
+    def spill_dir(self, index: int) -> str:
+        """Where node ``index``'s object store spills."""
+        return os.path.join(self.dir, f"spill-{index}")
 
     @property
     def n_nodes(self) -> int:

@@ -177,7 +177,7 @@ class Supervisor:
                 pass
             role, args = self.children.pop(pid, ("?", ()))
             self.emit(event="exited", role=role, args=list(args), pid=pid, status=-9)
-        cleanup_prefix(f"{self.ctx.shm_prefix}n{index}", os.path.join(self.ctx.dir, f"spill-{index}"))
+        cleanup_prefix(self.ctx.store_prefix(index), self.ctx.spill_dir(index))
         try:
             os.unlink(self.ctx.node(index))      # no one may connect to the dead node's socket
         except OSError:
