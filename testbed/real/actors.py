@@ -13,8 +13,9 @@ one FIFO path (caller -> its node manager -> the actor's node manager -> the act
 from __future__ import annotations
 
 import inspect
+import time
 
-from .core import ObjectRef, new_task_id, object_id
+from .core import new_task_id
 
 
 class ActorClass:
@@ -35,16 +36,15 @@ class ActorClass:
         return ActorClass(self._cls, _check_options({**self._options, **opts}, True))
 
     def remote(self, *args, **kwargs) -> "ActorHandle":
-        from .api import _core, _encode, _resources
+        from .api import _core, _encode_args, _resources
         core = _core()
         opts = self._options
         fid, data = core.function_id(self._cls)
         actor_id = new_task_id()
         name = self.__name__
+        args, kwargs = _encode_args(core, args, kwargs, name)
         spec = {"kind": "actor_create", "task_id": actor_id, "actor_id": actor_id, "fn_id": fid, "fn": data,
-                "name": f"{name}.__init__", "class_name": name,
-                "args": [_encode(core, a, i, name) for i, a in enumerate(args)],
-                "kwargs": {k: _encode(core, v, k, name) for k, v in kwargs.items()},
+                "name": f"{name}.__init__", "class_name": name, "args": args, "kwargs": kwargs,
                 "num_returns": 1, "max_retries": 0, "pin_node": opts.get("_node"),
                 "max_restarts": opts.get("max_restarts", 0), "checkpoint_interval": opts.get("checkpoint_interval", 0),
                 "resources": _resources(opts.get("num_cpus", 0), opts.get("num_gpus"), opts.get("resources"), "")}
@@ -95,21 +95,17 @@ class ActorMethod:
         return ActorMethod(self._handle, self._name, num_returns)
 
     def remote(self, *args, **kwargs):
-        from .api import _core, _encode
+        from .api import _core, _encode_args, _return_refs
         core = _core()
         h = self._handle
         task_id = new_task_id()
         name = f"{h._class_name}.{self._name}"
-        import time
+        args, kwargs = _encode_args(core, args, kwargs, name)
         spec = {"kind": "actor_call", "task_id": task_id, "actor_id": h._actor_id, "method": self._name,
-                "submitted_at": time.time(),
-                "name": name, "fn_id": None, "fn": None,
-                "args": [_encode(core, a, i, name) for i, a in enumerate(args)],
-                "kwargs": {k: _encode(core, v, k, name) for k, v in kwargs.items()},
+                "submitted_at": time.time(), "name": name, "fn_id": None, "fn": None, "args": args, "kwargs": kwargs,
                 "num_returns": self._num_returns, "max_retries": 0, "resources": {}}
         core.send(("submit", spec))
-        refs = [ObjectRef(object_id(task_id, i)) for i in range(self._num_returns)]
-        return refs[0] if self._num_returns == 1 else refs
+        return _return_refs(task_id, self._num_returns)
 
 
 #: fields of a creation spec that belong to one (re)creation of the actor, not to the actor

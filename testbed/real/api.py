@@ -22,7 +22,7 @@ from typing import Any
 
 from . import transport
 from .context import Context
-from .core import Core, ObjectRef, new_task_id, object_id, to_bytes
+from .core import Core, ObjectRef, escape, new_task_id, object_id, to_bytes
 from .errors import ClusterError
 
 #: the driver's cluster (None when not initialised); workers set _worker_core instead
@@ -342,14 +342,12 @@ class RemoteFunction:
         res = self._demand
         task_id = new_task_id()
         name = self._task_name
+        args, kwargs = _encode_args(core, args, kwargs, name)
         spec = {"task_id": task_id, "fn_id": fid, "fn": data, "name": name, "submitted_at": time.time(),
-                "job_id": opts.get("_job_id", -1), "pin_node": opts.get("_node"),
-                "args": [_encode(core, a, i, name) for i, a in enumerate(args)],
-                "kwargs": {k: _encode(core, v, k, name) for k, v in kwargs.items()},
+                "job_id": opts.get("_job_id", -1), "pin_node": opts.get("_node"), "args": args, "kwargs": kwargs,
                 "num_returns": num_returns, "resources": res, "max_retries": opts.get("max_retries", 3)}
         core.send(("submit", spec))
-        refs = [ObjectRef(object_id(task_id, i)) for i in range(num_returns)]
-        return refs[0] if num_returns == 1 else refs
+        return _return_refs(task_id, num_returns)
 
 
 def _serialize(value, what: str):
@@ -360,9 +358,14 @@ def _serialize(value, what: str):
         raise TypeError(f"{what} cannot be pickled: {type(exc).__name__}: {exc}") from None
 
 
+def _encode_args(core: Core, args: tuple, kwargs: dict, fname: str) -> tuple[list, dict]:
+    """A call's positional and keyword arguments as its spec carries them (see ``_encode``)."""
+    return ([_encode(core, a, i, fname) for i, a in enumerate(args)],
+            {k: _encode(core, v, k, fname) for k, v in kwargs.items()})
+
+
 def _encode(core: Core, value, where, fname: str):
     if isinstance(value, ObjectRef):
-        from .core import escape
         escape(value.id)          # the task needs it, whatever this process does with its ref
         return ("r", value.id)
     what = f"argument {where!r}" if isinstance(where, str) else f"argument {where}"
@@ -371,9 +374,14 @@ def _encode(core: Core, value, where, fname: str):
         return ("v", inline)
     oid = object_id(new_task_id(), 0)
     core.put_serialized(oid, ser)
-    from .core import escape
     escape(oid)                   # no ref of it exists here: only the task holds it
     return ("r", oid)
+
+
+def _return_refs(task_id: bytes, num_returns: int):
+    """What ``.remote()`` returns: the ref of the task's one return value, or a list of them."""
+    refs = [ObjectRef(object_id(task_id, i)) for i in range(num_returns)]
+    return refs[0] if num_returns == 1 else refs
 
 
 def remote(*args, **options):
