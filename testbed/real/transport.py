@@ -254,9 +254,6 @@ class Channel:
                 first, buffers = self._read_buffers(first)
         return pickle.loads(first, buffers=buffers)
 
-    #: the same as :meth:`recv` (which reads both kinds of message); kept for symmetry
-    recv_with_buffers = recv
-
     def poll(self, timeout: float | None = 0.0) -> bool:
         """True if a frame (or EOF) is waiting to be read."""
         return self._conn.poll(timeout)
