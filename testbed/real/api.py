@@ -460,22 +460,22 @@ def nodes() -> list[dict]:
     return _core().request("nodes")
 
 
-def cluster_resources() -> dict[str, float]:
+def _alive_total(field: str) -> dict[str, float]:
+    """``field`` ("Resources" or "Available") summed over the live nodes."""
     out: dict[str, float] = {}
     for n in nodes():
         if n["Alive"]:
-            for k, v in n["Resources"].items():
+            for k, v in n[field].items():
                 out[k] = out.get(k, 0.0) + v
     return out
 
 
+def cluster_resources() -> dict[str, float]:
+    return _alive_total("Resources")
+
+
 def available_resources() -> dict[str, float]:
-    out: dict[str, float] = {}
-    for n in nodes():
-        if n["Alive"]:
-            for k, v in n["Available"].items():
-                out[k] = out.get(k, 0.0) + v
-    return {k: v for k, v in out.items() if v > 0}
+    return {k: v for k, v in _alive_total("Available").items() if v > 0}
 
 
 def kill(handle) -> None:
