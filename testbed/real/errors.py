@@ -44,6 +44,12 @@ class TaskError(TestbedRuntimeError):
 _DERIVED: dict[type, type] = {}
 
 
+def as_failure(error: BaseException) -> BaseException:
+    """Mark ``error`` as standing for a failure when stored in an object's place (see is_failure)."""
+    error._testbed_raise = True
+    return error
+
+
 def is_failure(value) -> bool:
     """Whether an object's value stands for a failure, not a result: a task's TaskError, or an
     error the node manager stored in the object's place (marked ``_testbed_raise``). ``get``

@@ -16,7 +16,6 @@ their first heartbeat.
 from __future__ import annotations
 
 import time
-import uuid
 
 import numpy as np
 
@@ -53,7 +52,7 @@ class GlobalScheduler:
         # the configured nodes, until their first heartbeats arrive
         start = time.monotonic()
         for i, res in enumerate(ctx.config["nodes"]):
-            self.info[i] = {"NodeID": uuid.uuid5(uuid.NAMESPACE_OID, f"{ctx.shm_prefix}{i}").hex, "Index": i,
+            self.info[i] = {"NodeID": ctx.node_id(i), "Index": i,
                             "Alive": True, "Resources": res, "Available": res, "queue_length": 0, "running": 0}
             # a node that never reports is declared dead too, after a start-up grace
             self.last_seen[i] = start + STARTUP_GRACE_S

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from collections import deque
 from typing import Any
 
@@ -29,7 +28,7 @@ from . import objstore
 from .actors import ONE_CREATION, actor_entry
 from .context import Context
 from .core import object_id
-from .errors import ActorDiedError, InfeasibleError, WorkerCrashedError
+from .errors import ActorDiedError, InfeasibleError, ObjectLostError, WorkerCrashedError, as_failure
 from . import transport
 from .gcsclient import GcsClient, connect_retry
 from .loop import Loop
@@ -116,7 +115,7 @@ class NodeManager:
     def __init__(self, ctx: Context, index: int, request_fd: int | None):
         self.ctx = ctx
         self.index = index
-        self.node_id = uuid.uuid5(uuid.NAMESPACE_OID, f"{ctx.shm_prefix}{index}").hex
+        self.node_id = ctx.node_id(index)
         self.total = dict(ctx.config["nodes"][index])
         self.avail = dict(self.total)
         self.request_fd = request_fd
@@ -124,9 +123,9 @@ class NodeManager:
         self.loop.listen(ctx.node(index), ctx.secret)
         self.gcs = GcsClient(ctx, self.loop)
         cfg = ctx.config
-        spill = os.path.join(ctx.dir, f"spill-{index}")
+        spill = ctx.spill_dir(index)
         os.makedirs(spill, exist_ok=True)
-        self.store = objstore.StoreServer(f"{ctx.shm_prefix}n{index}", int(cfg["object_store_bytes"]), spill)
+        self.store = objstore.StoreServer(ctx.store_prefix(index), int(cfg["object_store_bytes"]), spill)
         #: oid -> bytes for small objects; shared-memory ones live in self.store
         self.inline: dict[bytes, bytes] = {}
         self.sizes: dict[bytes, int] = {}
@@ -550,7 +549,7 @@ class NodeManager:
             if kind == "inline":
                 self.inline[oid] = data
             else:
-                seg, off = self.store.create(oid, len(data))
+                self.store.create(oid, len(data))
                 self.store.view(oid)[:] = data
                 self.store.seal(oid)
             self.transfers.append((src, self.index, len(data), time.time() - asked_at))
@@ -701,12 +700,14 @@ class NodeManager:
         now = time.time()
         state = "infeasible" if isinstance(error, InfeasibleError) else "failed"
         self.record(Task(spec), -1 if state == "infeasible" else self.index, float("nan"), now, state)
-        error._testbed_raise = True
-        data = objstore.to_bytes(objstore.serialize(error))
         for i in range(spec["num_returns"]):
-            oid = object_id(spec["task_id"], i)
-            self.inline[oid] = data
-            self.add_object(oid, len(data))
+            self.store_failure(object_id(spec["task_id"], i), error)
+
+    def store_failure(self, oid: bytes, error: BaseException) -> None:
+        """``error`` in the object's place: ``get`` raises it, a task given it fails with it."""
+        data = objstore.to_bytes(objstore.serialize(as_failure(error)))
+        self.inline[oid] = data
+        self.add_object(oid, len(data))
 
     # --- actors ----------------------------------------------------------------------------
     def resume_rebuilt(self, a: Actor, t: Task, rb: dict) -> None:
@@ -1042,12 +1043,7 @@ class NodeManager:
 
     def lost(self, oid: bytes, why: str, error=None) -> None:
         """Nothing can rebuild ``oid``: whoever waits for it gets ObjectLostError (or ``error``)."""
-        from .errors import ObjectLostError
-        err = (error or ObjectLostError)(why)
-        err._testbed_raise = True
-        data = objstore.to_bytes(objstore.serialize(err))
-        self.inline[oid] = data
-        self.add_object(oid, len(data))
+        self.store_failure(oid, (error or ObjectLostError)(why))
 
     def on_kill_worker(self, ch, index) -> None:
         if index != self.index:
@@ -1173,7 +1169,7 @@ class NodeManager:
             except OSError:
                 g["left"] -= 1
         if dead:
-            ids = {uuid.uuid5(uuid.NAMESPACE_OID, f"{self.ctx.shm_prefix}{k}").hex for k in dead}
+            ids = {self.ctx.node_id(k) for k in dead}
             def got(table):
                 for node_id, lst in table.items():
                     if node_id in ids:
