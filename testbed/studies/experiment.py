@@ -85,13 +85,21 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
         raw = C.apply_overrides(raw, overrides or [])
         sweep = raw.pop("sweep", None)
         resolved = resolve(raw)
+        from . import studies
+        study = studies.STUDIES[resolved["run"]["study"]]
         points = []
         for label, over in C.sweep_points(sweep, resolved):
-            cfg = C.apply_point(raw, over, resolved)
-            try:
-                points.append(Point(label, over, resolve(cfg)))
-            except ConfigError as exc:
-                raise ConfigError(f"at sweep point [{label}]: {exc.message}", key=exc.key) from None
+            # a study may run each point in several variants (e.g. on both engines)
+            for suffix, extra in study.variants or (("", {}),):
+                lbl = f"{label} · {suffix}" if label and suffix else label or suffix
+                over_v = {**over, **extra}
+                cfg = C.apply_point(raw, over_v, resolved)
+                try:
+                    point = Point(lbl, over_v, resolve(cfg))
+                    study.check_config(point.config, lbl)
+                except ConfigError as exc:
+                    raise ConfigError(f"at sweep point [{lbl}]: {exc.message}", key=exc.key) from None
+                points.append(point)
         if sweep:
             resolved["sweep"] = copy.deepcopy(sweep)
     except ConfigError as exc:

@@ -95,6 +95,13 @@ class Study:
     def run_metrics(self, trace: pd.DataFrame | None, info: dict, cfg: dict) -> dict:
         """Extra columns of the run's runs.csv row, from its Trace, info and config."""
         return {}
+
+    #: each sweep point runs once per variant: (label suffix, {dotted key: value} applied to the
+    #: point's config); () = the point as it is
+    variants: tuple[tuple[str, dict], ...] = ()
+
+    def check_config(self, cfg: dict, label: str) -> None:
+        """Refuse (ConfigError) a resolved point this study cannot make sense of."""
     metrics = ["makespan_s", "throughput_per_s", "latency_p50_s", "latency_p99_s", "spilled_fraction"]
 
     def summary(self, runs: pd.DataFrame, exp) -> str:
@@ -582,5 +589,34 @@ def _ms3(r, op: str) -> str:
 
 NAN_ = float("nan")
 
+class Validation(Study):
+    """The simulator against the real runtime, workload by workload (:mod:`.validation`)."""
+    name = "validation"
+    description = ("the same workloads on the real runtime and the simulator (calibrated and not), "
+                   "paired per seed: relative error per metric with its interval, latency distributions")
+    wants_trace = True
+
+    @property
+    def variants(self):
+        from . import validation
+        return validation.VARIANTS
+
+    def check_config(self, cfg, label):
+        from . import validation
+        validation.check_config(cfg, label)
+
+    def timeseries(self, trace, info, cfg):
+        from . import validation
+        return validation.latency_quantiles(trace)
+
+    def summary(self, runs, exp) -> str:
+        from . import validation
+        return validation.summary(runs, exp)
+
+    def figures(self, runs, exp, out) -> list[str]:
+        from . import validation
+        return validation.figures(runs, exp, out)
+
+
 STUDIES: dict[str, Study] = {s.name: s for s in (Compare(), Estimators(), Scalability(), Recovery(),
-                                                 ActorRecovery(), Gcs())}
+                                                 ActorRecovery(), Gcs(), Validation())}

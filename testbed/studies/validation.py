@@ -1,0 +1,184 @@
+"""The ``validation`` study: the same workloads on both engines, compared per seed.
+
+Each sweep point of a validation config is one workload at the real runtime's scale (the
+config's cluster, jobs and durations are what this machine runs: ``check_config`` refuses a
+point the real engine would scale down, so both engines see the same cluster and the same
+jobs). The study expands every point into three runs per seed::
+
+    <workload> · real                  run.engine = "real"
+    <workload> · sim                   run.engine = "sim", the config's calibration
+    <workload> · sim, uncalibrated     run.engine = "sim", cluster.calibration = "" (schema defaults)
+
+The workload generator gives job j the same draws in both engines (common random numbers), so
+the simulated and real values of a seed form a pair: the table reports, per workload and
+metric, the real and simulated means with their 95% intervals over seeds and the paired
+relative error (sim − real) / real with its interval, against the issue's goal (within 10% on
+throughput and mean latency, 15% on the rest).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..core.errors import ConfigError
+from .stats import mean_ci, paired_rel_error_ci
+
+#: (suffix of the point's label, overrides applied to the point's raw config)
+VARIANTS: tuple[tuple[str, dict], ...] = (
+    ("real", {"run.engine": "real"}),
+    ("sim", {"run.engine": "sim"}),
+    ("sim, uncalibrated", {"run.engine": "sim"}),  # TMP
+)
+SEP = " · "
+
+#: metric -> (title, scale to the shown unit, format, goal on |relative error|)
+METRICS: dict[str, tuple[str, float, str, float]] = {
+    "throughput_per_s": ("throughput (tasks/s)", 1.0, "{:,.0f}", 0.10),
+    "latency_mean_s": ("latency mean (ms)", 1e3, "{:.2f}", 0.10),
+    "latency_p50_s": ("latency p50 (ms)", 1e3, "{:.2f}", 0.15),
+    "latency_p99_s": ("latency p99 (ms)", 1e3, "{:.2f}", 0.15),
+    "queue_delay_mean_s": ("queue delay mean (ms)", 1e3, "{:.3f}", 0.15),
+    "spilled_fraction": ("spilled", 1.0, "{:.1%}", 0.15),
+    "bytes_transferred": ("bytes transferred (MB)", 1e-6, "{:.2f}", 0.15),
+    "makespan_s": ("makespan (s)", 1.0, "{:.3f}", 0.15),
+}
+#: latency quantiles kept per run for the distribution plot
+QUANTILES = np.round(np.linspace(0.01, 0.99, 99), 2)
+
+
+def split_label(label: str) -> tuple[str, str]:
+    """``"<workload> · <variant>"`` -> (workload, variant)."""
+    head, _, variant = label.rpartition(SEP)
+    return head, variant
+
+
+def check_config(cfg: dict, label: str) -> None:
+    """A validation point must run unscaled on the real engine: the simulator then models
+    exactly the cluster and jobs that ran."""
+    c, r, w = cfg["cluster"], cfg["run"], cfg["workload"]
+    nodes = sum(g["count"] for g in c["node_groups"]) if c["node_groups"] else c["nodes"]
+    where = f" (validation point [{label}])" if label else " (validation)"
+    if nodes > r["real_nodes"]:
+        raise ConfigError(f"the cluster has {nodes} nodes but the real engine runs {r['real_nodes']}: "
+                          f"give both engines the same cluster{where}", key="run.real_nodes")
+    cpus = [g["cpus"] for g in c["node_groups"]] if c["node_groups"] else [c["cpus_per_node"]]
+    if max(cpus) > r["real_cpus_per_node"]:
+        raise ConfigError(f"nodes have up to {max(cpus):g} CPUs but the real engine gives at most "
+                          f"{r['real_cpus_per_node']:g}{where}", key="run.real_cpus_per_node")
+    if w["jobs"] > r["real_max_jobs"]:
+        raise ConfigError(f"{w['jobs']} jobs but the real engine runs at most {r['real_max_jobs']}{where}",
+                          key="run.real_max_jobs")
+    if r["real_time_scale"] != 1.0:
+        raise ConfigError(f"must be 1 for a validation (both engines run the drawn durations){where}",
+                          key="run.real_time_scale")
+
+
+def latency_quantiles(trace: pd.DataFrame | None) -> pd.DataFrame | None:
+    """One row per quantile of the run's finished-task latency (submitted -> finished), seconds."""
+    if trace is None:
+        return None
+    done = trace[trace.state == "finished"]
+    if not len(done):
+        return None
+    lat = (done.finished_s - done.submitted_s).to_numpy()
+    return pd.DataFrame({"q": QUANTILES, "latency_s": np.quantile(lat, QUANTILES)})
+
+
+def compare_table(runs: pd.DataFrame, variant: str) -> pd.DataFrame:
+    """Per workload and metric: real and ``variant`` means (95% CI over seeds), the paired
+    relative error with its CI, the goal, and whether the mean error is within it (``within``)."""
+    rows = []
+    split = runs["label"].map(split_label)
+    runs = runs.assign(_workload=[a for a, _ in split], _variant=[b for _, b in split])
+    for wl in dict.fromkeys(runs["_workload"]):
+        sub = runs[runs._workload == wl]
+        real = sub[sub._variant == "real"].set_index("seed")
+        sim = sub[sub._variant == variant].set_index("seed")
+        seeds = sorted(set(real.index) & set(sim.index))
+        if not seeds:
+            continue
+        for m, (title, scale, fmt, goal) in METRICS.items():
+            if m not in sub:
+                continue
+            r, s = real.loc[seeds, m].astype(float), sim.loc[seeds, m].astype(float)
+            if r.isna().all() and s.isna().all():
+                continue
+            if (r.fillna(0) == 0).all() and (s.fillna(0) == 0).all():
+                err = mean_ci([0.0] * len(seeds))     # both zero on every seed (no transfers): agreement
+            else:
+                err = paired_rel_error_ci(s.to_numpy(), r.to_numpy())
+            rows.append({"workload": wl, "metric": m, "title": title, "seeds": len(seeds),
+                         "real": mean_ci(r), "sim": mean_ci(s), "rel_error": err, "goal": goal,
+                         "scale": scale, "fmt": fmt,
+                         "within": bool(np.isfinite(err.mean) and abs(err.mean) <= goal)})
+    return pd.DataFrame(rows)
+
+
+def _markdown(tab: pd.DataFrame, what: str) -> str:
+    if not len(tab):
+        return f"No workload has both a real and a {what} run.\n"
+    out = []
+    for _, r in tab.iterrows():
+        fmt, scale = r["fmt"], r["scale"]
+        e = r["rel_error"]
+        out.append({"workload": r["workload"], "metric": r["title"],
+                    "real": r["real"].fmt(scale, fmt), what: r["sim"].fmt(scale, fmt),
+                    "rel. error [95% CI]": f"{e.mean:+.1%} [{e.lo:+.1%}, {e.hi:+.1%}]" if np.isfinite(e.mean) else "—",
+                    "goal": f"±{r['goal']:.0%}", "": "ok" if r["within"] else "**miss**"})
+    return pd.DataFrame(out).to_markdown(index=False) + "\n"
+
+
+def summary(runs: pd.DataFrame, exp) -> str:
+    parts = ["## Simulator against the real runtime (paired per seed)", "",
+             "Each workload ran on the real runtime and on the simulator at the same scale, with the "
+             "same jobs and draws (common random numbers). Values are means over seeds with 95% "
+             "t-intervals; the relative error (sim − real) / real is computed per seed, then averaged. "
+             "Goal: |error| ≤ 10% on throughput and mean latency, ≤ 15% on the rest.", ""]
+    for variant, title in (("sim", "calibrated simulator"), ("sim, uncalibrated", "uncalibrated simulator")):
+        tab = compare_table(runs, variant)
+        n_ok = int(tab["within"].sum()) if len(tab) else 0
+        parts += [f"### The {title}", "", f"{n_ok} of {len(tab)} workload × metric pairs within the goal.", "",
+                  _markdown(tab, variant)]
+    return "\n".join(parts)
+
+
+def figures(runs: pd.DataFrame, exp, out: Path) -> list[str]:
+    path = Path(out) / "timeseries.csv"
+    if not path.exists():
+        return []
+    ts = pd.read_csv(path)
+    if not len(ts):
+        return []
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    split = ts["label"].map(split_label)
+    ts = ts.assign(workload=[a for a, _ in split], variant=[b for _, b in split])
+    workloads = list(dict.fromkeys(ts.workload))
+    cols = min(3, len(workloads))
+    rows = (len(workloads) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False)
+    styles = {"real": ("k", "-"), "sim": ("#4878a8", "--"), "sim, uncalibrated": ("#e07b39", ":")}
+    for ax, wl in zip(axes.flat, workloads):
+        sub = ts[ts.workload == wl]
+        for variant, (color, ls) in styles.items():
+            v = sub[sub.variant == variant]
+            if not len(v):
+                continue
+            g = v.groupby("q")["latency_s"].mean()     # the seeds' quantile curves, averaged
+            ax.plot(g.values * 1e3, g.index, color=color, ls=ls, label=variant)
+        ax.set_xscale("log")
+        ax.set_title(wl, fontsize=9)
+        ax.set_xlabel("latency (ms)")
+        ax.set_ylabel("fraction of tasks")
+        ax.grid(alpha=0.3, which="both")
+    for ax in list(axes.flat)[len(workloads):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle("Latency distribution: real runtime vs simulator")
+    fig.tight_layout()
+    fig.savefig(Path(out) / "latency_cdf.png", dpi=110)
+    plt.close(fig)
+    return ["latency_cdf.png"]

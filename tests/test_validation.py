@@ -1,0 +1,75 @@
+"""The validation study: each point runs on both engines, paired per seed."""
+import pandas as pd
+import pytest
+
+from testbed.core.errors import ConfigError
+from testbed.studies import validation
+from testbed.studies.experiment import load_experiment
+
+BASE = """
+[cluster]
+nodes = 2
+cpus_per_node = 2
+[workload]
+jobs = 60
+arrival = "poisson"
+rate_per_s = 50.0
+duration = {dist = "exponential", mean = 0.01}
+[run]
+study = "validation"
+seeds = [0]
+real_nodes = 2
+real_cpus_per_node = 2
+real_max_jobs = 100
+real_time_scale = 1.0
+"""
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "v.toml"
+    p.write_text(text)
+    return p
+
+
+def test_each_point_runs_on_the_real_engine_and_the_simulator(tmp_path):
+    exp = load_experiment(_write(tmp_path, BASE + '[[sweep.cases]]\nlabel = "a"\n"workload.jobs" = 50\n'))
+    assert [p.label for p in exp.points] == [f"a · {v}" for v, _ in validation.VARIANTS]
+    assert [p.config["run"]["engine"] for p in exp.points] == [o["run.engine"] for _, o in validation.VARIANTS]
+    assert all(p.config["workload"]["jobs"] == 50 for p in exp.points)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("cluster.nodes=3", "run.real_nodes"),
+    ("cluster.cpus_per_node=4", "run.real_cpus_per_node"),
+    ("workload.jobs=101", "run.real_max_jobs"),
+    ("run.real_time_scale=0.5", "run.real_time_scale"),
+])
+def test_a_point_the_real_engine_would_scale_down_is_refused(tmp_path, override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as exc:
+        load_experiment(_write(tmp_path, BASE), [override])
+    assert "v.toml" in str(exc.value)
+
+
+def test_relative_error_is_paired_per_seed_and_zero_when_both_are_zero():
+    rows = []
+    for seed, (real, sim) in enumerate([(100.0, 108.0), (200.0, 216.0), (50.0, 54.0)]):
+        for variant, thr in (("real", real), ("sim", sim)):
+            rows.append({"label": f"w · {variant}", "seed": seed, "throughput_per_s": thr, "bytes_transferred": 0})
+    tab = validation.compare_table(pd.DataFrame(rows), "sim").set_index("metric")
+    thr = tab.loc["throughput_per_s"]
+    assert thr["rel_error"].mean == pytest.approx(0.08)
+    assert thr["rel_error"].half_width == pytest.approx(0.0, abs=1e-9)   # the same +8% on every seed
+    assert thr["within"]                                                  # goal: within 10%
+    assert tab.loc["bytes_transferred"]["within"] and tab.loc["bytes_transferred"]["rel_error"].mean == 0
+
+
+@pytest.mark.timeout(120)
+def test_validation_run_writes_its_table_and_plot(tmp_path):
+    from testbed.cli import main
+    out = tmp_path / "out"
+    assert main(["run", str(_write(tmp_path, BASE)), "--out", str(out), "--quiet"]) == 0
+    text = (out / "summary.md").read_text()
+    assert "### The calibrated simulator" in text and "latency mean (ms)" in text
+    assert (out / "latency_cdf.png").exists()
+    runs = pd.read_csv(out / "runs.csv")
+    assert sorted(runs.label) == sorted(v for v, _ in validation.VARIANTS)
