@@ -16,9 +16,11 @@ finish) plus one per forwarded decision and one per open-loop arrival. Servers w
 service time — local schedulers, global scheduler replicas, GCS shards, network links —
 are FIFO queues computed in closed form from a "busy until" time, not processes: a task
 that must wait for one carries an earliest-start time (``ready_at``) instead of an event.
-Two approximations follow, both small while no server is saturated: a server queues
-requests in the order they become known rather than the order they are due (it stays
-work-conserving, so throughput ceilings are exact; see ``_serve``), and a worker slot is
+A request's completion is its arrival at the server + its wait + the service (the Lindley
+recursion). Two approximations follow, both small while no server is saturated: a server
+queues requests in the order they are issued rather than the order they arrive (one that
+arrives before an earlier-issued request is served in the idle time before that one when it
+fits; exact when requests arrive in issue order; see :class:`FifoServers`), and a worker slot is
 taken when a task is dispatched, even if its dispatch message lands a few microseconds later.
 
 Determinism: every tie is broken by insertion order (SimPy's event ids, FIFO deques),
@@ -109,20 +111,63 @@ class _Task:
 _NO_DEPENDENTS: list = []
 
 
-def _serve(free: list[float], i: int, now: float, t: float, service: float) -> float:
-    """A request to FIFO server ``i`` (busy until ``free[i]``), known at ``now`` and due
-    at ``t >= now``; returns when it completes.
+class FifoServers:
+    """``n`` FIFO servers with fixed service times, each computed in closed form from a
+    "busy until" time (no process, no event). The one server rule of the simulator: local
+    schedulers, global scheduler replicas, GCS shards and links all use it, through
+    :func:`_serve`.
 
-    Requests are queued in the order they become known (``now``), not by ``t``: a request
-    due slightly in the future must not block one due earlier but issued later, which a
-    plain "busy until max(t, free) + service" would do. The server stays work-conserving,
-    so its throughput ceiling is exact; a request's own result is never before ``t + service``.
+    A request is issued at ``now`` and reaches its server at ``t >= now`` (``t - now`` is
+    a link latency, or the wait for an earlier step): it starts when it has arrived and
+    the server is free, so its completion is arrival + wait + service — the Lindley
+    recursion, exact whenever requests reach a server in the order they are issued.
+    Requests are queued in the order they become known (issued); one that reaches its
+    server before an earlier-issued one still in flight is served in the idle time left
+    before that one if it fits there (only the latest idle gap is remembered), so it is
+    not held up by a request that has not arrived yet.
     """
-    begin = free[i] if free[i] > now else now
-    end = begin + service
-    free[i] = end
-    due = t + service
-    return end if end > due else due
+    __slots__ = ("busy", "gap_lo", "gap_hi")
+
+    def __init__(self, n: int):
+        #: per server: when it finishes the last request queued behind the others
+        self.busy = [0.0] * n
+        #: per server: the idle interval [gap_lo, gap_hi) before that request (s)
+        self.gap_lo = [0.0] * n
+        self.gap_hi = [0.0] * n
+
+    def __len__(self) -> int:
+        return len(self.busy)
+
+    def __getitem__(self, i: int) -> float:
+        return self.busy[i]
+
+    def append(self, busy_until: float) -> None:
+        """One more server (a node joined), free from ``busy_until``."""
+        self.busy.append(busy_until)
+        self.gap_lo.append(busy_until)
+        self.gap_hi.append(busy_until)
+
+
+def _serve(free: FifoServers, i: int, now: float, t: float, service: float) -> float:
+    """A request issued at ``now`` to server ``i`` of ``free``, reaching it at ``t >= now``;
+    returns when it completes (``>= t + service``). See :class:`FifoServers`."""
+    busy = free.busy
+    b = busy[i]
+    if t >= b:                  # idle when it arrives: the idle time before it is the new gap
+        free.gap_lo[i] = b
+        free.gap_hi[i] = t
+        end = t + service
+        busy[i] = end
+        return end
+    lo = free.gap_lo[i]
+    s = lo if lo > t else t
+    end = s + service
+    if end <= free.gap_hi[i]:   # arrived before a later-issued request: fits in the gap before it
+        free.gap_lo[i] = end
+        return end
+    end = b + service
+    busy[i] = end
+    return end
 
 
 class _Job:
@@ -267,13 +312,13 @@ class Simulation:
         self.queues: list[dict[tuple, deque]] = [dict() for _ in range(n)]
         self.qlen = [0] * n
         self.running = [0] * n
-        self.sched_free = [0.0] * n
-        self.link_free = [0.0] * n
+        self.sched_free = FifoServers(n)
+        self.link_free = FifoServers(n)
         self.store_used = [0.0] * n
         self.spilled_bytes = 0
-        self.gcs_free = [0.0] * c["gcs_shards"]
+        self.gcs_free = FifoServers(c["gcs_shards"])
         self.gcs_ops = 0
-        self.gs_free = [0.0] * c["global_schedulers"]
+        self.gs_free = FifoServers(c["global_schedulers"])
         self.gs_next = 0
         self._refresh_totals()
         self.view_version = 0
