@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import math
 import time
+from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -112,61 +113,79 @@ _NO_DEPENDENTS: list = []
 
 
 class FifoServers:
-    """``n`` FIFO servers with fixed service times, each computed in closed form from a
-    "busy until" time (no process, no event). The one server rule of the simulator: local
-    schedulers, global scheduler replicas, GCS shards and links all use it, through
-    :func:`_serve`.
+    """``n`` servers with fixed service times, computed in closed form from their bookings
+    (no process, no event). The one server rule of the simulator: local schedulers, global
+    scheduler replicas, GCS shards and links all use it, through :func:`_serve`.
 
     A request is issued at ``now`` and reaches its server at ``t >= now`` (``t - now`` is
-    a link latency, or the wait for an earlier step): it starts when it has arrived and
-    the server is free, so its completion is arrival + wait + service — the Lindley
-    recursion, exact whenever requests reach a server in the order they are issued.
-    Requests are queued in the order they become known (issued); one that reaches its
-    server before an earlier-issued one still in flight is served in the idle time left
-    before that one if it fits there (only the latest idle gap is remembered), so it is
-    not held up by a request that has not arrived yet.
+    a link latency, or the wait for an earlier step): it is served in the earliest idle
+    time at or after its arrival that holds its service, so it completes at arrival +
+    wait + service. Requests are booked in the order they are issued: when they arrive in
+    that order this is the FIFO Lindley recursion exactly; one that arrives before an
+    earlier-issued request fills the idle time before it instead of queueing behind it
+    (so a request that has not arrived yet never holds up one that has, and the server
+    stays work-conserving up to idle gaps shorter than a service time).
     """
-    __slots__ = ("busy", "gap_lo", "gap_hi")
+    __slots__ = ("starts", "ends")
 
     def __init__(self, n: int):
-        #: per server: when it finishes the last request queued behind the others
-        self.busy = [0.0] * n
-        #: per server: the idle interval [gap_lo, gap_hi) before that request (s)
-        self.gap_lo = [0.0] * n
-        self.gap_hi = [0.0] * n
+        #: per server: its booked busy intervals [start, end), sorted and disjoint (s)
+        self.starts: list[list[float]] = [[] for _ in range(n)]
+        self.ends: list[list[float]] = [[] for _ in range(n)]
 
     def __len__(self) -> int:
-        return len(self.busy)
+        return len(self.ends)
 
     def __getitem__(self, i: int) -> float:
-        return self.busy[i]
+        """When server ``i`` finishes its last booking (0: none)."""
+        e = self.ends[i]
+        return e[-1] if e else 0.0
 
     def append(self, busy_until: float) -> None:
-        """One more server (a node joined), free from ``busy_until``."""
-        self.busy.append(busy_until)
-        self.gap_lo.append(busy_until)
-        self.gap_hi.append(busy_until)
+        """One more server (a node joined), idle."""
+        self.starts.append([])
+        self.ends.append([])
 
 
 def _serve(free: FifoServers, i: int, now: float, t: float, service: float) -> float:
     """A request issued at ``now`` to server ``i`` of ``free``, reaching it at ``t >= now``;
     returns when it completes (``>= t + service``). See :class:`FifoServers`."""
-    busy = free.busy
-    b = busy[i]
-    if t >= b:                  # idle when it arrives: the idle time before it is the new gap
-        free.gap_lo[i] = b
-        free.gap_hi[i] = t
+    E = free.ends[i]
+    S = free.starts[i]
+    if E and E[0] <= now:               # bookings that ended can no longer matter
+        k = bisect_right(E, now)
+        del S[:k], E[:k]
+    if not E or t >= E[-1]:             # arrives after all booked work: starts at once
         end = t + service
-        busy[i] = end
+        if E and t == E[-1]:
+            E[-1] = end
+        else:
+            S.append(t)
+            E.append(end)
         return end
-    lo = free.gap_lo[i]
-    s = lo if lo > t else t
+    j = bisect_right(E, t)              # the first booking still busy at t
+    s = t
+    n = len(E)
+    while j < n:
+        st = S[j]
+        if s < st and s + service <= st:   # fits in the idle time before booking j
+            end = s + service
+            if j and s == E[j - 1]:
+                E[j - 1] = end
+                if end == st:
+                    E[j - 1] = E[j]
+                    del S[j], E[j]
+            elif end == st:
+                S[j] = s
+            else:
+                S.insert(j, s)
+                E.insert(j, end)
+            return end
+        if E[j] > s:
+            s = E[j]
+        j += 1
     end = s + service
-    if end <= free.gap_hi[i]:   # arrived before a later-issued request: fits in the gap before it
-        free.gap_lo[i] = end
-        return end
-    end = b + service
-    busy[i] = end
+    E[-1] = end                         # s is the end of the last booking
     return end
 
 
@@ -260,6 +279,8 @@ class Simulation:
         self._n_gcs = cluster["gcs_shards"]
         self._gcs_read_s = cluster["gcs_read_s"]
         self._n_gs = cluster["global_schedulers"]
+        #: rebuild the ClusterView at every placement decision (no heartbeat staleness)
+        self._fresh_view = cluster["view_fresh_per_decision"]
         #: a write's cost per chain member after the head: a hop, then that member's write
         self._hop_s = self._lat + self._gcs_s
         #: a write's extra time down the rest of the chain (pipelined: only its latency)
@@ -575,6 +596,8 @@ class Simulation:
 
     def _global_place(self, t: _Task, tv: TaskView) -> None:
         now = self.env._now
+        if self._fresh_view:
+            self.view = self._snapshot()
         p = self.placement.place(tv, self.view, now, self.rng)
         if p is None:
             self._infeasible(t, now)
