@@ -130,39 +130,43 @@ class FifoServers:
 
     def __init__(self, n: int):
         #: per server: its booked busy intervals [start, end), sorted and disjoint (s)
-        self.starts: list[list[float]] = [[] for _ in range(n)]
-        self.ends: list[list[float]] = [[] for _ in range(n)]
+        #: (never empty: an idle server keeps its last booking, or [0, 0))
+        self.starts: list[list[float]] = [[0.0] for _ in range(n)]
+        self.ends: list[list[float]] = [[0.0] for _ in range(n)]
 
     def __len__(self) -> int:
         return len(self.ends)
 
     def __getitem__(self, i: int) -> float:
         """When server ``i`` finishes its last booking (0: none)."""
-        e = self.ends[i]
-        return e[-1] if e else 0.0
+        return self.ends[i][-1]
 
     def append(self, busy_until: float) -> None:
-        """One more server (a node joined), idle."""
-        self.starts.append([])
-        self.ends.append([])
+        """One more server (a node joined), idle from ``busy_until``."""
+        self.starts.append([busy_until])
+        self.ends.append([busy_until])
 
 
 def _serve(free: FifoServers, i: int, now: float, t: float, service: float) -> float:
     """A request issued at ``now`` to server ``i`` of ``free``, reaching it at ``t >= now``;
     returns when it completes (``>= t + service``). See :class:`FifoServers`."""
     E = free.ends[i]
-    S = free.starts[i]
-    if E and E[0] <= now:               # bookings that ended can no longer matter
-        k = bisect_right(E, now)
-        del S[:k], E[:k]
-    if not E or t >= E[-1]:             # arrives after all booked work: starts at once
+    last = E[-1]
+    if t >= last:                       # arrives after all booked work: starts at once
         end = t + service
-        if E and t == E[-1]:
+        if last <= now:                 # every booking has ended: this one is all that matters
+            free.starts[i] = [t]
+            free.ends[i] = [end]
+        elif t == last:
             E[-1] = end
         else:
-            S.append(t)
+            free.starts[i].append(t)
             E.append(end)
         return end
+    S = free.starts[i]
+    if E[0] <= now:                     # bookings that ended can no longer matter
+        k = bisect_right(E, now)
+        del S[:k], E[:k]
     j = bisect_right(E, t)              # the first booking still busy at t
     s = t
     n = len(E)

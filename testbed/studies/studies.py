@@ -561,6 +561,10 @@ class Gcs(Study):
         return names
 
 
+#: finite-N power-of-d references computed so far (summary and figure share them)
+_REFERENCES: dict[tuple, float] = {}
+
+
 class Theory(Study):
     """The simulator configured as textbook queueing systems against their closed forms
     (:mod:`testbed.studies.theory`): per case the theory, the simulated mean with its 95%
@@ -588,22 +592,52 @@ class Theory(Study):
         t0, t1 = sub[skip], sub[-1]          # after the warm-up, while arrivals continue
         done = df.finished_s.to_numpy()
         tput = float(((done >= t0) & (done <= t1)).sum() / (t1 - t0))
+        arrived = float(((sub >= t0) & (sub <= t1)).sum() / (t1 - t0))   # this run's realized arrivals
         out = {"system": case["system"], "quantity": case["quantity"], "theory": case["theory"],
                "sim_value": float(x[skip:].mean()), "effect": bool(case.get("effect", False)),
-               "arrival_rate_per_s": case["lam"], "throughput_per_s": tput, "finished_once": once}
+               "arrival_rate_per_s": case["lam"], "throughput_per_s": tput, "arrivals_per_s": arrived,
+               "finished_once": once}
         if case["quantity"] == "response":
             out["L_sim"] = theory.time_average_in_system(sub, done, t0, t1)
             out["L_theory"] = case["lam"] * case["theory"]        # Little's law
         return out
 
+    #: finite-N reference of a power-of-d case: this many independent replications
+    REFERENCE_REPS = 5
+
     @staticmethod
-    def _rows(runs):
+    def _reference(cfg: dict) -> float:
+        """Mean over REFERENCE_REPS seeds of theory.power_of_d_reference at the case's N,
+        load and task count (the finite-N value the mean field is the limit of)."""
+        from . import theory
+        c, w = cfg["cluster"], cfg["workload"]
+        lam = w["rate_per_s"] * w["drivers"]
+        key = (c["nodes"], lam, w["duration"]["mean"], w["jobs"], cfg["run"]["warmup_fraction"])
+        if key not in _REFERENCES:
+            _REFERENCES[key] = Theory._reference_uncached(cfg)
+        return _REFERENCES[key]
+
+    @staticmethod
+    def _reference_uncached(cfg: dict) -> float:
+        from . import theory
+        c, w = cfg["cluster"], cfg["workload"]
+        lam = w["rate_per_s"] * w["drivers"]
+        return float(np.mean([theory.power_of_d_reference(c["nodes"], lam, w["duration"]["mean"], w["jobs"], k,
+                                                          warmup_fraction=cfg["run"]["warmup_fraction"])
+                              for k in range(Theory.REFERENCE_REPS)]))
+
+    @staticmethod
+    def _rows(runs, exp):
         from .stats import mean_ci, rel_error
         rows = []
         for p, g in runs.groupby("point", sort=True):
             r0 = g.iloc[0]
+            if str(r0["system"]).startswith("power-of-"):
+                g = g.assign(reference=Theory._reference(exp.points[int(p)].config))
             checks = [("mean " + r0["quantity"] + " (ms)", "sim_value", "theory", 1e3),
                       ("throughput (tasks/s)", "throughput_per_s", "arrival_rate_per_s", 1.0)]
+            if "reference" in g and g["reference"].notna().all():
+                checks.insert(1, ("mean response vs finite-N reference (ms)", "sim_value", "reference", 1e3))
             if "L_sim" in g and g["L_sim"].notna().all():
                 checks.append(("Little: L = λW (tasks)", "L_sim", "L_theory", 1.0))
             for what, sim, th, scale in checks:
@@ -612,7 +646,7 @@ class Theory(Study):
                 err = rel_error(ci.mean, ref)
                 tight = ci.half_width <= Theory.TOLERANCE * abs(ref)
                 ok = ci.contains(ref) or (tight and abs(err) <= Theory.TOLERANCE)
-                effect = bool(r0["effect"]) and sim == "sim_value"
+                effect = bool(r0["effect"]) and sim == "sim_value" or (bool(r0["effect"]) and sim == "L_sim")
                 rows.append({"point": p, "case": r0["label"] or r0["system"], "system": r0["system"],
                              "check": what, "theory": ref * scale, "sim": ci.mean * scale,
                              "lo": ci.lo * scale, "hi": ci.hi * scale, "seeds": ci.n, "rel": err,
@@ -620,7 +654,7 @@ class Theory(Study):
         return rows
 
     def summary(self, runs, exp) -> str:
-        rows = self._rows(runs)
+        rows = self._rows(runs, exp)
         tab = pd.DataFrame([{"case": r["case"], "check": r["check"], "theory": f"{r['theory']:.4g}",
                              "simulated (95% CI over seeds)": f"{r['sim']:.4g} [{r['lo']:.4g}, {r['hi']:.4g}]",
                              "rel. error": f"{r['rel']:+.2%}", "result": r["status"]} for r in rows])
@@ -641,7 +675,7 @@ class Theory(Study):
         return "\n".join(lines)
 
     def figures(self, runs, exp, out) -> list[str]:
-        rows = [r for r in self._rows(runs) if r["check"].startswith("mean")]
+        rows = [r for r in self._rows(runs, exp) if r["check"].startswith("mean")]
         if not rows:
             return []
         plt = _mpl()

@@ -19,6 +19,7 @@ service.
 from __future__ import annotations
 
 import math
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -172,3 +173,32 @@ def time_average_in_system(submitted: np.ndarray, finished: np.ndarray, t0: floa
     fin = np.sort(finished)
     return float(np.mean(np.searchsorted(sub, grid, side="right") - np.searchsorted(fin, grid, side="right")))
 
+
+
+def power_of_d_reference(n: int, lam: float, mean_s: float, tasks: int, seed: int, d: int = 2,
+                         warmup_fraction: float = 0.1) -> float:
+    """Mean response of power-of-d over ``n`` FIFO single-server queues (Poisson arrivals,
+    exponential service), by direct event simulation — independent of the simulator: each
+    arrival samples ``d`` distinct queues and joins the one with fewest tasks (ties: the
+    lower index). The finite-N reference the mean field (N -> inf) is a limit of."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x7E0]))
+    arr = np.cumsum(rng.exponential(1 / lam, tasks))
+    svc = rng.exponential(mean_s, tasks)
+    queues = [deque() for _ in range(n)]
+    last = [0.0] * n
+    resp = np.empty(tasks)
+    for k in range(tasks):
+        t = arr[k]
+        picks = sorted(int(x) for x in rng.choice(n, d, replace=False))
+        best, best_len = -1, 0
+        for i in picks:
+            q = queues[i]
+            while q and q[0] <= t:
+                q.popleft()
+            if best < 0 or len(q) < best_len:
+                best, best_len = i, len(q)
+        end = max(t, last[best]) + svc[k]
+        last[best] = end
+        queues[best].append(end)
+        resp[k] = end - t
+    return float(resp[int(tasks * warmup_fraction):].mean())
