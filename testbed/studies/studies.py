@@ -671,7 +671,10 @@ class Theory(Study):
                  "(the queues start empty); throughput and L are taken from the end of the warm-up to the last "
                  "arrival. Overheads are zero (latency, decision and GCS times) except where a case names them. "
                  "A power-of-d case with a stale view is not a test: the mean field assumes fresh queue lengths, "
-                 "and its gap to it is the measured effect of herding on a 100 ms old view.", ""]
+                 "and its gap to it is the measured effect of herding on a 100 ms old view. The mean field is the "
+                 "N -> inf limit: a power-of-d case also compares with the finite-N reference (the same N, load and "
+                 f"task count simulated directly by theory.power_of_d_reference, mean of {Theory.REFERENCE_REPS} "
+                 "replications), whose gap to the mean field is the finite-N effect.", ""]
         return "\n".join(lines)
 
     def figures(self, runs, exp, out) -> list[str]:
