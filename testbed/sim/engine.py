@@ -63,6 +63,9 @@ from ..workloads import Workload
 from .kernel import Kernel
 
 NAN = math.nan
+#: a server's ended bookings are dropped once it holds more than this many (a memory bound;
+#: the search skips them anyway)
+PRUNE_BOOKINGS = 32
 #: GCS memory samples kept per run (beyond it every other one is dropped and the rate halves)
 MEMORY_SAMPLES = 2048
 
@@ -155,8 +158,12 @@ def _serve(free: FifoServers, i: int, now: float, t: float, service: float) -> f
     if t >= last:                       # arrives after all booked work: starts at once
         end = t + service
         if last <= now:                 # every booking has ended: this one is all that matters
-            free.starts[i] = [t]
-            free.ends[i] = [end]
+            if len(E) == 1:
+                free.starts[i][0] = t
+                E[0] = end
+            else:
+                free.starts[i] = [t]
+                free.ends[i] = [end]
         elif t == last:
             E[-1] = end
         else:
@@ -164,7 +171,11 @@ def _serve(free: FifoServers, i: int, now: float, t: float, service: float) -> f
             E.append(end)
         return end
     S = free.starts[i]
-    if E[0] <= now:                     # bookings that ended can no longer matter
+    if t >= S[-1]:                      # arrives during the last booking: queued behind it
+        end = last + service
+        E[-1] = end
+        return end
+    if len(E) > PRUNE_BOOKINGS and E[0] <= now:   # bookings that ended can no longer matter
         k = bisect_right(E, now)
         del S[:k], E[:k]
     j = bisect_right(E, t)              # the first booking still busy at t
