@@ -45,8 +45,9 @@ def test_server_serves_in_issue_order_once_arrived():
     assert _serve(s, 0, 0.5, 2.0, 1.0) == 3.0          # its own wait (chained) is not counted twice
     assert _serve(s, 0, 0.5, 10.0, 1.0) == 11.0        # due later: starts when it arrives
     assert _serve(s, 0, 1.0, 4.0, 1.0) == 5.0          # arrives before it: fits in [3, 10)
-    assert _serve(s, 0, 1.0, 9.5, 1.0) == 12.0         # does not fit before 10: queued behind
+    assert _serve(s, 0, 1.0, 9.5, 1.0) == 11.5         # [9.5, 10) idle: half there, the rest after 11
     assert _serve(s, 0, 1.0, 5.0, 1.0) == 6.0          # fills [5, 6), the rest of that gap
+    assert s.starts[0] == [0.0, 4.0, 9.5] and s.ends[0] == [3.0, 6.0, 11.5]
 
 
 # -- the closed forms against textbook values ----------------------------------------------

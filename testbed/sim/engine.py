@@ -19,8 +19,8 @@ that must wait for one carries an earliest-start time (``ready_at``) instead of 
 A request's completion is its arrival at the server + its wait + the service (the Lindley
 recursion). Two approximations follow, both small while no server is saturated: a server
 queues requests in the order they are issued rather than the order they arrive (one that
-arrives before an earlier-issued request is served in the idle time before that one when it
-fits; exact when requests arrive in issue order; see :class:`FifoServers`), and a worker slot is
+arrives before an earlier-issued request is served in the idle time before that one, in
+pieces if need be; exact when requests arrive in issue order; see :class:`FifoServers`), and a worker slot is
 taken when a task is dispatched, even if its dispatch message lands a few microseconds later.
 
 Determinism: every tie is broken by insertion order (SimPy's event ids, FIFO deques),
@@ -125,9 +125,10 @@ class FifoServers:
     time at or after its arrival that holds its service, so it completes at arrival +
     wait + service. Requests are booked in the order they are issued: when they arrive in
     that order this is the FIFO Lindley recursion exactly; one that arrives before an
-    earlier-issued request fills the idle time before it instead of queueing behind it
-    (so a request that has not arrived yet never holds up one that has, and the server
-    stays work-conserving up to idle gaps shorter than a service time).
+    earlier-issued request fills the idle time before it instead of queueing behind it, in
+    pieces when no gap holds it whole (lowest priority behind booked work, preemptive-resume),
+    so a request that has not arrived yet never holds up one that has and no idle time is
+    lost: a saturated server's throughput ceiling is exact.
     """
     __slots__ = ("starts", "ends")
 
@@ -178,29 +179,39 @@ def _serve(free: FifoServers, i: int, now: float, t: float, service: float) -> f
     if len(E) > PRUNE_BOOKINGS and E[0] <= now:   # bookings that ended can no longer matter
         k = bisect_right(E, now)
         del S[:k], E[:k]
+    # it takes the idle time at or after its arrival, in pieces if no gap holds it whole
+    # (lowest priority behind what is booked, preemptive-resume): no idle time is lost, so
+    # a saturated server's throughput ceiling stays exact
     j = bisect_right(E, t)              # the first booking still busy at t
     s = t
-    n = len(E)
-    while j < n:
+    rem = service
+    while j < len(E):
         st = S[j]
-        if s < st and s + service <= st:   # fits in the idle time before booking j
-            end = s + service
+        if s < st:                      # idle time [s, st) before booking j
+            if st - s >= rem:           # the rest fits: done here
+                end = s + rem
+                if j and s == E[j - 1]:
+                    E[j - 1] = end
+                    if end == st:
+                        E[j - 1] = E[j]
+                        del S[j], E[j]
+                elif end == st:
+                    S[j] = s
+                else:
+                    S.insert(j, s)
+                    E.insert(j, end)
+                return end
+            rem -= st - s               # fill the whole gap, carry the rest on
             if j and s == E[j - 1]:
-                E[j - 1] = end
-                if end == st:
-                    E[j - 1] = E[j]
-                    del S[j], E[j]
-            elif end == st:
-                S[j] = s
+                E[j - 1] = E[j]
+                del S[j], E[j]
+                j -= 1
             else:
-                S.insert(j, s)
-                E.insert(j, end)
-            return end
-        if E[j] > s:
-            s = E[j]
+                S[j] = s
+        s = E[j]
         j += 1
-    end = s + service
-    E[-1] = end                         # s is the end of the last booking
+    end = s + rem
+    E[-1] = end
     return end
 
 
