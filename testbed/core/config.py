@@ -48,6 +48,9 @@ CLUSTER: dict[str, Field] = {
     "object_store_bytes": Field(_num, 8e9, positive, "> 0", "object store capacity per node, bytes (LRU spill beyond it)"),
     "heartbeat_interval_s": Field(_num, 0.1, positive, "> 0",
                                   "how often nodes report load to the global scheduler (paper's code: 100 ms)"),
+    "view_fresh_per_decision": Field((bool,), False, None, "", "simulator: the global scheduler sees a ClusterView "
+                                     "taken at each decision instead of the last heartbeat's (no staleness; for "
+                                     "the queueing-theory checks, e.g. power-of-d choices with fresh information)"),
     "num_heartbeats_timeout": Field(_int, 100, positive, "> 0", "a node that misses this many heartbeats is "
                                     "declared dead (paper's code: 100 x 100 ms)"),
     "local_decision_s": Field(_num, 0.0, non_negative, ">= 0", "local scheduler service time per task, seconds"),
@@ -101,6 +104,8 @@ RUN: dict[str, Field] = {
                    "or rows for runs of at most 200,000 tasks ('auto')", choices=("auto", "rows", "aggregate")),
     "validate": Field((bool,), False, None, "", "check every task-state transition (slower; for tests)"),
     "max_sim_time_s": Field(_num, 1e7, positive, "> 0", "stop a simulation at this simulated time"),
+    "warmup_fraction": Field(_num, 0.1, lambda x: 0 <= x < 1, "in [0, 1)", "study theory: the first this fraction "
+                             "of tasks (by submission) is left out of its means, as the queues' warm-up transient"),
     "timeseries_bin_s": Field(_num, 1.0, positive, "> 0", "width of the time bins of studies that plot over "
                               "time (simulated seconds; x real_time_scale on the real engine)"),
     # the real engine runs on this machine's 2 cores: how to scale the experiment down

@@ -352,7 +352,7 @@ class ActorSimulation(FaultySimulation):
         # the global scheduler places it, the node reads its lineage (and checkpoint) from the GCS
         r = self.gs_next
         self.gs_next = (r + 1) % self._n_gs
-        t = _serve(self.gs_free, r, now, now, self._gdec) + self._lat
+        t = _serve(self.gs_free, r, now, now + self._lat, self._gdec)
         t = self._gcs_read(a.tid, t)
         a.decided = now
         a.applied = a.ckpt

@@ -16,9 +16,11 @@ finish) plus one per forwarded decision and one per open-loop arrival. Servers w
 service time — local schedulers, global scheduler replicas, GCS shards, network links —
 are FIFO queues computed in closed form from a "busy until" time, not processes: a task
 that must wait for one carries an earliest-start time (``ready_at``) instead of an event.
-Two approximations follow, both small while no server is saturated: a server queues
-requests in the order they become known rather than the order they are due (it stays
-work-conserving, so throughput ceilings are exact; see ``_serve``), and a worker slot is
+A request's completion is its arrival at the server + its wait + the service (the Lindley
+recursion). Two approximations follow, both small while no server is saturated: a server
+queues requests in the order they are issued rather than the order they arrive (one that
+arrives before an earlier-issued request is served in the idle time before that one, in
+pieces if need be; exact when requests arrive in issue order; see :class:`FifoServers`), and a worker slot is
 taken when a task is dispatched, even if its dispatch message lands a few microseconds later.
 
 Determinism: every tie is broken by insertion order (SimPy's event ids, FIFO deques),
@@ -44,6 +46,7 @@ from __future__ import annotations
 
 import math
 import time
+from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +63,9 @@ from ..workloads import Workload
 from .kernel import Kernel
 
 NAN = math.nan
+#: a server's ended bookings are dropped once it holds more than this many (a memory bound;
+#: the search skips them anyway)
+PRUNE_BOOKINGS = 32
 #: GCS memory samples kept per run (beyond it every other one is dropped and the rate halves)
 MEMORY_SAMPLES = 2048
 
@@ -109,20 +115,104 @@ class _Task:
 _NO_DEPENDENTS: list = []
 
 
-def _serve(free: list[float], i: int, now: float, t: float, service: float) -> float:
-    """A request to FIFO server ``i`` (busy until ``free[i]``), known at ``now`` and due
-    at ``t >= now``; returns when it completes.
+class FifoServers:
+    """``n`` servers with fixed service times, computed in closed form from their bookings
+    (no process, no event). The one server rule of the simulator: local schedulers, global
+    scheduler replicas, GCS shards and links all use it, through :func:`_serve`.
 
-    Requests are queued in the order they become known (``now``), not by ``t``: a request
-    due slightly in the future must not block one due earlier but issued later, which a
-    plain "busy until max(t, free) + service" would do. The server stays work-conserving,
-    so its throughput ceiling is exact; a request's own result is never before ``t + service``.
+    A request is issued at ``now`` and reaches its server at ``t >= now`` (``t - now`` is
+    a link latency, or the wait for an earlier step): it is served in the earliest idle
+    time at or after its arrival that holds its service, so it completes at arrival +
+    wait + service. Requests are booked in the order they are issued: when they arrive in
+    that order this is the FIFO Lindley recursion exactly; one that arrives before an
+    earlier-issued request fills the idle time before it instead of queueing behind it, in
+    pieces when no gap holds it whole (lowest priority behind booked work, preemptive-resume),
+    so a request that has not arrived yet never holds up one that has and no idle time is
+    lost: a saturated server's throughput ceiling is exact.
     """
-    begin = free[i] if free[i] > now else now
-    end = begin + service
-    free[i] = end
-    due = t + service
-    return end if end > due else due
+    __slots__ = ("starts", "ends")
+
+    def __init__(self, n: int):
+        #: per server: its booked busy intervals [start, end), sorted and disjoint (s)
+        #: (never empty: an idle server keeps its last booking, or [0, 0))
+        self.starts: list[list[float]] = [[0.0] for _ in range(n)]
+        self.ends: list[list[float]] = [[0.0] for _ in range(n)]
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def __getitem__(self, i: int) -> float:
+        """When server ``i`` finishes its last booking (0: none)."""
+        return self.ends[i][-1]
+
+    def append(self, busy_until: float) -> None:
+        """One more server (a node joined), idle from ``busy_until``."""
+        self.starts.append([busy_until])
+        self.ends.append([busy_until])
+
+
+def _serve(free: FifoServers, i: int, now: float, t: float, service: float) -> float:
+    """A request issued at ``now`` to server ``i`` of ``free``, reaching it at ``t >= now``;
+    returns when it completes (``>= t + service``). See :class:`FifoServers`."""
+    E = free.ends[i]
+    last = E[-1]
+    if t >= last:                       # arrives after all booked work: starts at once
+        end = t + service
+        if last <= now:                 # every booking has ended: this one is all that matters
+            if len(E) == 1:
+                free.starts[i][0] = t
+                E[0] = end
+            else:
+                free.starts[i] = [t]
+                free.ends[i] = [end]
+        elif t == last:
+            E[-1] = end
+        else:
+            free.starts[i].append(t)
+            E.append(end)
+        return end
+    S = free.starts[i]
+    if t >= S[-1]:                      # arrives during the last booking: queued behind it
+        end = last + service
+        E[-1] = end
+        return end
+    if len(E) > PRUNE_BOOKINGS and E[0] <= now:   # bookings that ended can no longer matter
+        k = bisect_right(E, now)
+        del S[:k], E[:k]
+    # it takes the idle time at or after its arrival, in pieces if no gap holds it whole
+    # (lowest priority behind what is booked, preemptive-resume): no idle time is lost, so
+    # a saturated server's throughput ceiling stays exact
+    j = bisect_right(E, t)              # the first booking still busy at t
+    s = t
+    rem = service
+    while j < len(E):
+        st = S[j]
+        if s < st:                      # idle time [s, st) before booking j
+            if st - s >= rem:           # the rest fits: done here
+                end = s + rem
+                if j and s == E[j - 1]:
+                    E[j - 1] = end
+                    if end == st:
+                        E[j - 1] = E[j]
+                        del S[j], E[j]
+                elif end == st:
+                    S[j] = s
+                else:
+                    S.insert(j, s)
+                    E.insert(j, end)
+                return end
+            rem -= st - s               # fill the whole gap, carry the rest on
+            if j and s == E[j - 1]:
+                E[j - 1] = E[j]
+                del S[j], E[j]
+                j -= 1
+            else:
+                S[j] = s
+        s = E[j]
+        j += 1
+    end = s + rem
+    E[-1] = end
+    return end
 
 
 class _Job:
@@ -215,6 +305,8 @@ class Simulation:
         self._n_gcs = cluster["gcs_shards"]
         self._gcs_read_s = cluster["gcs_read_s"]
         self._n_gs = cluster["global_schedulers"]
+        #: rebuild the ClusterView at every placement decision (no heartbeat staleness)
+        self._fresh_view = cluster["view_fresh_per_decision"]
         #: a write's cost per chain member after the head: a hop, then that member's write
         self._hop_s = self._lat + self._gcs_s
         #: a write's extra time down the rest of the chain (pipelined: only its latency)
@@ -267,13 +359,13 @@ class Simulation:
         self.queues: list[dict[tuple, deque]] = [dict() for _ in range(n)]
         self.qlen = [0] * n
         self.running = [0] * n
-        self.sched_free = [0.0] * n
-        self.link_free = [0.0] * n
+        self.sched_free = FifoServers(n)
+        self.link_free = FifoServers(n)
         self.store_used = [0.0] * n
         self.spilled_bytes = 0
-        self.gcs_free = [0.0] * c["gcs_shards"]
+        self.gcs_free = FifoServers(c["gcs_shards"])
         self.gcs_ops = 0
-        self.gs_free = [0.0] * c["global_schedulers"]
+        self.gs_free = FifoServers(c["global_schedulers"])
         self.gs_next = 0
         self._refresh_totals()
         self.view_version = 0
@@ -530,6 +622,8 @@ class Simulation:
 
     def _global_place(self, t: _Task, tv: TaskView) -> None:
         now = self.env._now
+        if self._fresh_view:
+            self.view = self._snapshot()
         p = self.placement.place(tv, self.view, now, self.rng)
         if p is None:
             self._infeasible(t, now)

@@ -568,6 +568,149 @@ class Gcs(Study):
         return names
 
 
+#: finite-N power-of-d references computed so far (summary and figure share them)
+_REFERENCES: dict[tuple, float] = {}
+
+
+class Theory(Study):
+    """The simulator configured as textbook queueing systems against their closed forms
+    (:mod:`testbed.studies.theory`): per case the theory, the simulated mean with its 95%
+    interval over seeds, the relative error and pass / fail."""
+    name = "theory"
+    description = ("the simulator as M/M/c, M/D/1, M/G/1, random routing, power-of-d and a server over a "
+                   "link against closed forms; Little's law and conservation")
+    wants_trace = True
+    metrics = ["sim_value", "theory", "throughput_per_s", "arrival_rate_per_s", "L_sim", "L_theory"]
+    #: a case passes when the theory lies in the simulated 95% interval, or within this
+    #: relative error when the interval is tighter than it
+    TOLERANCE = 0.02
+
+    def run_metrics(self, trace, info, cfg):
+        from . import theory
+        case = theory.textbook_case(cfg)
+        jobs = cfg["workload"]["jobs"]
+        fin = trace[trace.state == "finished"]
+        once = bool(len(fin) == jobs and len(trace) == jobs and fin.task_id.is_unique)
+        df = fin.sort_values("submitted_s", kind="stable")
+        skip = int(len(df) * cfg["run"]["warmup_fraction"])
+        sub = df.submitted_s.to_numpy()
+        col = {"response": "finished_s", "wait": "started_s", "decision": "placed_s"}[case["quantity"]]
+        x = df[col].to_numpy() - sub
+        t0, t1 = sub[skip], sub[-1]          # after the warm-up, while arrivals continue
+        done = df.finished_s.to_numpy()
+        tput = float(((done >= t0) & (done <= t1)).sum() / (t1 - t0))
+        arrived = float(((sub >= t0) & (sub <= t1)).sum() / (t1 - t0))   # this run's realized arrivals
+        out = {"system": case["system"], "quantity": case["quantity"], "theory": case["theory"],
+               "sim_value": float(x[skip:].mean()), "effect": bool(case.get("effect", False)),
+               "arrival_rate_per_s": case["lam"], "throughput_per_s": tput, "arrivals_per_s": arrived,
+               "finished_once": once}
+        if case["quantity"] == "response":
+            out["L_sim"] = theory.time_average_in_system(sub, done, t0, t1)
+            out["L_theory"] = case["lam"] * case["theory"]        # Little's law
+        return out
+
+    #: finite-N reference of a power-of-d case: this many independent replications
+    REFERENCE_REPS = 5
+
+    @staticmethod
+    def _reference(cfg: dict) -> float:
+        """Mean over REFERENCE_REPS seeds of theory.power_of_d_reference at the case's N,
+        load and task count (the finite-N value the mean field is the limit of)."""
+        from . import theory
+        c, w = cfg["cluster"], cfg["workload"]
+        lam = w["rate_per_s"] * w["drivers"]
+        key = (c["nodes"], lam, w["duration"]["mean"], w["jobs"], cfg["run"]["warmup_fraction"])
+        if key not in _REFERENCES:
+            _REFERENCES[key] = Theory._reference_uncached(cfg)
+        return _REFERENCES[key]
+
+    @staticmethod
+    def _reference_uncached(cfg: dict) -> float:
+        from . import theory
+        c, w = cfg["cluster"], cfg["workload"]
+        lam = w["rate_per_s"] * w["drivers"]
+        return float(np.mean([theory.power_of_d_reference(c["nodes"], lam, w["duration"]["mean"], w["jobs"], k,
+                                                          warmup_fraction=cfg["run"]["warmup_fraction"])
+                              for k in range(Theory.REFERENCE_REPS)]))
+
+    @staticmethod
+    def _rows(runs, exp):
+        from .stats import mean_ci, rel_error
+        rows = []
+        for p, g in runs.groupby("point", sort=True):
+            r0 = g.iloc[0]
+            if str(r0["system"]).startswith("power-of-"):
+                g = g.assign(reference=Theory._reference(exp.points[int(p)].config))
+            checks = [("mean " + r0["quantity"] + " (ms)", "sim_value", "theory", 1e3),
+                      ("throughput (tasks/s)", "throughput_per_s", "arrival_rate_per_s", 1.0)]
+            if "reference" in g and g["reference"].notna().all():
+                checks.insert(1, ("mean response vs finite-N reference (ms)", "sim_value", "reference", 1e3))
+            if "L_sim" in g and g["L_sim"].notna().all():
+                checks.append(("Little: L = λW (tasks)", "L_sim", "L_theory", 1.0))
+            for what, sim, th, scale in checks:
+                ci = mean_ci(g[sim].to_numpy(float))
+                ref = float(g[th].iloc[0])
+                err = rel_error(ci.mean, ref)
+                tight = ci.half_width <= Theory.TOLERANCE * abs(ref)
+                ok = ci.contains(ref) or (tight and abs(err) <= Theory.TOLERANCE)
+                effect = bool(r0["effect"]) and sim == "sim_value" or (bool(r0["effect"]) and sim == "L_sim")
+                rows.append({"point": p, "case": r0["label"] or r0["system"], "system": r0["system"],
+                             "check": what, "theory": ref * scale, "sim": ci.mean * scale,
+                             "lo": ci.lo * scale, "hi": ci.hi * scale, "seeds": ci.n, "rel": err,
+                             "status": "effect (herding)" if effect else ("pass" if ok else "FAIL")})
+        return rows
+
+    def summary(self, runs, exp) -> str:
+        rows = self._rows(runs, exp)
+        tab = pd.DataFrame([{"case": r["case"], "check": r["check"], "theory": f"{r['theory']:.4g}",
+                             "simulated (95% CI over seeds)": f"{r['sim']:.4g} [{r['lo']:.4g}, {r['hi']:.4g}]",
+                             "rel. error": f"{r['rel']:+.2%}", "result": r["status"]} for r in rows])
+        n_fail = sum(r["status"] == "FAIL" for r in rows)
+        once = runs["finished_once"].astype(bool)
+        warm = exp.resolved["run"]["warmup_fraction"]
+        lines = ["## Simulator against queueing theory", "",
+                 tab.to_markdown(index=False), "",
+                 f"Pass: the theory lies in the simulated 95% interval over seeds, or within "
+                 f"{Theory.TOLERANCE:.0%} where the interval is tighter. {len(rows) - n_fail} of {len(rows)} "
+                 f"checks pass or are measured effects; {n_fail} fail.",
+                 f"Conservation: every task finished exactly once in {int(once.sum())} of {len(once)} runs.",
+                 f"The first run.warmup_fraction = {warm} of tasks (by submission) are left out of each mean "
+                 "(the queues start empty); throughput and L are taken from the end of the warm-up to the last "
+                 "arrival. Overheads are zero (latency, decision and GCS times) except where a case names them. "
+                 "A power-of-d case with a stale view is not a test: the mean field assumes fresh queue lengths, "
+                 "and its gap to it is the measured effect of herding on a 100 ms old view. The mean field is the "
+                 "N -> inf limit: a power-of-d case also compares with the finite-N reference (the same N, load and "
+                 f"task count simulated directly by theory.power_of_d_reference, mean of {Theory.REFERENCE_REPS} "
+                 "replications), whose gap to the mean field is the finite-N effect.", ""]
+        return "\n".join(lines)
+
+    def figures(self, runs, exp, out) -> list[str]:
+        rows = [r for r in self._rows(runs, exp) if r["check"].startswith("mean")]
+        if not rows:
+            return []
+        plt = _mpl()
+        fig, ax = plt.subplots(figsize=(8, max(3.0, 0.35 * len(rows) + 1.2)))
+        y = np.arange(len(rows))
+        ratio = np.array([r["sim"] / r["theory"] for r in rows])
+        lo = np.array([r["lo"] / r["theory"] for r in rows])
+        hi = np.array([r["hi"] / r["theory"] for r in rows])
+        colors = ["#4878a8" if r["status"] == "pass" else "#d08030" if r["status"].startswith("effect")
+                  else "#c03030" for r in rows]
+        ax.errorbar(ratio, y, xerr=[ratio - lo, hi - ratio], fmt="none", ecolor="#555", capsize=3)
+        ax.scatter(ratio, y, c=colors, zorder=3)
+        ax.axvline(1.0, color="k", lw=0.8)
+        ax.axvspan(1 - Theory.TOLERANCE, 1 + Theory.TOLERANCE, color="#8c8", alpha=0.25)
+        ax.set_yticks(y, [r["case"] for r in rows], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("simulated mean / theory (95% CI over seeds; band: ±2%)")
+        ax.set_title(f"{exp.name}: simulator against closed forms", fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(Path(out) / "theory.png", dpi=110)
+        plt.close(fig)
+        return ["theory.png"]
+
+
 def _is_client(cfg: dict) -> bool:
     """Is ``cfg`` a run of the GCS client (Fig. 10a), not of tasks (Fig. 10b)?"""
     return cfg["workload"]["shape"] == "gcs_client"
@@ -619,4 +762,4 @@ class Validation(Study):
 
 
 STUDIES: dict[str, Study] = {s.name: s for s in (Compare(), Estimators(), Scalability(), Recovery(),
-                                                 ActorRecovery(), Gcs(), Validation())}
+                                                 ActorRecovery(), Gcs(), Theory(), Validation())}
