@@ -263,7 +263,7 @@ def init(num_cpus: float | None = None, num_gpus: float | None = None, resources
 def _check_policies(scheduler: dict) -> None:
     """Build the policies once in the driver so a bad name fails here, naming the argument."""
     from ..core.errors import ConfigError
-    from ..studies.experiment import build_policies
+    from ..policy.build import build_policies
     try:
         build_policies(scheduler)
     except ConfigError as exc:

@@ -38,7 +38,7 @@ class GlobalScheduler:
         self.loop = Loop("gsched")
         self.loop.listen(ctx.global_scheduler(), ctx.secret)
         self.gcs = GcsClient(ctx, self.loop)
-        from ..studies.experiment import build_policies
+        from ..policy.build import build_policies
         self.placement, _ = build_policies(ctx.config["scheduler"])
         self.rng = np.random.default_rng(12345)
         self.t0 = time.time()

@@ -178,7 +178,7 @@ class NodeManager:
         self.call_seq: dict[bytes, int] = {}
         #: actors being rebuilt here after their node died: id -> (checkpoint entry, call log)
         self.rebuilds: dict[bytes, dict] = {}
-        from ..studies.experiment import build_policies
+        from ..policy.build import build_policies
         _, self.spillover = build_policies(cfg["scheduler"])
         self.rng = np.random.default_rng(index)
         for kind in ("hello_worker", "hello_driver", "submit", "assign", "infeasible", "done", "get", "wait",

@@ -45,13 +45,13 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..core.errors import ConfigError
 from ..core.resources import EPS, fits
+from ..core.result import RunResult
 from ..core.task import TaskState, check_transition
 from ..core.trace import FLUSH_ROWS, TraceRecorder
 from ..core.views import ClusterView, InputView, LocalView, TaskView
@@ -140,14 +140,8 @@ class _Job:
         self.stored: list[tuple[int, int]] = []   # (node, bytes) held in object stores
 
 
-@dataclass
-class SimResult:
-    #: every Trace row (None when only aggregates were kept)
-    trace: Any
-    #: headline metrics from the Trace (testbed.core.metrics)
-    metrics: dict
-    #: engine facts: wall time, simulated end, events, nodes, ...
-    info: dict
+#: the engine-neutral result type lives in the core; the old name stays importable
+SimResult = RunResult
 
 
 def faults_active(faults: dict | None) -> bool:
