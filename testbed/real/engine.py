@@ -401,7 +401,7 @@ def run_real(cfg: dict, seed: int):
     api.init(nodes=real_nodes, placement=sched["placement"], spillover=sched["spillover"],
              task_time=sched["task_time"], task_time_key=sched["task_time_key"], bandwidth=sched["bandwidth"],
              bandwidth_key=sched["bandwidth_key"], gcs_shards=c["gcs_shards"],
-             heartbeat_interval_s=c["heartbeat_interval_s"], object_store_bytes=int(min(c["object_store_bytes"], 1 << 30)),
+             heartbeat_interval_s=c["heartbeat_interval_s"], object_store_bytes=int(min(c["object_store_bytes"], api.OBJECT_STORE_BYTES)),
              link_bandwidth_bytes_per_s=c["bandwidth_bytes_per_s"], link_latency_s=c["latency_s"],
              lineage=faults["lineage"], num_heartbeats_timeout=c["num_heartbeats_timeout"],
              gcs_chain_length=c["gcs_chain_length"], gcs_flush_interval_s=c["gcs_flush_interval_s"],

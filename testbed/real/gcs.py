@@ -38,6 +38,7 @@ import pickle
 import sqlite3
 from collections import defaultdict, deque
 
+from . import params
 from .context import Context
 from .loop import Loop
 
@@ -79,7 +80,7 @@ class Shard:
         # --- flushing ---
         self.db: sqlite3.Connection | None = None
         self.flushed = 0
-        interval = float(ctx.config.get("gcs_flush_interval_s", 0.0) or 0.0)
+        interval = float(ctx.config["gcs_flush_interval_s"])
         if interval > 0:
             self._open_db()
             self.loop.every(interval, self.flush)
@@ -241,12 +242,12 @@ class Shard:
             self._ack_client(cid, cseq)
         if self.pred is not None:
             if not self._cack_due:
-                self.loop.later(0.001, self._send_cack)
+                self.loop.later(params.of(self.ctx, "gcs_chain_ack_coalesce_s"), self._send_cack)
             self._cack_due = max(self._cack_due, seq)
 
     def _ack_client(self, cid, cseq) -> None:
-        if not self._ack_due:                        # one ack per client per millisecond
-            self.loop.later(0.001, self._send_acks)
+        if not self._ack_due:                        # one ack per client per window
+            self.loop.later(params.of(self.ctx, "gcs_ack_coalesce_s"), self._send_acks)
         self._ack_due[cid] = max(cseq, self._ack_due.get(cid, 0))
 
     def _send_acks(self) -> None:

@@ -22,14 +22,11 @@ import numpy as np
 from ..core.faults import may_run_again
 from ..core.views import ClusterView, TaskView
 from .actors import actor_entry
+from . import params
 from .context import Context
 from . import transport
 from .gcsclient import GcsClient
 from .loop import Loop
-
-
-#: how long a configured node may take to send its first heartbeat
-STARTUP_GRACE_S = 10.0
 
 
 class GlobalScheduler:
@@ -55,11 +52,11 @@ class GlobalScheduler:
             self.info[i] = {"NodeID": ctx.node_id(i), "Index": i,
                             "Alive": True, "Resources": res, "Available": res, "queue_length": 0, "running": 0}
             # a node that never reports is declared dead too, after a start-up grace
-            self.last_seen[i] = start + STARTUP_GRACE_S
+            self.last_seen[i] = start + params.of(ctx, "node_startup_grace_s")
         self.gcs.subscribe("node", None, self.on_heartbeat)
         self.loop.on("forward", self.on_forward)
         interval = ctx.config["heartbeat_interval_s"]
-        self.timeout_s = interval * ctx.config.get("num_heartbeats_timeout", 20)
+        self.timeout_s = interval * ctx.config["num_heartbeats_timeout"]
         self.loop.every(interval, self.check_liveness)
 
     def now(self) -> float:
@@ -178,7 +175,7 @@ class GlobalScheduler:
         if ch is None or ch.closed:
             # the node reported (heartbeat), so its socket exists: no retrying a dead one
             ch = self.nodes[index] = self.loop.add(transport.connect(self.ctx.node(index), self.ctx.secret,
-                                                                     timeout=2.0))
+                                                                     timeout=params.of(self.ctx, "peer_connect_timeout_s")))
         return ch
 
 

@@ -26,6 +26,7 @@ from ..core.resources import fits
 from ..core.views import LocalView, TaskView
 from . import objstore
 from .actors import ONE_CREATION, actor_entry
+from . import params
 from .context import Context
 from .core import object_id
 from .errors import ActorDiedError, InfeasibleError, ObjectLostError, WorkerCrashedError, as_failure
@@ -190,7 +191,8 @@ class NodeManager:
         self.loop.every(cfg["heartbeat_interval_s"], self.heartbeat)
         self.heartbeat()
         self.gcs.subscribe("node", None, self.on_node_entry)
-        self.loop.every(max(0.2, cfg["heartbeat_interval_s"] * 5), self.recheck_lost)
+        self.loop.every(max(params.of(ctx, "lost_recheck_min_s"),
+                            cfg["heartbeat_interval_s"] * params.of(ctx, "lost_recheck_heartbeats")), self.recheck_lost)
 
     # --- clients ----------------------------------------------------------------------
     def on_hello_worker(self, ch, wid, pid) -> None:
@@ -252,7 +254,7 @@ class NodeManager:
     # --- submission and placement ------------------------------------------------------
     def on_submit(self, ch, spec) -> None:
         kind = spec.get("kind")
-        lineage = self.ctx.config.get("lineage", True)
+        lineage = self.ctx.config["lineage"]
         fid = spec["fn_id"]
         if spec.get("fn") is not None and fid not in self.fns:
             self.fns[fid] = spec["fn"]
@@ -520,7 +522,7 @@ class NodeManager:
             # peers have reported (heartbeats) before anyone sends them work: their sockets
             # exist, so a missing one means a dead node — no retrying
             ch = self.peers[index] = self.loop.add(transport.connect(self.ctx.node(index), self.ctx.secret,
-                                                                     timeout=2.0))
+                                                                     timeout=params.of(self.ctx, "peer_connect_timeout_s")))
         return ch
 
     def on_pull(self, ch, oid, requester, asked_at) -> None:
@@ -534,8 +536,8 @@ class NodeManager:
 
     def on_object(self, ch, oid, kind, data, asked_at, src) -> None:
         cfg = self.ctx.config
-        bw = cfg.get("link_bandwidth_bytes_per_s")
-        delay = cfg.get("link_latency_s", 0.0) + (len(data) / bw if bw else 0.0)
+        bw = cfg["link_bandwidth_bytes_per_s"]
+        delay = cfg["link_latency_s"] + (len(data) / bw if bw else 0.0)
 
         def land():
             self.pulling.pop(oid, None)
@@ -972,13 +974,13 @@ class NodeManager:
             self.looking.discard(tid)
             if self.is_local(oid) or self.live_copies(oid):
                 return                        # it is here, or on a live node
-            if entry is not None and entry.get("spec") is None and self.ctx.config.get("lineage", True):
+            if entry is not None and entry.get("spec") is None and self.ctx.config["lineage"]:
                 # the submitter's write (with the spec) can reach the table after the global
                 # scheduler's or the node's: look again shortly rather than give up
                 n = self.spec_waits.get(tid, 0)
                 if n < 50:
                     self.spec_waits[tid] = n + 1
-                    self.loop.later(0.05, lambda: self.reconstruct(oid, dead))
+                    self.loop.later(params.of(self.ctx, "spec_wait_retry_s"), lambda: self.reconstruct(oid, dead))
                     return
             self.spec_waits.pop(tid, None)
             if entry is None or entry.get("spec") is None:
@@ -1179,7 +1181,7 @@ class NodeManager:
         if g["left"] == 0:
             self._gathered(rid)
         else:
-            self.loop.later(5.0, lambda: rid in self._gathers and self._gathered(rid))   # a node died meanwhile
+            self.loop.later(params.of(self.ctx, "records_gather_timeout_s"), lambda: rid in self._gathers and self._gathered(rid))   # a node died meanwhile
 
     def on_records_part(self, ch, rid, asker) -> None:
         self.loop.send(ch, ("records_reply", rid, list(self.records)))
