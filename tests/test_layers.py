@@ -69,3 +69,24 @@ def test_the_scan_sees_relative_and_lazy_imports(tmp_path, monkeypatch):
                                         "import testbed.sim.engine\nfrom ..policy import build\n")
     monkeypatch.setattr(__import__(__name__), "ROOT", fake)
     assert violations() == ["testbed/real/x.py:2: real imports studies", "testbed/real/x.py:3: real imports sim"]
+
+
+def test_the_runtime_writes_only_shared_task_states():
+    """Every task state the runtime's task table ranks is a TaskState, the rank only advances
+    along the shared transitions, and no module of testbed/real spells a state as a literal."""
+    import re
+    from testbed.core.task import TRANSITIONS, TaskState
+    from testbed.real.gcs import Shard
+    values = {s.value for s in TaskState}
+    rank = Shard.STATE_RANK
+    assert set(rank) <= values
+    for a, b in TRANSITIONS:
+        if a.value in rank and b.value in rank and b is not TaskState.RECONSTRUCTING:
+            assert rank[a.value] <= rank[b.value], (a, b)
+    words = "|".join(sorted(values))
+    literal = re.compile(rf'"state"\s*:\s*"(?:{words})"|state\S*\s*[!=]=\s*"(?:{words})"'
+                         rf'|state\S*\s+(?:not\s+)?in\s+\("(?:{words})"')
+    root = Path(__file__).resolve().parents[1] / "testbed" / "real"
+    found = [f"{p.name}:{i}" for p in sorted(root.glob("*.py"))
+             for i, line in enumerate(p.read_text().splitlines(), 1) if literal.search(line)]
+    assert not found, found

@@ -43,8 +43,15 @@ def test_init_resolves_to_the_schema_defaults(captured):
         got = cfg["scheduler"][kw] if section == "scheduler" else cfg[kw]
         assert got == want, kw
     assert cfg["num_heartbeats_timeout"] == 100          # the paper's code: 100 x 100 ms
+    assert cfg["seed"] == C.SECTIONS["run"]["seeds"].default[0]
 
 
 def test_an_explicit_value_wins(captured):
     cfg = captured(num_cpus=1, num_heartbeats_timeout=7, placement="Random")
     assert cfg["num_heartbeats_timeout"] == 7 and cfg["scheduler"]["placement"] == "Random"
+
+
+def test_seed_is_checked_and_carried(captured):
+    assert captured(num_cpus=1, seed=7)["seed"] == 7
+    with pytest.raises(ValueError, match="seed"):
+        captured(num_cpus=1, seed=-1)

@@ -20,6 +20,7 @@ import uuid
 from numbers import Real
 from typing import Any
 
+from ..core.trace import NAMES as TRACE_NAMES
 from . import transport
 from . import params
 from .context import Context
@@ -212,7 +213,7 @@ def init(num_cpus: float | None = None, num_gpus: float | None = None, resources
          object_store_bytes: int = OBJECT_STORE_BYTES, link_bandwidth_bytes_per_s: float | None = None,
          link_latency_s: float = 0.0, num_heartbeats_timeout: int | None = None, lineage: bool | None = None,
          gcs_chain_length: int | None = None, gcs_flush_interval_s: float | None = None,
-         gcs_replace_replicas: bool | None = None,
+         gcs_replace_replicas: bool | None = None, seed: int | None = None,
          _system_config: dict | None = None, ignore_reinit_error: bool = False) -> Cluster:
     """Start a cluster of logical nodes on this machine and connect this process as its driver.
 
@@ -230,7 +231,9 @@ def init(num_cpus: float | None = None, num_gpus: float | None = None, resources
     (:data:`INIT_DEFAULTS` names it: ``heartbeat_interval_s`` is ``cluster.heartbeat_interval_s``,
     ``placement`` is ``scheduler.placement``, ...), so ``tb.init`` and a config file agree.
     ``object_store_bytes`` (1 GiB: what this machine's /dev/shm holds) and ``link_latency_s``
-    (0: no emulated link unless asked) are the runtime's own. ``_system_config`` overrides the runtime's timing
+    (0: no emulated link unless asked) are the runtime's own. ``seed`` seeds every policy's
+    generator (testbed.core.seeding: the streams the simulator uses for the same seed); ``None``
+    is the schema's first ``run.seeds`` (0). ``_system_config`` overrides the runtime's timing
     parameters (testbed.real.params, README "Runtime parameters"), as Ray's does; an unknown
     key or a bad value is a ValueError naming it.
     """
@@ -246,6 +249,11 @@ def init(num_cpus: float | None = None, num_gpus: float | None = None, resources
     heartbeat_interval_s, num_heartbeats_timeout = opt["heartbeat_interval_s"], opt["num_heartbeats_timeout"]
     lineage, gcs_chain_length, gcs_flush_interval_s = opt["lineage"], opt["gcs_chain_length"], opt["gcs_flush_interval_s"]
     gcs_replace_replicas = opt["gcs_replace_replicas"]
+    if seed is None:
+        from ..core.config import default
+        seed = default("run", "seeds")[0]
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     with _lock:
         if _cluster is not None:
             if ignore_reinit_error:
@@ -292,7 +300,7 @@ def init(num_cpus: float | None = None, num_gpus: float | None = None, resources
                   "num_heartbeats_timeout": num_heartbeats_timeout, "lineage": bool(lineage),
                   "object_store_bytes": int(object_store_bytes), "scheduler": scheduler,
                   "link_bandwidth_bytes_per_s": link_bandwidth_bytes_per_s, "link_latency_s": float(link_latency_s),
-                  "system": system}
+                  "seed": seed, "system": system}
         _cluster = Cluster(config)
         return _cluster
 
@@ -522,8 +530,7 @@ def kill(handle) -> None:
 
 
 #: columns of the rows node managers record (the Trace's, plus the worker's pid)
-RECORD_COLUMNS = ("task_id", "job_id", "function", "submitter", "node", "submitted_s", "placed_s", "started_s",
-                  "finished_s", "spilled", "predicted_wait_s", "bytes_transferred", "attempt", "state", "pid")
+RECORD_COLUMNS = (*TRACE_NAMES, "pid")
 
 
 def task_records() -> list[tuple]:

@@ -38,6 +38,7 @@ import pickle
 import sqlite3
 from collections import defaultdict, deque
 
+from ..core.task import TaskState as S
 from . import params
 from .context import Context
 from .loop import Loop
@@ -111,8 +112,8 @@ class Shard:
         self._publish(table, key, value)
 
     #: how far along an attempt is; a write never moves an attempt backwards
-    STATE_RANK = {"submitted": 0, "reconstructing": 0, "assigned": 1, "queued": 2, "running": 3,
-                  "finished": 4, "failed": 4}
+    STATE_RANK = {S.SUBMITTED.value: 0, S.RECONSTRUCTING.value: 0, S.ASSIGNED.value: 1, S.QUEUED.value: 2,
+                  S.RUNNING.value: 3, S.FINISHED.value: 4, S.FAILED.value: 4}
 
     def task_update(self, ch, key, fields) -> None:
         """A task-table write from any process. Writes about one attempt race each other (the
@@ -341,7 +342,7 @@ class Shard:
         lost: kept for reconstruction) and the task rows to disk (bounded memory)."""
         tasks = self.tables.get("task", {})
         done = [(k, pickle.dumps(v, protocol=5)) for k, v in tasks.items()
-                if v.get("state") in ("finished", "failed")]
+                if v.get("state") in (S.FINISHED.value, S.FAILED.value)]
         objs = self.tables.get("obj", {})
         gone = [(k, pickle.dumps(v, protocol=5)) for k, v in objs.items()
                 if not v["locations"] and ("obj", k) not in self.subs]

@@ -20,6 +20,8 @@ import time
 import numpy as np
 
 from ..core.faults import may_run_again
+from ..core.seeding import policy_rng
+from ..core.task import TaskState
 from ..core.views import ClusterView, TaskView
 from .actors import actor_entry
 from . import params
@@ -37,7 +39,7 @@ class GlobalScheduler:
         self.gcs = GcsClient(ctx, self.loop)
         from ..policy.build import build_policies
         self.placement, _ = build_policies(ctx.config["scheduler"])
-        self.rng = np.random.default_rng(12345)
+        self.rng = policy_rng(ctx.config["seed"], "placement")
         self.t0 = time.time()
         #: per node index: latest heartbeat, when it arrived (monotonic), declared dead
         self.info: dict[int, dict] = {}
@@ -164,7 +166,7 @@ class GlobalScheduler:
             return
         # the task table says where it went: if that node dies before running it, whoever
         # waits for its result knows to run it again (an actor: the actor table, see rebuild_actors)
-        self.gcs.task_update(spec["task_id"], {"node": int(p.node), "state": "assigned",
+        self.gcs.task_update(spec["task_id"], {"node": int(p.node), "state": TaskState.ASSIGNED.value,
                                                "attempt": spec.get("attempt", 1)})
         if spec.get("kind") == "actor_create":
             self.gcs.put("actor", spec["actor_id"], actor_entry(spec, int(p.node)))

@@ -19,10 +19,11 @@ import time
 from collections import deque
 from typing import Any
 
-import numpy as np
-
 from ..core.faults import may_run_again
 from ..core.resources import fits
+from ..core.seeding import policy_rng
+from ..core.task import TaskState
+from ..core.trace import TraceRow
 from ..core.views import LocalView, TaskView
 from . import objstore
 from .actors import ONE_CREATION, actor_entry
@@ -33,6 +34,11 @@ from .errors import ActorDiedError, InfeasibleError, ObjectLostError, WorkerCras
 from . import transport
 from .gcsclient import GcsClient, connect_retry
 from .loop import Loop
+
+#: task-table states of an attempt not yet finished, and of one a node holds (or was sent)
+_PENDING = frozenset(x.value for x in (TaskState.SUBMITTED, TaskState.RECONSTRUCTING, TaskState.ASSIGNED,
+                                       TaskState.QUEUED, TaskState.RUNNING))
+_PLACED = frozenset(x.value for x in (TaskState.ASSIGNED, TaskState.QUEUED, TaskState.RUNNING))
 
 
 class Client:
@@ -181,7 +187,7 @@ class NodeManager:
         self.rebuilds: dict[bytes, dict] = {}
         from ..policy.build import build_policies
         _, self.spillover = build_policies(cfg["scheduler"])
-        self.rng = np.random.default_rng(index)
+        self.rng = policy_rng(cfg["seed"], "spillover", index)
         for kind in ("hello_worker", "hello_driver", "submit", "assign", "infeasible", "done", "get", "wait",
                      "create", "seal", "put_inline", "unpin", "pull", "object", "nodes", "records",
                      "records_part", "records_reply",
@@ -262,7 +268,7 @@ class NodeManager:
         spec["fn"] = None
         spec.setdefault("origin", self.index)
         if lineage or kind != "actor_call":
-            entry = {"name": spec["name"], "origin": spec["origin"], "node": self.index, "state": "submitted",
+            entry = {"name": spec["name"], "origin": spec["origin"], "node": self.index, "state": TaskState.SUBMITTED.value,
                      "attempt": spec.get("attempt", 1)}
             if lineage and kind != "actor_create":
                 entry["spec"] = spec      # the lineage: enough to run the task again (an actor
@@ -329,7 +335,7 @@ class NodeManager:
         t = Task(spec)
         t.attempt = spec.get("attempt", 1)
         if spec.get("kind") != "actor_call":
-            self.gcs.task_update(spec["task_id"], {"node": self.index, "state": "queued", "attempt": t.attempt})
+            self.gcs.task_update(spec["task_id"], {"node": self.index, "state": TaskState.QUEUED.value, "attempt": t.attempt})
         for a in list(spec["args"]) + list(spec["kwargs"].values()):
             if a[0] == "r" and not self.is_local(a[1]):
                 t.missing.add(a[1])
@@ -617,9 +623,12 @@ class NodeManager:
         sp = t.spec
         if len(self.records) == self.records_pushed:     # the rows of one loop pass, in one write
             self.loop.later(0.0, self.push_records)
-        self.records.append((sp["task_id"], sp.get("job_id", -1), sp["name"], sp.get("origin", self.index), node,
-                             sp.get("submitted_at", t.placed_at), t.placed_at, start, end, bool(sp.get("spilled")),
-                             sp.get("pred"), t.bytes_in, t.attempt, state, pid))
+        row = TraceRow(task_id=sp["task_id"], job_id=sp.get("job_id", -1), function=sp["name"],
+                       submitter=sp.get("origin", self.index), node=node,
+                       submitted_s=sp.get("submitted_at", t.placed_at), placed_s=t.placed_at, started_s=start,
+                       finished_s=end, spilled=bool(sp.get("spilled")), predicted_wait_s=sp.get("pred"),
+                       bytes_transferred=t.bytes_in, attempt=t.attempt, state=state)
+        self.records.append((*row, pid))             # a plain tuple on the wire: RECORD_COLUMNS
 
     def on_done(self, ch, task_id, results, failed, start, end, ckpt=None) -> None:
         w = self.clients.get(ch)
@@ -636,7 +645,7 @@ class NodeManager:
             else:
                 self.add_object(oid, r[1])
         if t is not None:
-            self.record(t, self.index, start, end, "failed" if failed else "finished", w.pid)
+            self.record(t, self.index, start, end, TaskState.FAILED.value if failed else TaskState.FINISHED.value, w.pid)
         if t is not None and w.actor is not None:
             w.task = None
             if t.spec.get("kind") == "actor_create":
@@ -675,7 +684,7 @@ class NodeManager:
                         a.ran(t.spec)
                         # the call log outlives this node: a rebuild elsewhere replays it
                         self.gcs.extend("actor_log", a.id, [t.spec], later=True)
-                        self.gcs.task_update(task_id, {"state": "finished", "node": self.index, "seq": a.calls_done,
+                        self.gcs.task_update(task_id, {"state": TaskState.FINISHED.value, "node": self.index, "seq": a.calls_done,
                                                        "attempt": t.attempt}, later=True)
                         if ckpt is not None:
                             a.ckpt, a.log = ckpt, []
@@ -684,12 +693,12 @@ class NodeManager:
                             self.gcs.put("actor_log", a.id, [])
                             ck = Task(dict(t.spec, name=f"{a.name}.__checkpoint__", task_id=task_id[:15] + b"c"))
                             ck.attempt = 1
-                            self.record(ck, self.index, end, time.time(), "finished", w.pid)
+                            self.record(ck, self.index, end, time.time(), TaskState.FINISHED.value, w.pid)
                     self.dispatch_actor(a)
             return
         if t is not None:
             self.durations.append((t.spec["name"], end - start))
-            self.gcs.task_update(task_id, {"node": self.index, "state": "failed" if failed else "finished",
+            self.gcs.task_update(task_id, {"node": self.index, "state": TaskState.FAILED.value if failed else TaskState.FINISHED.value,
                                            "attempt": t.attempt}, later=True)
         w.task = None
         w.blocked = False
@@ -700,8 +709,8 @@ class NodeManager:
     def fail(self, spec, error: BaseException) -> None:
         """Every return of the task becomes ``error`` (raised by get)."""
         now = time.time()
-        state = "infeasible" if isinstance(error, InfeasibleError) else "failed"
-        self.record(Task(spec), -1 if state == "infeasible" else self.index, float("nan"), now, state)
+        state = TaskState.INFEASIBLE.value if isinstance(error, InfeasibleError) else TaskState.FAILED.value
+        self.record(Task(spec), -1 if state == TaskState.INFEASIBLE.value else self.index, float("nan"), now, state)
         for i in range(spec["num_returns"]):
             self.store_failure(object_id(spec["task_id"], i), error)
 
@@ -935,7 +944,7 @@ class NodeManager:
                 del self.calls_out[tid]
                 lost = Task(spec)
                 lost.attempt = spec.get("attempt", 1)
-                self.record(lost, k, float("nan"), time.time(), "lost")
+                self.record(lost, k, float("nan"), time.time(), TaskState.LOST.value)
                 again.setdefault(spec["actor_id"], []).append(dict(spec, attempt=lost.attempt + 1))
         for aid, specs in again.items():
             self.actor_pending[aid] = specs + self.actor_pending.get(aid, [])
@@ -990,9 +999,9 @@ class NodeManager:
                 return
             node, state = entry.get("node"), entry.get("state")
             gone = node in self.dead_nodes or node == dead
-            if state in ("submitted", "reconstructing", "assigned", "queued", "running") and not gone:
+            if state in _PENDING and not gone:
                 return                        # the latest attempt is on its way on a live node
-            if state == "failed" or entry["spec"].get("kind") == "actor_create":
+            if state == TaskState.FAILED.value or entry["spec"].get("kind") == "actor_create":
                 return
             if entry["spec"].get("kind") == "actor_call":
                 self.actor_result_lost(oid, entry)
@@ -1004,11 +1013,11 @@ class NodeManager:
                 self.lost(oid, f"object {oid.hex()[:16]} was lost and its task {spec['name']} was already "
                                f"re-run {limit} times")
                 return
-            if gone and state in ("assigned", "queued", "running"):
+            if gone and state in _PLACED:
                 lost = Task(spec)
                 lost.attempt = attempt - 1
-                self.record(lost, node, float("nan"), time.time(), "lost")
-            self.gcs.task_update(tid, {"state": "reconstructing", "attempt": attempt, "node": self.index})
+                self.record(lost, node, float("nan"), time.time(), TaskState.LOST.value)
+            self.gcs.task_update(tid, {"state": TaskState.RECONSTRUCTING.value, "attempt": attempt, "node": self.index})
             spec.update(attempt=attempt, origin=self.index, spilled=False, pred=None, submitted_at=time.time())
             self.on_submit(None, spec)
         self.gcs.get("task", tid, got)
@@ -1017,7 +1026,7 @@ class NodeManager:
         """An actor call's result is gone with a node. The actor's rebuild replays the calls
         after its checkpoint (and stores their results again), and a call that had not run
         runs there; a result from before the checkpoint cannot come back."""
-        if entry.get("state") != "finished" or entry.get("node") not in self.dead_nodes:
+        if entry.get("state") != TaskState.FINISHED.value or entry.get("node") not in self.dead_nodes:
             return
         spec = entry["spec"]
 
