@@ -109,6 +109,12 @@ def total(a):
     return float(a.sum())
 
 
+def records() -> list[dict]:
+    """The runtime's task rows so far, each a dict by column name (api.RECORD_COLUMNS)."""
+    from testbed.real import api
+    return [dict(zip(api.RECORD_COLUMNS, r)) for r in api.task_records()]
+
+
 #: tb.init options for failure tests: a silent node is declared dead after 0.5 s
 FAST = dict(heartbeat_interval_s=0.05, num_heartbeats_timeout=10)
 

@@ -77,3 +77,18 @@ def test_recorder_streams_without_rows_and_agrees_with_rows():
 def test_empty_trace_has_nan_metrics_not_errors():
     m = metrics_from_trace(pd.DataFrame({c: [] for c in NAMES}))
     assert m["tasks"] == 0 and math.isnan(m["throughput_per_s"]) and math.isnan(m["latency_p99_s"])
+
+
+def test_trace_rows_are_named_and_read_by_name():
+    """TraceRow's fields are the Trace's columns, in order, and a recorder takes it as a row."""
+    from testbed.core.trace import TraceRow
+    assert TraceRow._fields == NAMES
+    row = TraceRow(task_id=1, job_id=0, function="f", submitter=0, node=2, submitted_s=0.0, placed_s=0.1,
+                   started_s=0.2, finished_s=0.5, spilled=True, predicted_wait_s=0.05, bytes_transferred=7,
+                   attempt=1, state="finished")
+    rec = TraceRecorder()
+    rec.add(row)
+    df = rec.frame()
+    assert df.loc[0, "node"] == row.node == 2 and df.loc[0, "bytes_transferred"] == 7 and bool(df.loc[0, "spilled"])
+    with pytest.raises(TypeError):
+        TraceRow(task_id=1)                       # every column is given: no silent default

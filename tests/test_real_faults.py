@@ -9,7 +9,7 @@ import time
 import pytest
 
 import testbed as tb
-from conftest import FAST, assert_cluster_gone, make, poll_until, run_toml, total
+from conftest import FAST, assert_cluster_gone, make, poll_until, records, run_toml, total
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -45,8 +45,7 @@ def test_node_holding_the_only_copy_of_inputs_dies_and_get_still_returns():
         victim = tb.nodes()[1]["NodeID"]
         tb.kill_node(victim)
         assert tb.get([total.remote(r) for r in refs], timeout=60) == [i * 100_000.0 for i in range(6)]
-        from testbed.real import api
-        attempts = {r[12] for r in api.task_records() if r[2] == "make"}
+        attempts = {r["attempt"] for r in records() if r["function"] == "make"}
         assert 2 in attempts                     # some producer ran again
         _wait_dead(victim)
     assert_cluster_gone(c)
@@ -84,8 +83,7 @@ def test_a_worker_killed_mid_task_is_retried(tmp_path):
         _wait_started(tmp_path)                      # it runs: the kill hits it mid-task
         tb.kill_worker()
         assert tb.get(r, timeout=60) == "done"
-        from testbed.real import api
-        assert max(x[12] for x in api.task_records() if x[2] == "started_then_sleep") == 2
+        assert max(x["attempt"] for x in records() if x["function"] == "started_then_sleep") == 2
     assert_cluster_gone(c)
 
 
@@ -184,12 +182,11 @@ class CheckpointedTally(_Counting):
 
 
 def _rows(name):
-    from testbed.real import api
-    return [r for r in api.task_records() if r[2] == name]
+    return [r for r in records() if r["function"] == name]
 
 
 def _replayed(name: str) -> int:
-    return sum(1 for r in _rows(name) if r[12] == 2)
+    return sum(1 for r in _rows(name) if r["attempt"] == 2)
 
 
 def test_a_crashed_actor_is_rebuilt_by_replaying_its_calls():
@@ -295,7 +292,7 @@ def test_actors_on_a_killed_node_are_rebuilt_elsewhere_by_replay_from_their_chec
             tb.get(fragile.ping.remote(), timeout=60)
         assert _replayed("Tally.incr") == 7
         assert _replayed("CheckpointedTally.incr") == 1
-        rebuilt = {r[4] for r in _rows("Tally.__init__") + _rows("CheckpointedTally.__init__") if r[12] == 2}
+        rebuilt = {r["node"] for r in _rows("Tally.__init__") + _rows("CheckpointedTally.__init__") if r["attempt"] == 2}
         assert rebuilt and 1 not in rebuilt                     # on live nodes
     assert_cluster_gone(c)
 

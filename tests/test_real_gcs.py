@@ -7,7 +7,7 @@ import threading
 import pytest
 
 import testbed as tb
-from conftest import FAST, assert_cluster_gone, make, poll_until, total
+from conftest import FAST, assert_cluster_gone, make, poll_until, records, total
 from testbed.real import api
 
 pytestmark = pytest.mark.timeout(120)
@@ -94,5 +94,5 @@ def test_flushing_bounds_the_task_table_and_lineage_is_read_back_from_disk():
         assert in_memory < 100, in_memory
         tb.kill_node(tb.nodes()[1]["NodeID"])
         assert tb.get([total.remote(r) for r in refs], timeout=60) == [i * 50_000.0 for i in range(4)]
-        assert 2 in {r[12] for r in api.task_records() if r[2] == "make"}   # rebuilt from flushed lineage
+        assert 2 in {r["attempt"] for r in records() if r["function"] == "make"}   # rebuilt from flushed lineage
     assert_cluster_gone(c)

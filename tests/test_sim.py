@@ -19,7 +19,8 @@ from testbed.sim import Simulation
 from testbed.sim import engine as engine_module
 from testbed.sim.kernel import Kernel
 from testbed.studies.execute import make_simulation
-from testbed.studies.experiment import build_policies, resolve
+from testbed.policy.build import build_policies
+from testbed.studies.experiment import resolve
 from testbed.workloads import Workload, parse_workload
 from testbed.workloads.generator import job_deps
 

@@ -17,7 +17,8 @@ from testbed.core.errors import ConfigError
 from testbed.sim import Simulation
 from testbed.sim.faults import FaultySimulation
 from testbed.studies.execute import make_simulation
-from testbed.studies.experiment import build_policies, resolve
+from testbed.policy.build import build_policies
+from testbed.studies.experiment import resolve
 from testbed.workloads import Workload, parse_workload
 
 pytestmark = pytest.mark.timeout(60)

@@ -387,3 +387,10 @@ def _materialise(raw: dict, resolved: Mapping[str, Any], parents: list[str]) -> 
         if not isinstance(cur, dict):
             return
         node = cur
+
+
+def default(section: str, key: str) -> Any:
+    """The schema's default of ``section.key`` (a fresh copy): the one place a default lives,
+    read by every caller that offers the same knob (``tb.init``, the runtime's processes)."""
+    from .schema import _copy
+    return _copy(SECTIONS[section][key].default)

@@ -19,6 +19,8 @@ from .resources import Resources
 class TaskState(enum.Enum):
     SUBMITTED = "submitted"
     WAITING_FOR_INPUTS = "waiting_for_inputs"
+    #: the runtime only: the global scheduler chose a node, the node has not queued it yet
+    ASSIGNED = "assigned"
     QUEUED = "queued"
     RUNNING = "running"
     FINISHED = "finished"
@@ -47,6 +49,11 @@ TRANSITIONS: frozenset[tuple[TaskState, TaskState]] = frozenset({
     (S.LOST, S.RECONSTRUCTING),
     (S.LOST, S.FAILED),
     (S.RECONSTRUCTING, S.QUEUED),
+    (S.SUBMITTED, S.ASSIGNED),
+    (S.RECONSTRUCTING, S.ASSIGNED),
+    (S.ASSIGNED, S.QUEUED),
+    (S.ASSIGNED, S.INFEASIBLE),
+    (S.ASSIGNED, S.LOST),
     (S.RECONSTRUCTING, S.WAITING_FOR_INPUTS),
 })
 

@@ -9,10 +9,12 @@ depend on the engine.
 """
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
+from typing import NamedTuple
 
-from .metrics import MetricsAccumulator
+import numpy as np
+
+# pandas (and the metrics built on it) load on first use, not on import: the runtime's
+# processes import this module for TraceRow and must start fast
 
 #: column -> (dtype, meaning). Times are seconds from the run's start.
 COLUMNS: dict[str, tuple[str, str]] = {
@@ -33,19 +35,28 @@ COLUMNS: dict[str, tuple[str, str]] = {
 }
 NAMES = tuple(COLUMNS)
 
+#: One Trace row with named fields (``NAMES``, in order): the one row constructor both
+#: engines use. Build it by keyword (``TraceRow(task_id=..., state=...)``); the simulator's
+#: per-task hot path builds it positionally (``TraceRow(a, b, ...)``, same order) to keep its
+#: speed. It is a tuple, so a list of rows is what :func:`rows_to_columns` takes, and it
+#: pickles (the runtime's node managers send rows to the GCS).
+TraceRow = NamedTuple("TraceRow", [(name, object) for name in NAMES])
+TraceRow.__doc__ = "One Trace row: " + ", ".join(NAMES) + " (see COLUMNS)."
+
 #: rows buffered before they are flushed to the accumulator / frame chunks
 FLUSH_ROWS = 16384
 
 
 class TraceRecorder:
-    """Collects rows (tuples in ``NAMES`` order) from an engine."""
+    """Collects rows (:class:`TraceRow`, or tuples in ``NAMES`` order) from an engine."""
 
     def __init__(self, keep_rows: bool = True):
+        from .metrics import MetricsAccumulator
         self.keep_rows = keep_rows
         self.metrics = MetricsAccumulator()
         #: rows not flushed yet (engines may append to it directly and call flush())
         self.buf: list[tuple] = []
-        self._chunks: list[pd.DataFrame] = []
+        self._chunks: list = []
         #: rows recorded so far
         self.n_rows = 0
 
@@ -62,6 +73,7 @@ class TraceRecorder:
         self.buf.clear()
         self.metrics.add_columns(cols)
         if self.keep_rows:
+            import pandas as pd
             self._chunks.append(pd.DataFrame(cols, columns=list(NAMES)))
 
     def frame(self) -> pd.DataFrame | None:
@@ -72,6 +84,7 @@ class TraceRecorder:
         if not self._chunks:
             return empty_frame()
         if len(self._chunks) > 1:
+            import pandas as pd
             self._chunks = [pd.concat(self._chunks, ignore_index=True)]
         return self._chunks[0]
 
@@ -87,6 +100,7 @@ def rows_to_columns(rows: list[tuple]) -> dict[str, np.ndarray]:
 
 
 def rows_to_frame(rows: list[tuple]) -> pd.DataFrame:
+    import pandas as pd
     return pd.DataFrame(rows_to_columns(rows), columns=list(NAMES))
 
 
@@ -96,6 +110,7 @@ def empty_frame() -> pd.DataFrame:
 
 def metrics_from_trace(df: pd.DataFrame) -> dict[str, float]:
     """Headline metrics of a Trace (see :mod:`testbed.core.metrics`)."""
+    from .metrics import MetricsAccumulator
     acc = MetricsAccumulator()
     acc.add_frame(df)
     return acc.result()

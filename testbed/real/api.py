@@ -20,7 +20,9 @@ import uuid
 from numbers import Real
 from typing import Any
 
+from ..core.trace import NAMES as TRACE_NAMES
 from . import transport
+from . import params
 from .context import Context
 from .core import Core, ObjectRef, escape, new_task_id, object_id, to_bytes
 from .errors import ClusterError
@@ -30,8 +32,10 @@ _cluster: "Cluster | None" = None
 _worker_core: Core | None = None
 _lock = threading.RLock()
 
-START_TIMEOUT_S = 60.0
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+#: object store per node, bytes, when tb.init is not given one (and the cap of the real engine's
+#: cluster.object_store_bytes): what this machine's /dev/shm holds, not the schema's 8 GB
+OBJECT_STORE_BYTES = 1 << 30
 
 
 def _core() -> Core:
@@ -91,16 +95,17 @@ class Cluster:
         threading.Thread(target=self._read_events, name="testbed-supervisor-events", daemon=True).start()
         self._wait_for("started")
         from .gcsclient import connect_retry
-        ch = connect_retry(self.ctx.node(0), self.secret, START_TIMEOUT_S)
+        start_timeout_s = params.of(self.ctx, "start_timeout_s")
+        ch = connect_retry(self.ctx.node(0), self.secret, start_timeout_s)
         self.core = Core(ch, 0, "driver")
         self.core.request("hello_driver", os.getpid())
         # init returns once every node has reported (its first heartbeat is in the GCS)
-        end = time.monotonic() + START_TIMEOUT_S
+        end = time.monotonic() + start_timeout_s
         while len(self.core.request("nodes")) < len(config["nodes"]):
             if time.monotonic() > end:
                 self.shutdown()
-                raise ClusterError(f"not every node reported within {START_TIMEOUT_S:.0f} s")
-            time.sleep(0.005)   # bounded poll while the other node managers start
+                raise ClusterError(f"not every node reported within {start_timeout_s:.0f} s")
+            time.sleep(params.of(self.ctx, "start_poll_s"))   # bounded poll while the other node managers start
 
     def _read_events(self) -> None:
         for line in self.proc.stdout:
@@ -117,14 +122,15 @@ class Cluster:
 
     def _wait_for(self, name: str, during: str = "start-up") -> None:
         """Wait for the supervisor's event ``name``; a cluster that cannot get there is shut down."""
-        end = time.monotonic() + START_TIMEOUT_S
+        start_timeout_s = params.of(self.ctx, "start_timeout_s")
+        end = time.monotonic() + start_timeout_s
         while True:
             try:
                 ev = self.events.get(timeout=max(0.0, end - time.monotonic()))
             except queue.Empty:
                 self.shutdown()
                 raise ClusterError(f"the cluster's supervisor did not finish {during} within "
-                                   f"{START_TIMEOUT_S:.0f} s") from None
+                                   f"{start_timeout_s:.0f} s") from None
             if ev.get("event") == name:
                 return
             if ev.get("event") == "supervisor-exited":
@@ -182,16 +188,33 @@ class Cluster:
         return False
 
 
+#: tb.init keyword -> the config key whose schema default it takes when left at None
+INIT_DEFAULTS: dict[str, tuple[str, str]] = {
+    **{k: ("scheduler", k) for k in ("placement", "spillover", "task_time", "task_time_key", "bandwidth",
+                                     "bandwidth_key")},
+    **{k: ("cluster", k) for k in ("gcs_shards", "heartbeat_interval_s", "num_heartbeats_timeout",
+                                   "gcs_chain_length", "gcs_flush_interval_s")},
+    **{k: ("faults", k) for k in ("lineage", "gcs_replace_replicas")},
+}
+
+
+def schema_default(keyword: str) -> Any:
+    """The default of ``tb.init(keyword=None)``: the schema's, through :data:`INIT_DEFAULTS`."""
+    from ..core.config import default
+    return default(*INIT_DEFAULTS[keyword])
+
+
 def init(num_cpus: float | None = None, num_gpus: float | None = None, resources: dict | None = None, *,
          num_nodes: int = 1, nodes: list[dict] | None = None,
-         placement: Any = "PaperWaitTime", spillover: Any = None,
-         task_time: Any = None, task_time_key: str = "function_node",
-         bandwidth: Any = None, bandwidth_key: str = "node",
-         gcs_shards: int = 1, heartbeat_interval_s: float = 0.1,
-         object_store_bytes: int = 1 << 30, link_bandwidth_bytes_per_s: float | None = None,
-         link_latency_s: float = 0.0, num_heartbeats_timeout: int = 20, lineage: bool = True,
-         gcs_chain_length: int = 1, gcs_flush_interval_s: float = 0.0, gcs_replace_replicas: bool = True,
-         ignore_reinit_error: bool = False) -> Cluster:
+         placement: Any = None, spillover: Any = None,
+         task_time: Any = None, task_time_key: str | None = None,
+         bandwidth: Any = None, bandwidth_key: str | None = None,
+         gcs_shards: int | None = None, heartbeat_interval_s: float | None = None,
+         object_store_bytes: int = OBJECT_STORE_BYTES, link_bandwidth_bytes_per_s: float | None = None,
+         link_latency_s: float = 0.0, num_heartbeats_timeout: int | None = None, lineage: bool | None = None,
+         gcs_chain_length: int | None = None, gcs_flush_interval_s: float | None = None,
+         gcs_replace_replicas: bool | None = None, seed: int | None = None,
+         _system_config: dict | None = None, ignore_reinit_error: bool = False) -> Cluster:
     """Start a cluster of logical nodes on this machine and connect this process as its driver.
 
     ``init(num_cpus=2, num_gpus=0, resources={"accel": 1})`` is one node with those resources
@@ -203,8 +226,34 @@ def init(num_cpus: float | None = None, num_gpus: float | None = None, resources
     replicas (a replica can then die without losing state; with ``gcs_replace_replicas`` a
     fresh one joins); ``gcs_flush_interval_s`` > 0 moves finished tasks' lineage to disk at
     that interval. Returns a handle usable as a context manager.
+
+    A keyword left at ``None`` takes the config schema's default for the same key
+    (:data:`INIT_DEFAULTS` names it: ``heartbeat_interval_s`` is ``cluster.heartbeat_interval_s``,
+    ``placement`` is ``scheduler.placement``, ...), so ``tb.init`` and a config file agree.
+    ``object_store_bytes`` (1 GiB: what this machine's /dev/shm holds) and ``link_latency_s``
+    (0: no emulated link unless asked) are the runtime's own. ``seed`` seeds every policy's
+    generator (testbed.core.seeding: the streams the simulator uses for the same seed); ``None``
+    is the schema's first ``run.seeds`` (0). ``_system_config`` overrides the runtime's timing
+    parameters (testbed.real.params, README "Runtime parameters"), as Ray's does; an unknown
+    key or a bad value is a ValueError naming it.
     """
     global _cluster
+    given = dict(placement=placement, spillover=spillover, task_time=task_time, task_time_key=task_time_key,
+                 bandwidth=bandwidth, bandwidth_key=bandwidth_key, gcs_shards=gcs_shards,
+                 heartbeat_interval_s=heartbeat_interval_s, num_heartbeats_timeout=num_heartbeats_timeout,
+                 lineage=lineage, gcs_chain_length=gcs_chain_length, gcs_flush_interval_s=gcs_flush_interval_s,
+                 gcs_replace_replicas=gcs_replace_replicas)
+    opt = {k: schema_default(k) if v is None else v for k, v in given.items()}
+    placement, spillover, task_time, bandwidth = opt["placement"], opt["spillover"], opt["task_time"], opt["bandwidth"]
+    task_time_key, bandwidth_key, gcs_shards = opt["task_time_key"], opt["bandwidth_key"], opt["gcs_shards"]
+    heartbeat_interval_s, num_heartbeats_timeout = opt["heartbeat_interval_s"], opt["num_heartbeats_timeout"]
+    lineage, gcs_chain_length, gcs_flush_interval_s = opt["lineage"], opt["gcs_chain_length"], opt["gcs_flush_interval_s"]
+    gcs_replace_replicas = opt["gcs_replace_replicas"]
+    if seed is None:
+        from ..core.config import default
+        seed = default("run", "seeds")[0]
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     with _lock:
         if _cluster is not None:
             if ignore_reinit_error:
@@ -238,15 +287,10 @@ def init(num_cpus: float | None = None, num_gpus: float | None = None, resources
         if link_bandwidth_bytes_per_s is not None and not _check_amount("link_bandwidth_bytes_per_s",
                                                                          link_bandwidth_bytes_per_s) > 0:
             raise ValueError("link_bandwidth_bytes_per_s must be > 0 (or None for no emulated link)")
-        scheduler = {
-            "placement": placement,
-            "spillover": spillover if spillover is not None else {"name": "QueueThreshold", "threshold": 8},
-            "task_time": task_time if task_time is not None else {"name": "ExponentialAverage", "alpha": 0.1},
-            "task_time_key": task_time_key,
-            "bandwidth": bandwidth if bandwidth is not None else {"name": "ExponentialAverage", "alpha": 0.1},
-            "bandwidth_key": bandwidth_key,
-        }
+        scheduler = {"placement": placement, "spillover": spillover, "task_time": task_time,
+                     "task_time_key": task_time_key, "bandwidth": bandwidth, "bandwidth_key": bandwidth_key}
         _check_policies(scheduler)
+        system = params.resolve(_system_config)
         if isinstance(num_heartbeats_timeout, bool) or not isinstance(num_heartbeats_timeout, int) \
                 or num_heartbeats_timeout < 1:
             raise ValueError(f"num_heartbeats_timeout must be an integer >= 1, got {num_heartbeats_timeout!r}")
@@ -255,7 +299,8 @@ def init(num_cpus: float | None = None, num_gpus: float | None = None, resources
                   "heartbeat_interval_s": float(heartbeat_interval_s),
                   "num_heartbeats_timeout": num_heartbeats_timeout, "lineage": bool(lineage),
                   "object_store_bytes": int(object_store_bytes), "scheduler": scheduler,
-                  "link_bandwidth_bytes_per_s": link_bandwidth_bytes_per_s, "link_latency_s": float(link_latency_s)}
+                  "link_bandwidth_bytes_per_s": link_bandwidth_bytes_per_s, "link_latency_s": float(link_latency_s),
+                  "seed": seed, "system": system}
         _cluster = Cluster(config)
         return _cluster
 
@@ -263,7 +308,7 @@ def init(num_cpus: float | None = None, num_gpus: float | None = None, resources
 def _check_policies(scheduler: dict) -> None:
     """Build the policies once in the driver so a bad name fails here, naming the argument."""
     from ..core.errors import ConfigError
-    from ..studies.experiment import build_policies
+    from ..policy.build import build_policies
     try:
         build_policies(scheduler)
     except ConfigError as exc:
@@ -485,8 +530,7 @@ def kill(handle) -> None:
 
 
 #: columns of the rows node managers record (the Trace's, plus the worker's pid)
-RECORD_COLUMNS = ("task_id", "job_id", "function", "submitter", "node", "submitted_s", "placed_s", "started_s",
-                  "finished_s", "spilled", "predicted_wait_s", "bytes_transferred", "attempt", "state", "pid")
+RECORD_COLUMNS = (*TRACE_NAMES, "pid")
 
 
 def task_records() -> list[tuple]:
@@ -554,11 +598,12 @@ def add_node(num_cpus: float = 1, num_gpus: float | None = None, resources: dict
     c.config["nodes"].append(res)
     c.command(cmd="add_node", resources=res)
     node_id = c.node_id(index)
-    end = time.monotonic() + START_TIMEOUT_S
+    start_timeout_s = params.of(c.ctx, "start_timeout_s")
+    end = time.monotonic() + start_timeout_s
     while not any(n["NodeID"] == node_id for n in nodes()):
         if time.monotonic() > end:
-            raise ClusterError(f"the new node did not report within {START_TIMEOUT_S:.0f} s")
-        time.sleep(0.005)       # bounded poll while the new node manager starts
+            raise ClusterError(f"the new node did not report within {start_timeout_s:.0f} s")
+        time.sleep(params.of(c.ctx, "start_poll_s"))       # bounded poll while the new node manager starts
     return node_id
 
 
@@ -568,7 +613,7 @@ def _master_request(kind: str, *args):
     ch = transport.connect(c.ctx.gcs_master(), c.secret)
     try:
         ch.send((kind, 1, *args))
-        if not ch.poll(START_TIMEOUT_S):
+        if not ch.poll(params.of(c.ctx, "start_timeout_s")):
             raise ClusterError("the GCS chain master did not answer")
         return ch.recv()[2]
     finally:

@@ -54,6 +54,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..core.faults import random_victim
+from ..core.task import TaskState
+from ..core.trace import TraceRow
 from ..workloads import Workload, parse_workload
 from ..workloads.generator import job_deps
 
@@ -289,8 +291,11 @@ class _GcsClients:
                             self.acked.append(key)
                         elif got != _gcs_value(key, vb):
                             self.reads_wrong += 1        # a read follows its key's write
-                        self.rows.append((f"gcs-{j}".encode(), j, f"gcs.{kind}", self.driver_nodes[d], -1, sent, sent, sent,
-                                          answered, False, None, 0, 1, "finished", 0))
+                        row = TraceRow(task_id=f"gcs-{j}".encode(), job_id=j, function=f"gcs.{kind}",
+                                       submitter=self.driver_nodes[d], node=-1, submitted_s=sent, placed_s=sent,
+                                       started_s=sent, finished_s=answered, spilled=False, predicted_wait_s=None,
+                                       bytes_transferred=0, attempt=1, state=TaskState.FINISHED.value)
+                        self.rows.append((*row, 0))      # RECORD_COLUMNS: the Trace's, then pid
             finally:
                 g.close()
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread by join()
@@ -401,11 +406,11 @@ def run_real(cfg: dict, seed: int):
     api.init(nodes=real_nodes, placement=sched["placement"], spillover=sched["spillover"],
              task_time=sched["task_time"], task_time_key=sched["task_time_key"], bandwidth=sched["bandwidth"],
              bandwidth_key=sched["bandwidth_key"], gcs_shards=c["gcs_shards"],
-             heartbeat_interval_s=c["heartbeat_interval_s"], object_store_bytes=int(min(c["object_store_bytes"], 1 << 30)),
+             heartbeat_interval_s=c["heartbeat_interval_s"], object_store_bytes=int(min(c["object_store_bytes"], api.OBJECT_STORE_BYTES)),
              link_bandwidth_bytes_per_s=c["bandwidth_bytes_per_s"], link_latency_s=c["latency_s"],
              lineage=faults["lineage"], num_heartbeats_timeout=c["num_heartbeats_timeout"],
              gcs_chain_length=c["gcs_chain_length"], gcs_flush_interval_s=c["gcs_flush_interval_s"],
-             gcs_replace_replicas=faults["gcs_replace_replicas"])
+             gcs_replace_replicas=faults["gcs_replace_replicas"], seed=seed)
     info: dict = {}
     memory = _MemorySampler(api._driver_cluster(), c["heartbeat_interval_s"])
     try:
@@ -474,14 +479,14 @@ def run_real(cfg: dict, seed: int):
                  # fresh replicas still in the chains at the end (ids from gcs_chain_length up)
                  "gcs_replicas_added": sum(1 for chain in chains.values() for x in chain if x >= c["gcs_chain_length"])})
     if shape == "actors":
-        step = df[(df.function == "Actor.step") & (df.state == "finished")]
+        step = df[(df.function == "Actor.step") & (df.state == TaskState.FINISHED.value)]
         info.update(actors=n_actors,
-                    actors_rebuilt=int(((df.function == "Actor.__init__") & (df.state == "finished")
+                    actors_rebuilt=int(((df.function == "Actor.__init__") & (df.state == TaskState.FINISHED.value)
                                         & (df.attempt > 1)).sum()),
                     # a replay re-runs a call whose result was delivered already (its id finished before)
                     actor_calls_replayed=int(step.sort_values(["finished_s", "attempt"], kind="stable")
                                              .duplicated("task_id").sum()),
-                    actor_checkpoints=int(((df.function == "Actor.__checkpoint__") & (df.state == "finished")).sum()),
+                    actor_checkpoints=int(((df.function == "Actor.__checkpoint__") & (df.state == TaskState.FINISHED.value)).sum()),
                     actor_calls_failed=len(failed))
     return df, metrics, info
 
@@ -597,7 +602,7 @@ def records_to_trace(rows: list[tuple], exclude: tuple[str, ...] = (), t0: float
 
     from ..core.trace import COLUMNS, NAMES
     from .api import RECORD_COLUMNS
-    recs = [dict(zip(RECORD_COLUMNS, r)) for r in rows if not str(r[2]).startswith(exclude)]
+    recs = [x for x in (dict(zip(RECORD_COLUMNS, r)) for r in rows) if not str(x["function"]).startswith(exclude)]
     if not recs:
         return pd.DataFrame({k: pd.Series(dtype=v[0]) for k, v in COLUMNS.items()})
     if t0 is None:

@@ -38,6 +38,8 @@ import pickle
 import sqlite3
 from collections import defaultdict, deque
 
+from ..core.task import TaskState as S
+from . import params
 from .context import Context
 from .loop import Loop
 
@@ -79,7 +81,7 @@ class Shard:
         # --- flushing ---
         self.db: sqlite3.Connection | None = None
         self.flushed = 0
-        interval = float(ctx.config.get("gcs_flush_interval_s", 0.0) or 0.0)
+        interval = float(ctx.config["gcs_flush_interval_s"])
         if interval > 0:
             self._open_db()
             self.loop.every(interval, self.flush)
@@ -110,8 +112,8 @@ class Shard:
         self._publish(table, key, value)
 
     #: how far along an attempt is; a write never moves an attempt backwards
-    STATE_RANK = {"submitted": 0, "reconstructing": 0, "assigned": 1, "queued": 2, "running": 3,
-                  "finished": 4, "failed": 4}
+    STATE_RANK = {S.SUBMITTED.value: 0, S.RECONSTRUCTING.value: 0, S.ASSIGNED.value: 1, S.QUEUED.value: 2,
+                  S.RUNNING.value: 3, S.FINISHED.value: 4, S.FAILED.value: 4}
 
     def task_update(self, ch, key, fields) -> None:
         """A task-table write from any process. Writes about one attempt race each other (the
@@ -241,12 +243,12 @@ class Shard:
             self._ack_client(cid, cseq)
         if self.pred is not None:
             if not self._cack_due:
-                self.loop.later(0.001, self._send_cack)
+                self.loop.later(params.of(self.ctx, "gcs_chain_ack_coalesce_s"), self._send_cack)
             self._cack_due = max(self._cack_due, seq)
 
     def _ack_client(self, cid, cseq) -> None:
-        if not self._ack_due:                        # one ack per client per millisecond
-            self.loop.later(0.001, self._send_acks)
+        if not self._ack_due:                        # one ack per client per window
+            self.loop.later(params.of(self.ctx, "gcs_ack_coalesce_s"), self._send_acks)
         self._ack_due[cid] = max(cseq, self._ack_due.get(cid, 0))
 
     def _send_acks(self) -> None:
@@ -340,7 +342,7 @@ class Shard:
         lost: kept for reconstruction) and the task rows to disk (bounded memory)."""
         tasks = self.tables.get("task", {})
         done = [(k, pickle.dumps(v, protocol=5)) for k, v in tasks.items()
-                if v.get("state") in ("finished", "failed")]
+                if v.get("state") in (S.FINISHED.value, S.FAILED.value)]
         objs = self.tables.get("obj", {})
         gone = [(k, pickle.dumps(v, protocol=5)) for k, v in objs.items()
                 if not v["locations"] and ("obj", k) not in self.subs]

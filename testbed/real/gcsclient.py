@@ -21,17 +21,14 @@ import time
 from collections import defaultdict, deque
 from typing import Any, Callable
 
-from . import transport
+from . import params, transport
 from .context import Context
 from .loop import Loop
 
-#: how long a process keeps retrying to reach a peer that is still starting up
-CONNECT_DEADLINE_S = 20.0
-
-
-def connect_retry(address: str, secret: bytes, deadline_s: float = CONNECT_DEADLINE_S) -> transport.Channel:
-    """Connect to a listener that may not be up yet (the cluster's processes start together)."""
-    end = time.monotonic() + deadline_s
+def connect_retry(address: str, secret: bytes, deadline_s: float | None = None) -> transport.Channel:
+    """Connect to a listener that may not be up yet (the cluster's processes start together);
+    retry for ``deadline_s`` (None: the process's ``connect_deadline_s`` parameter)."""
+    end = time.monotonic() + (params.get("connect_deadline_s") if deadline_s is None else deadline_s)
     delay = 0.002
     while True:
         try:
@@ -47,7 +44,7 @@ def first_chains(ctx: Context) -> tuple[transport.Channel, dict[int, list[int]]]
     """Connect to the chain master and wait (bounded) for the first published chains."""
     ch = connect_retry(ctx.gcs_master(), ctx.secret)
     ch.send(("watch",))
-    if not ch.poll(CONNECT_DEADLINE_S):
+    if not ch.poll(params.of(ctx, "connect_deadline_s")):
         raise TimeoutError("the GCS chain master published no chains in time")
     kind, _version, view = ch.recv()
     assert kind == "chains", kind
@@ -59,7 +56,7 @@ class GcsClient:
         self.ctx = ctx
         self.loop = loop
         self.cid = f"{os.getpid()}-{id(self):x}"
-        self.chained = int(ctx.config.get("gcs_chain_length", 1)) > 1
+        self.chained = int(ctx.config["gcs_chain_length"]) > 1
         master, view = first_chains(ctx)
         self.master = loop.add(master)
         self._conns: dict[tuple[int, int], transport.Channel] = {}
@@ -119,7 +116,7 @@ class GcsClient:
             msg = (self._cseq[k], msg)
         if later:
             if not self._pending[k]:
-                self.loop.later(0.002, lambda k=k: self.flush(k))
+                self.loop.later(params.of(self.ctx, "gcs_write_behind_s"), lambda k=k: self.flush(k))
             self._pending[k].append(msg)
             return
         if self._pending.get(k):

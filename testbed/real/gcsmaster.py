@@ -31,8 +31,8 @@ class ChainMaster:
     def __init__(self, ctx: Context, request_fd: int | None):
         self.ctx = ctx
         self.request_fd = request_fd
-        self.length = int(ctx.config.get("gcs_chain_length", 1))
-        self.replace = bool(ctx.config.get("gcs_replace_replicas", True))
+        self.length = int(ctx.config["gcs_chain_length"])
+        self.replace = bool(ctx.config["gcs_replace_replicas"])
         n = ctx.n_shards
         #: shard -> replica ids in chain order (head first); the published view
         self.chains: dict[int, list[int]] = {k: list(range(self.length)) for k in range(n)}

@@ -20,16 +20,15 @@ import time
 import numpy as np
 
 from ..core.faults import may_run_again
+from ..core.seeding import policy_rng
+from ..core.task import TaskState
 from ..core.views import ClusterView, TaskView
 from .actors import actor_entry
+from . import params
 from .context import Context
 from . import transport
 from .gcsclient import GcsClient
 from .loop import Loop
-
-
-#: how long a configured node may take to send its first heartbeat
-STARTUP_GRACE_S = 10.0
 
 
 class GlobalScheduler:
@@ -38,9 +37,9 @@ class GlobalScheduler:
         self.loop = Loop("gsched")
         self.loop.listen(ctx.global_scheduler(), ctx.secret)
         self.gcs = GcsClient(ctx, self.loop)
-        from ..studies.experiment import build_policies
+        from ..policy.build import build_policies
         self.placement, _ = build_policies(ctx.config["scheduler"])
-        self.rng = np.random.default_rng(12345)
+        self.rng = policy_rng(ctx.config["seed"], "placement")
         self.t0 = time.time()
         #: per node index: latest heartbeat, when it arrived (monotonic), declared dead
         self.info: dict[int, dict] = {}
@@ -55,11 +54,11 @@ class GlobalScheduler:
             self.info[i] = {"NodeID": ctx.node_id(i), "Index": i,
                             "Alive": True, "Resources": res, "Available": res, "queue_length": 0, "running": 0}
             # a node that never reports is declared dead too, after a start-up grace
-            self.last_seen[i] = start + STARTUP_GRACE_S
+            self.last_seen[i] = start + params.of(ctx, "node_startup_grace_s")
         self.gcs.subscribe("node", None, self.on_heartbeat)
         self.loop.on("forward", self.on_forward)
         interval = ctx.config["heartbeat_interval_s"]
-        self.timeout_s = interval * ctx.config.get("num_heartbeats_timeout", 20)
+        self.timeout_s = interval * ctx.config["num_heartbeats_timeout"]
         self.loop.every(interval, self.check_liveness)
 
     def now(self) -> float:
@@ -167,7 +166,7 @@ class GlobalScheduler:
             return
         # the task table says where it went: if that node dies before running it, whoever
         # waits for its result knows to run it again (an actor: the actor table, see rebuild_actors)
-        self.gcs.task_update(spec["task_id"], {"node": int(p.node), "state": "assigned",
+        self.gcs.task_update(spec["task_id"], {"node": int(p.node), "state": TaskState.ASSIGNED.value,
                                                "attempt": spec.get("attempt", 1)})
         if spec.get("kind") == "actor_create":
             self.gcs.put("actor", spec["actor_id"], actor_entry(spec, int(p.node)))
@@ -178,7 +177,7 @@ class GlobalScheduler:
         if ch is None or ch.closed:
             # the node reported (heartbeat), so its socket exists: no retrying a dead one
             ch = self.nodes[index] = self.loop.add(transport.connect(self.ctx.node(index), self.ctx.secret,
-                                                                     timeout=2.0))
+                                                                     timeout=params.of(self.ctx, "peer_connect_timeout_s")))
         return ch
 
 

@@ -31,7 +31,7 @@ import time
 import traceback
 from typing import Callable
 
-from . import transport
+from . import params, transport
 
 Handler = Callable[..., None]
 
@@ -61,7 +61,7 @@ class Loop:
         self.handlers[kind] = fn
 
     def listen(self, address, secret: bytes) -> transport.Listener:
-        self._listener = transport.Listener(address, secret)
+        self._listener = transport.Listener(address, secret, handshake_timeout_s=params.get("handshake_timeout_s"))
         threading.Thread(target=self._accept, name=f"{self.name}-accept", daemon=True).start()
         return self._listener
 

@@ -19,19 +19,26 @@ import time
 from collections import deque
 from typing import Any
 
-import numpy as np
-
 from ..core.faults import may_run_again
 from ..core.resources import fits
+from ..core.seeding import policy_rng
+from ..core.task import TaskState
+from ..core.trace import TraceRow
 from ..core.views import LocalView, TaskView
 from . import objstore
 from .actors import ONE_CREATION, actor_entry
+from . import params
 from .context import Context
 from .core import object_id
 from .errors import ActorDiedError, InfeasibleError, ObjectLostError, WorkerCrashedError, as_failure
 from . import transport
 from .gcsclient import GcsClient, connect_retry
 from .loop import Loop
+
+#: task-table states of an attempt not yet finished, and of one a node holds (or was sent)
+_PENDING = frozenset(x.value for x in (TaskState.SUBMITTED, TaskState.RECONSTRUCTING, TaskState.ASSIGNED,
+                                       TaskState.QUEUED, TaskState.RUNNING))
+_PLACED = frozenset(x.value for x in (TaskState.ASSIGNED, TaskState.QUEUED, TaskState.RUNNING))
 
 
 class Client:
@@ -178,9 +185,9 @@ class NodeManager:
         self.call_seq: dict[bytes, int] = {}
         #: actors being rebuilt here after their node died: id -> (checkpoint entry, call log)
         self.rebuilds: dict[bytes, dict] = {}
-        from ..studies.experiment import build_policies
+        from ..policy.build import build_policies
         _, self.spillover = build_policies(cfg["scheduler"])
-        self.rng = np.random.default_rng(index)
+        self.rng = policy_rng(cfg["seed"], "spillover", index)
         for kind in ("hello_worker", "hello_driver", "submit", "assign", "infeasible", "done", "get", "wait",
                      "create", "seal", "put_inline", "unpin", "pull", "object", "nodes", "records",
                      "records_part", "records_reply",
@@ -190,7 +197,8 @@ class NodeManager:
         self.loop.every(cfg["heartbeat_interval_s"], self.heartbeat)
         self.heartbeat()
         self.gcs.subscribe("node", None, self.on_node_entry)
-        self.loop.every(max(0.2, cfg["heartbeat_interval_s"] * 5), self.recheck_lost)
+        self.loop.every(max(params.of(ctx, "lost_recheck_min_s"),
+                            cfg["heartbeat_interval_s"] * params.of(ctx, "lost_recheck_heartbeats")), self.recheck_lost)
 
     # --- clients ----------------------------------------------------------------------
     def on_hello_worker(self, ch, wid, pid) -> None:
@@ -252,7 +260,7 @@ class NodeManager:
     # --- submission and placement ------------------------------------------------------
     def on_submit(self, ch, spec) -> None:
         kind = spec.get("kind")
-        lineage = self.ctx.config.get("lineage", True)
+        lineage = self.ctx.config["lineage"]
         fid = spec["fn_id"]
         if spec.get("fn") is not None and fid not in self.fns:
             self.fns[fid] = spec["fn"]
@@ -260,7 +268,7 @@ class NodeManager:
         spec["fn"] = None
         spec.setdefault("origin", self.index)
         if lineage or kind != "actor_call":
-            entry = {"name": spec["name"], "origin": spec["origin"], "node": self.index, "state": "submitted",
+            entry = {"name": spec["name"], "origin": spec["origin"], "node": self.index, "state": TaskState.SUBMITTED.value,
                      "attempt": spec.get("attempt", 1)}
             if lineage and kind != "actor_create":
                 entry["spec"] = spec      # the lineage: enough to run the task again (an actor
@@ -327,7 +335,7 @@ class NodeManager:
         t = Task(spec)
         t.attempt = spec.get("attempt", 1)
         if spec.get("kind") != "actor_call":
-            self.gcs.task_update(spec["task_id"], {"node": self.index, "state": "queued", "attempt": t.attempt})
+            self.gcs.task_update(spec["task_id"], {"node": self.index, "state": TaskState.QUEUED.value, "attempt": t.attempt})
         for a in list(spec["args"]) + list(spec["kwargs"].values()):
             if a[0] == "r" and not self.is_local(a[1]):
                 t.missing.add(a[1])
@@ -520,7 +528,7 @@ class NodeManager:
             # peers have reported (heartbeats) before anyone sends them work: their sockets
             # exist, so a missing one means a dead node — no retrying
             ch = self.peers[index] = self.loop.add(transport.connect(self.ctx.node(index), self.ctx.secret,
-                                                                     timeout=2.0))
+                                                                     timeout=params.of(self.ctx, "peer_connect_timeout_s")))
         return ch
 
     def on_pull(self, ch, oid, requester, asked_at) -> None:
@@ -534,8 +542,8 @@ class NodeManager:
 
     def on_object(self, ch, oid, kind, data, asked_at, src) -> None:
         cfg = self.ctx.config
-        bw = cfg.get("link_bandwidth_bytes_per_s")
-        delay = cfg.get("link_latency_s", 0.0) + (len(data) / bw if bw else 0.0)
+        bw = cfg["link_bandwidth_bytes_per_s"]
+        delay = cfg["link_latency_s"] + (len(data) / bw if bw else 0.0)
 
         def land():
             self.pulling.pop(oid, None)
@@ -615,9 +623,12 @@ class NodeManager:
         sp = t.spec
         if len(self.records) == self.records_pushed:     # the rows of one loop pass, in one write
             self.loop.later(0.0, self.push_records)
-        self.records.append((sp["task_id"], sp.get("job_id", -1), sp["name"], sp.get("origin", self.index), node,
-                             sp.get("submitted_at", t.placed_at), t.placed_at, start, end, bool(sp.get("spilled")),
-                             sp.get("pred"), t.bytes_in, t.attempt, state, pid))
+        row = TraceRow(task_id=sp["task_id"], job_id=sp.get("job_id", -1), function=sp["name"],
+                       submitter=sp.get("origin", self.index), node=node,
+                       submitted_s=sp.get("submitted_at", t.placed_at), placed_s=t.placed_at, started_s=start,
+                       finished_s=end, spilled=bool(sp.get("spilled")), predicted_wait_s=sp.get("pred"),
+                       bytes_transferred=t.bytes_in, attempt=t.attempt, state=state)
+        self.records.append((*row, pid))             # a plain tuple on the wire: RECORD_COLUMNS
 
     def on_done(self, ch, task_id, results, failed, start, end, ckpt=None) -> None:
         w = self.clients.get(ch)
@@ -634,7 +645,7 @@ class NodeManager:
             else:
                 self.add_object(oid, r[1])
         if t is not None:
-            self.record(t, self.index, start, end, "failed" if failed else "finished", w.pid)
+            self.record(t, self.index, start, end, TaskState.FAILED.value if failed else TaskState.FINISHED.value, w.pid)
         if t is not None and w.actor is not None:
             w.task = None
             if t.spec.get("kind") == "actor_create":
@@ -673,7 +684,7 @@ class NodeManager:
                         a.ran(t.spec)
                         # the call log outlives this node: a rebuild elsewhere replays it
                         self.gcs.extend("actor_log", a.id, [t.spec], later=True)
-                        self.gcs.task_update(task_id, {"state": "finished", "node": self.index, "seq": a.calls_done,
+                        self.gcs.task_update(task_id, {"state": TaskState.FINISHED.value, "node": self.index, "seq": a.calls_done,
                                                        "attempt": t.attempt}, later=True)
                         if ckpt is not None:
                             a.ckpt, a.log = ckpt, []
@@ -682,12 +693,12 @@ class NodeManager:
                             self.gcs.put("actor_log", a.id, [])
                             ck = Task(dict(t.spec, name=f"{a.name}.__checkpoint__", task_id=task_id[:15] + b"c"))
                             ck.attempt = 1
-                            self.record(ck, self.index, end, time.time(), "finished", w.pid)
+                            self.record(ck, self.index, end, time.time(), TaskState.FINISHED.value, w.pid)
                     self.dispatch_actor(a)
             return
         if t is not None:
             self.durations.append((t.spec["name"], end - start))
-            self.gcs.task_update(task_id, {"node": self.index, "state": "failed" if failed else "finished",
+            self.gcs.task_update(task_id, {"node": self.index, "state": TaskState.FAILED.value if failed else TaskState.FINISHED.value,
                                            "attempt": t.attempt}, later=True)
         w.task = None
         w.blocked = False
@@ -698,8 +709,8 @@ class NodeManager:
     def fail(self, spec, error: BaseException) -> None:
         """Every return of the task becomes ``error`` (raised by get)."""
         now = time.time()
-        state = "infeasible" if isinstance(error, InfeasibleError) else "failed"
-        self.record(Task(spec), -1 if state == "infeasible" else self.index, float("nan"), now, state)
+        state = TaskState.INFEASIBLE.value if isinstance(error, InfeasibleError) else TaskState.FAILED.value
+        self.record(Task(spec), -1 if state == TaskState.INFEASIBLE.value else self.index, float("nan"), now, state)
         for i in range(spec["num_returns"]):
             self.store_failure(object_id(spec["task_id"], i), error)
 
@@ -933,7 +944,7 @@ class NodeManager:
                 del self.calls_out[tid]
                 lost = Task(spec)
                 lost.attempt = spec.get("attempt", 1)
-                self.record(lost, k, float("nan"), time.time(), "lost")
+                self.record(lost, k, float("nan"), time.time(), TaskState.LOST.value)
                 again.setdefault(spec["actor_id"], []).append(dict(spec, attempt=lost.attempt + 1))
         for aid, specs in again.items():
             self.actor_pending[aid] = specs + self.actor_pending.get(aid, [])
@@ -972,13 +983,13 @@ class NodeManager:
             self.looking.discard(tid)
             if self.is_local(oid) or self.live_copies(oid):
                 return                        # it is here, or on a live node
-            if entry is not None and entry.get("spec") is None and self.ctx.config.get("lineage", True):
+            if entry is not None and entry.get("spec") is None and self.ctx.config["lineage"]:
                 # the submitter's write (with the spec) can reach the table after the global
                 # scheduler's or the node's: look again shortly rather than give up
                 n = self.spec_waits.get(tid, 0)
                 if n < 50:
                     self.spec_waits[tid] = n + 1
-                    self.loop.later(0.05, lambda: self.reconstruct(oid, dead))
+                    self.loop.later(params.of(self.ctx, "spec_wait_retry_s"), lambda: self.reconstruct(oid, dead))
                     return
             self.spec_waits.pop(tid, None)
             if entry is None or entry.get("spec") is None:
@@ -988,9 +999,9 @@ class NodeManager:
                 return
             node, state = entry.get("node"), entry.get("state")
             gone = node in self.dead_nodes or node == dead
-            if state in ("submitted", "reconstructing", "assigned", "queued", "running") and not gone:
+            if state in _PENDING and not gone:
                 return                        # the latest attempt is on its way on a live node
-            if state == "failed" or entry["spec"].get("kind") == "actor_create":
+            if state == TaskState.FAILED.value or entry["spec"].get("kind") == "actor_create":
                 return
             if entry["spec"].get("kind") == "actor_call":
                 self.actor_result_lost(oid, entry)
@@ -1002,11 +1013,11 @@ class NodeManager:
                 self.lost(oid, f"object {oid.hex()[:16]} was lost and its task {spec['name']} was already "
                                f"re-run {limit} times")
                 return
-            if gone and state in ("assigned", "queued", "running"):
+            if gone and state in _PLACED:
                 lost = Task(spec)
                 lost.attempt = attempt - 1
-                self.record(lost, node, float("nan"), time.time(), "lost")
-            self.gcs.task_update(tid, {"state": "reconstructing", "attempt": attempt, "node": self.index})
+                self.record(lost, node, float("nan"), time.time(), TaskState.LOST.value)
+            self.gcs.task_update(tid, {"state": TaskState.RECONSTRUCTING.value, "attempt": attempt, "node": self.index})
             spec.update(attempt=attempt, origin=self.index, spilled=False, pred=None, submitted_at=time.time())
             self.on_submit(None, spec)
         self.gcs.get("task", tid, got)
@@ -1015,7 +1026,7 @@ class NodeManager:
         """An actor call's result is gone with a node. The actor's rebuild replays the calls
         after its checkpoint (and stores their results again), and a call that had not run
         runs there; a result from before the checkpoint cannot come back."""
-        if entry.get("state") != "finished" or entry.get("node") not in self.dead_nodes:
+        if entry.get("state") != TaskState.FINISHED.value or entry.get("node") not in self.dead_nodes:
             return
         spec = entry["spec"]
 
@@ -1179,7 +1190,7 @@ class NodeManager:
         if g["left"] == 0:
             self._gathered(rid)
         else:
-            self.loop.later(5.0, lambda: rid in self._gathers and self._gathered(rid))   # a node died meanwhile
+            self.loop.later(params.of(self.ctx, "records_gather_timeout_s"), lambda: rid in self._gathers and self._gathered(rid))   # a node died meanwhile
 
     def on_records_part(self, ch, rid, asker) -> None:
         self.loop.send(ch, ("records_reply", rid, list(self.records)))

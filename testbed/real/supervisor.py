@@ -24,6 +24,7 @@ import sys
 import time
 import traceback
 
+from . import params
 from .context import Context
 from .objstore import cleanup_prefix
 
@@ -94,7 +95,7 @@ class Supervisor:
         cfg = self.ctx.config
         self.spawn("gcsmaster")
         for k in range(cfg["gcs_shards"]):
-            for r in range(int(cfg.get("gcs_chain_length", 1))):
+            for r in range(int(cfg["gcs_chain_length"])):
                 self.spawn("gcs", k, r, False)
         self.spawn("gsched")
         for i, _ in enumerate(cfg["nodes"]):
@@ -125,7 +126,7 @@ class Supervisor:
         while True:
             fds = [0] + list(self.requests)
             try:
-                ready, _, _ = select.select(fds, [], [], 0.2)
+                ready, _, _ = select.select(fds, [], [], params.of(self.ctx, "supervisor_poll_s"))
             except InterruptedError:
                 ready = []
             self.reap()
@@ -269,6 +270,7 @@ def main() -> None:
     boot = json.loads(line)
     ctx = Context(dir=boot["dir"], secret=bytes.fromhex(boot["secret"]), config=boot["config"],
                   shm_prefix=boot["shm_prefix"])
+    params.install(ctx.config["system"])      # the roles fork from here and inherit it
     sys.path[:0] = [p for p in boot.get("sys_path", []) if p not in sys.path]
     if boot.get("cwd"):
         os.chdir(boot["cwd"])

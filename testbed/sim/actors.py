@@ -39,6 +39,8 @@ from __future__ import annotations
 from collections import deque
 
 from ..core.faults import may_run_again
+from ..core.task import TaskState
+from ..core.trace import TraceRow
 from .engine import NAN, _serve
 from .faults import FaultySimulation
 
@@ -50,6 +52,9 @@ CREATING, READY, DEAD, GONE = "creating", "ready", "dead", "gone"
 STEP = "Actor.step"
 INIT = "Actor.__init__"
 CHECKPOINT = "Actor.__checkpoint__"
+
+#: Trace states of actor rows (the shared TaskState values)
+FINISHED, LOST, FAILED = TaskState.FINISHED.value, TaskState.LOST.value, TaskState.FAILED.value
 
 
 class _Call:
@@ -135,8 +140,10 @@ class ActorSimulation(FaultySimulation):
     def _row(self, tid, job, function, submitter, node, submitted, placed, started, finished, attempt, state):
         if attempt > 1:
             self.reexecuted += 1
-        self.trace.add((tid, job, function, submitter, node, submitted, placed, started, finished, False, NAN, 0,
-                        attempt, state))
+        self.trace.add(TraceRow(task_id=tid, job_id=job, function=function, submitter=submitter, node=node,
+                                submitted_s=submitted, placed_s=placed, started_s=started, finished_s=finished,
+                                spilled=False, predicted_wait_s=NAN, bytes_transferred=0, attempt=attempt,
+                                state=state))
 
     # -- start: every actor is created, round-robin over the nodes ---------------------
     def _start_processes(self) -> None:
@@ -202,7 +209,7 @@ class ActorSimulation(FaultySimulation):
 
     def _fail_call(self, c: _Call, when: float) -> None:
         """``c``'s actor is gone for good: the call fails (its caller gets an error, no hang)."""
-        self._row(c.tid, c.tid, STEP, c.submitter, -1, c.submitted, NAN, NAN, when, c.attempt, "failed")
+        self._row(c.tid, c.tid, STEP, c.submitter, -1, c.submitted, NAN, NAN, when, c.attempt, FAILED)
         self.calls_failed += 1
         self._later(0.0, c, self._call_failed)
 
@@ -247,24 +254,24 @@ class ActorSimulation(FaultySimulation):
             a.applied += 1
             a.log.append(c)
             self.calls_done += 1
-            self._row(c.tid, c.tid, STEP, c.submitter, m, c.submitted, c.placed, start, now, c.attempt, "finished")
+            self._row(c.tid, c.tid, STEP, c.submitter, m, c.submitted, c.placed, start, now, c.attempt, FINISHED)
             ack = self._gcs_write(c.tid, now)      # object table: the result's location
             visible = ack if self._critical else now
             self._deliver(c, visible + (self._lat if m != c.submitter else 0.0))
         elif kind is REPLAY:
             a.applied += 1
             self.replays += 1
-            self._row(c.tid, c.tid, STEP, c.submitter, m, a.decided, a.decided, start, now, c.attempt, "finished")
+            self._row(c.tid, c.tid, STEP, c.submitter, m, a.decided, a.decided, start, now, c.attempt, FINISHED)
         elif kind is CKPT:
             a.ckpt = a.applied
             a.log.clear()
             self.checkpoints += 1
             self._row(self._next_ckpt_tid, c.tid if c is not None else -1, CHECKPOINT, m, m, start, start, start,
-                      now, 1, "finished")
+                      now, 1, FINISHED)
             self._next_ckpt_tid += 1
         else:
             a.status = READY
-            self._row(a.tid, -1, INIT, m, m, a.decided, a.decided, start, now, a.restarts + 1, "finished")
+            self._row(a.tid, -1, INIT, m, m, a.decided, a.decided, start, now, a.restarts + 1, FINISHED)
         self._pump(a)
 
     # -- failures ----------------------------------------------------------------------
@@ -286,7 +293,7 @@ class ActorSimulation(FaultySimulation):
         now = self.env._now
         m = a.node
         restart = self._can_restart(a)
-        state = "lost" if restart else "failed"
+        state = LOST if restart else FAILED
         a.epoch += 1
         running = None
         if a.busy is not None:
@@ -294,13 +301,13 @@ class ActorSimulation(FaultySimulation):
             a.busy = None
             started = start if start <= now else NAN
             if kind is CREATE:
-                self._row(a.tid, -1, INIT, m, m, a.decided, a.decided, started, now, a.restarts + 1, "lost")
+                self._row(a.tid, -1, INIT, m, m, a.decided, a.decided, started, now, a.restarts + 1, LOST)
             elif kind is CKPT:
                 self._row(self._next_ckpt_tid, c.tid if c is not None else -1, CHECKPOINT, m, m, start, start,
-                          started, now, 1, "lost")
+                          started, now, 1, LOST)
                 self._next_ckpt_tid += 1
             elif kind is REPLAY:
-                self._row(c.tid, c.tid, STEP, c.submitter, m, a.decided, a.decided, started, now, c.attempt, "lost")
+                self._row(c.tid, c.tid, STEP, c.submitter, m, a.decided, a.decided, started, now, c.attempt, LOST)
             else:
                 running = c
                 self._row(c.tid, c.tid, STEP, c.submitter, m, c.submitted, c.placed, started, now, c.attempt, state)

@@ -48,15 +48,16 @@ import math
 import time
 from bisect import bisect_right
 from collections import deque
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..core.errors import ConfigError
 from ..core.resources import EPS, fits
+from ..core.seeding import policy_rng
+from ..core.result import RunResult
 from ..core.task import TaskState, check_transition
-from ..core.trace import FLUSH_ROWS, TraceRecorder
+from ..core.trace import FLUSH_ROWS, TraceRecorder, TraceRow
 from ..core.views import ClusterView, InputView, LocalView, TaskView
 from ..policy.base import PlacementPolicy, SpilloverPolicy
 from ..workloads import Workload
@@ -68,6 +69,9 @@ NAN = math.nan
 PRUNE_BOOKINGS = 32
 #: GCS memory samples kept per run (beyond it every other one is dropped and the rate halves)
 MEMORY_SAMPLES = 2048
+
+_new_row = tuple.__new__
+_FINISHED = TaskState.FINISHED.value
 
 
 class _Task:
@@ -230,14 +234,8 @@ class _Job:
         self.stored: list[tuple[int, int]] = []   # (node, bytes) held in object stores
 
 
-@dataclass
-class SimResult:
-    #: every Trace row (None when only aggregates were kept)
-    trace: Any
-    #: headline metrics from the Trace (testbed.core.metrics)
-    metrics: dict
-    #: engine facts: wall time, simulated end, events, nodes, ...
-    info: dict
+#: the engine-neutral result type lives in the core; the old name stays importable
+SimResult = RunResult
 
 
 def faults_active(faults: dict | None) -> bool:
@@ -292,7 +290,7 @@ class Simulation:
         self.seed = seed
         self.validate = validate
         self.max_sim_time_s = max_sim_time_s
-        self.rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5C4ED]))
+        self.rng = policy_rng(seed, "placement")   # spillover draws from it too (core.seeding)
         self.trace = TraceRecorder(keep_rows=keep_rows)
         #: the recorder's row buffer, appended to directly on the hot path
         self._rows = self.trace.buf
@@ -756,8 +754,10 @@ class Simulation:
             for src, size, secs in t.transfers:
                 pl.observe_transfer(src, m, size, secs, now)
         buf = self._rows
-        buf.append((t.tid, t.job_id, t.function, t.submitter, m, t.submitted, t.placed,
-                    t.started, now, t.spilled, t.pred, t.bytes_in, t.attempt, "finished"))
+        # a TraceRow built positionally through tuple.__new__ (NAMES order): the hot path's
+        # one row per task, 0.15 µs instead of the NamedTuple constructor's 0.4 µs
+        buf.append(_new_row(TraceRow, (t.tid, t.job_id, t.function, t.submitter, m, t.submitted, t.placed,
+                                       t.started, now, t.spilled, t.pred, t.bytes_in, t.attempt, _FINISHED)))
         if len(buf) >= FLUSH_ROWS:
             self.trace.flush()
         ack = self._gcs_write(t.tid, now)          # object table: the output's location and size
@@ -807,8 +807,10 @@ class Simulation:
         """No node can ever hold ``t``: record it and fail everything downstream (once each,
         even when several of a task's inputs are infeasible)."""
         self._to(t, TaskState.INFEASIBLE)
-        self.trace.add((t.tid, t.job_id, t.function, t.submitter, -1, t.submitted, NAN, NAN, when,
-                        t.spilled, NAN, 0, t.attempt, "infeasible"))
+        self.trace.add(TraceRow(task_id=t.tid, job_id=t.job_id, function=t.function, submitter=t.submitter,
+                                node=-1, submitted_s=t.submitted, placed_s=NAN, started_s=NAN, finished_s=when,
+                                spilled=t.spilled, predicted_wait_s=NAN, bytes_transferred=0,
+                                attempt=t.attempt, state=TaskState.INFEASIBLE.value))
         j = t.job
         if j is not None:
             j.outstanding -= 1
@@ -818,8 +820,10 @@ class Simulation:
                 if dep.state is TaskState.FAILED:
                     continue
                 self._to(dep, TaskState.FAILED)
-                self.trace.add((dep.tid, dep.job_id, dep.function, dep.submitter, -1, dep.submitted, NAN,
-                                NAN, when, False, NAN, 0, dep.attempt, "failed"))
+                self.trace.add(TraceRow(task_id=dep.tid, job_id=dep.job_id, function=dep.function,
+                                        submitter=dep.submitter, node=-1, submitted_s=dep.submitted, placed_s=NAN,
+                                        started_s=NAN, finished_s=when, spilled=False, predicted_wait_s=NAN,
+                                        bytes_transferred=0, attempt=dep.attempt, state=TaskState.FAILED.value))
                 j.outstanding -= 1
                 stack.extend(dep.dependents)
             if j.outstanding:

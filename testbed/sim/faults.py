@@ -75,6 +75,7 @@ from ..core.errors import ConfigError
 from ..core.faults import may_run_again, random_victim
 from ..core.resources import fits
 from ..core.task import TaskState, check_transition
+from ..core.trace import TraceRow
 from ..core.views import ClusterView, TaskView
 from .engine import NAN, Simulation, _Job, _serve, _Task
 from .gcs import GcsChains
@@ -323,7 +324,7 @@ class FaultySimulation(Simulation):
             return
         self._to(t, S.QUEUED)
         retry = self._can_retry(t)
-        self._end_attempt(t, "lost" if retry else "failed")
+        self._end_attempt(t, TaskState.LOST.value if retry else TaskState.FAILED.value)
         self._to(t, S.LOST)
         if m in self._undetected:
             # its sender, the global scheduler, learns of the loss when it declares m dead
@@ -416,7 +417,7 @@ class FaultySimulation(Simulation):
         self._release(t)
         self._cancel_finishes([t])
         retry = self._can_retry(t)
-        self._end_attempt(t, "lost" if retry else "failed")
+        self._end_attempt(t, TaskState.LOST.value if retry else TaskState.FAILED.value)
         self._to(t, S.LOST)
         self._settle([(t, retry)], [])
         if self.qlen[m]:
@@ -446,7 +447,7 @@ class FaultySimulation(Simulation):
         ended: list[tuple[_Task, bool]] = []
         for t in sorted(victims, key=lambda x: x.tid):
             retry = self._can_retry(t)
-            self._end_attempt(t, "lost" if retry else "failed")
+            self._end_attempt(t, TaskState.LOST.value if retry else TaskState.FAILED.value)
             self._to(t, S.LOST)
             ended.append((t, retry))
         # objects stored there are lost; so are the copies readers fetched there
@@ -474,7 +475,7 @@ class FaultySimulation(Simulation):
                         cancel.append(d)
                         freed.append(d.node)
                     retry = self._can_retry(d) and self._inputs_recoverable(d)
-                    self._end_attempt(d, "lost" if retry else "failed")
+                    self._end_attempt(d, TaskState.LOST.value if retry else TaskState.FAILED.value)
                     self._to(d, S.LOST)
                     ended.append((d, retry))
         self._cancel_finishes(cancel)
@@ -634,8 +635,10 @@ class FaultySimulation(Simulation):
         # a decision or a start computed ahead (closed form) that lies after now did not happen
         placed = t.placed if t.placed <= now else NAN
         started = t.started if t.started <= now else NAN
-        self.trace.add((t.tid, t.job_id, t.function, t.submitter, t.node, t.submitted, placed, started,
-                        now, t.spilled, t.pred, t.bytes_in, attempt, state))
+        self.trace.add(TraceRow(task_id=t.tid, job_id=t.job_id, function=t.function, submitter=t.submitter,
+                                node=t.node, submitted_s=t.submitted, placed_s=placed, started_s=started,
+                                finished_s=now, spilled=t.spilled, predicted_wait_s=t.pred,
+                                bytes_transferred=t.bytes_in, attempt=attempt, state=state))
 
     def _new_attempt(self, t: _Task) -> None:
         """``t`` (LOST) becomes its next attempt, RECONSTRUCTING, with per-attempt fields reset."""
@@ -724,7 +727,7 @@ class FaultySimulation(Simulation):
                 continue
             if d.state is RECONSTRUCTING:
                 self._to(d, WAITING)
-            self._end_attempt(d, "failed")
+            self._end_attempt(d, TaskState.FAILED.value)
             self._to(d, S.FAILED)
             stack.extend(self._settle_failed(d))
 

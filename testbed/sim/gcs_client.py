@@ -2,6 +2,8 @@
 Trace row each, through the chain model of :mod:`testbed.sim.gcs`."""
 from __future__ import annotations
 
+from ..core.task import TaskState
+from ..core.trace import TraceRow
 from .engine import NAN
 from .faults import FaultySimulation
 
@@ -44,8 +46,10 @@ class GcsClientSimulation(FaultySimulation):
         if write:
             self.gcs_kv_bytes += self._kv
             self.gcs_writes_acked += 1
-        self.trace.add((j, j, "gcs.write" if write else "gcs.read", self.driver_nodes[driver], -1, t_sub, t_sub,
-                        t_sub, now, False, NAN, 0, 1, "finished"))
+        self.trace.add(TraceRow(task_id=j, job_id=j, function="gcs.write" if write else "gcs.read",
+                                submitter=self.driver_nodes[driver], node=-1, submitted_s=t_sub, placed_s=t_sub,
+                                started_s=t_sub, finished_s=now, spilled=False, predicted_wait_s=NAN,
+                                bytes_transferred=0, attempt=1, state=TaskState.FINISHED.value))
         self.jobs_done += 1
         if self.jobs_done >= self.workload.total_jobs:
             self._stop()

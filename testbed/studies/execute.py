@@ -4,7 +4,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..workloads import Workload, parse_workload
-from .experiment import build_policies
+from ..core.result import RunResult
+from ..policy.build import build_policies
 
 #: run.trace = "auto" keeps per-task rows up to this many tasks
 AUTO_ROWS_MAX_TASKS = 200_000
@@ -28,7 +29,6 @@ def run_once(cfg: dict[str, Any], seed: int, keep_rows: bool | None = None):
     engine = cfg["run"]["engine"]
     if engine == "real":
         from ..real.engine import run_real
-        from ..sim.engine import SimResult
         trace, metrics, info = run_real(cfg, seed)
-        return SimResult(trace=trace if keep_rows is not False else None, metrics=metrics, info=info)
+        return RunResult(trace=trace if keep_rows is not False else None, metrics=metrics, info=info)
     return make_simulation(cfg, seed, keep_rows).run()

@@ -13,8 +13,7 @@ from typing import Any
 
 from ..core import config as C
 from ..core.errors import ConfigError
-from ..policy import KeyedEstimator
-from ..policy import registry
+from ..policy.build import build_policies  # noqa: F401  (re-exported: callers import it from here)
 from ..workloads import parse_workload
 
 
@@ -61,21 +60,6 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
 def check_policies(cfg: dict[str, Any]) -> None:
     """Build every policy once so a bad name or argument fails before the run."""
     build_policies(cfg["scheduler"])
-
-
-def build_policies(sched: dict[str, Any]):
-    """(placement, spillover) from a resolved [scheduler] table, estimators bound."""
-    def factory(key: str):
-        spec = sched[key]
-        registry.build("estimator", spec, f"scheduler.{key}")   # fail early, with the key
-        return lambda: registry.build("estimator", spec, f"scheduler.{key}")
-
-    task_time = KeyedEstimator(factory("task_time"), sched["task_time_key"], "task_time")
-    bandwidth = KeyedEstimator(factory("bandwidth"), sched["bandwidth_key"], "bandwidth")
-    placement = registry.build("placement", sched["placement"], "scheduler.placement")
-    placement.bind_estimators(task_time, bandwidth)
-    spillover = registry.build("spillover", sched["spillover"], "scheduler.spillover")
-    return placement, spillover
 
 
 def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Experiment:
