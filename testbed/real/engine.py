@@ -143,7 +143,7 @@ class _Driver:
         deps = job_deps(wl.spec)
         sinks = [i for i in range(len(deps)) if not any(i in dd for dd in deps)]
         work = api.remote(_work)
-        mine = list(range(d, total, n_drivers))
+        mine = list(wl.driver_jobs(d))              # the split rule both engines share
         outstanding: list = []      # (job, sink refs) of jobs in flight
         submitted = 0
         failed: list[int] = []       # actor calls whose actor is gone
@@ -231,7 +231,8 @@ class _GcsClients:
         self.total = total
         self.driver_nodes = driver_nodes
         self.gap_scale = gap_scale
-        self._next = itertools.count()
+        #: per driver: how many of its jobs its threads have taken
+        self._next = [itertools.count() for _ in range(self.wl.n_drivers)]
         self._lock = threading.Lock()
         self.rows: list[tuple] = []
         #: keys whose write returned (the tail acknowledged it)
@@ -260,15 +261,16 @@ class _GcsClients:
             raise self.errors[0]
 
     def _jobs(self, d: int, closed: bool):
-        if closed:                                       # whoever is free takes the next job
+        mine = self.wl.driver_jobs(d)                    # the split rule both engines share
+        if closed:                                       # whichever of d's threads is free takes d's next job
             while True:
                 with self._lock:
-                    j = next(self._next)
-                if j >= self.total:
+                    k = next(self._next[d])
+                if k >= len(mine):
                     return
-                yield j
+                yield mine[k]
         else:                                            # the generator's streams are shared
-            yield from _arrivals(self.wl, d, range(d, self.total, self.wl.n_drivers), self.gap_scale, self._lock)
+            yield from _arrivals(self.wl, d, mine, self.gap_scale, self._lock)
 
     def _client(self, d: int, closed: bool) -> None:
         kb, vb = self.spec.gcs_key_bytes, self.spec.gcs_value_bytes

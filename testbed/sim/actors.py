@@ -157,7 +157,7 @@ class ActorSimulation(FaultySimulation):
 
     # -- calls -------------------------------------------------------------------------
     def _submit(self, driver: int, t_sub: float) -> bool:
-        nxt = self.workload.next_task(t_sub)
+        nxt = self.workload.next_task(driver, t_sub)
         if nxt is None:
             return False
         j, duration = nxt[0], nxt[2]

@@ -433,7 +433,7 @@ class Simulation:
         """The driver submits its next job at ``t_sub`` (>= now). False when none is left."""
         node = self.driver_nodes[driver]
         if self._single:
-            nxt = self.workload.next_task(t_sub)
+            nxt = self.workload.next_task(driver, t_sub)
             if nxt is None:
                 return False
             job_id, function, duration, demand, out_bytes = nxt

@@ -1,0 +1,76 @@
+"""Rules both engines share, checked on both: the same config and seed give the same
+job -> driver split and the same draws in the simulator and the real runtime.
+Real runs are small (a few seconds each) and leave nothing running (conftest)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import run_toml
+
+from testbed.workloads import Workload, parse_workload
+
+pytestmark = pytest.mark.timeout(120)
+
+CONFIG = """
+    [cluster]
+    nodes = 4
+    cpus_per_node = 2
+    [workload]
+    shape = "independent"
+    jobs = 40
+    drivers = 2
+    in_flight = 1
+    arrival = "{arrival}"
+    rate_per_s = 40.0
+    functions = [{{name = "a", weight = 2.0, duration = {{dist = "exponential", mean = 0.01}}}},
+                 {{name = "b", duration = {{dist = "uniform", low = 0.001, high = 0.02}}}}]
+    [run]
+    engine = "sim"
+    real_nodes = 4
+    real_cpus_per_node = 2
+    real_max_jobs = 40
+    real_time_scale = 1.0
+"""
+
+
+def _jobs(trace):
+    """(job_id, submitter node, function) of every finished task."""
+    done = trace[trace.state == "finished"]
+    return sorted(zip(done.job_id.tolist(), done.submitter.tolist(), done.function.tolist()))
+
+
+@pytest.mark.parametrize("arrival", ["closed", "poisson"])
+def test_job_j_has_the_same_driver_and_draws_in_both_engines(tmp_path, arrival):
+    """Driver d submits jobs d, d + D, ... in both engines (the workload's split rule), and job
+    j's function and duration are the workload's draws for j in both; the simulator's arrival
+    times are each driver's own gaps, which the real drivers wait out too."""
+    text = CONFIG.format(arrival=arrival)
+    sim = run_toml(tmp_path / "sim.toml", text).trace
+    real = run_toml(tmp_path / "real.toml", text, ["run.engine=real"]).trace
+    assert len(sim) == len(real) == 40
+    assert _jobs(sim) == _jobs(real)
+    wl_table = {"shape": "independent", "jobs": 40, "drivers": 2, "in_flight": 1, "arrival": arrival,
+                "rate_per_s": 40.0, "functions": [
+                    {"name": "a", "weight": 2.0, "duration": {"dist": "exponential", "mean": 0.01}},
+                    {"name": "b", "duration": {"dist": "uniform", "low": 0.001, "high": 0.02}}]}
+    wl = Workload(parse_workload(wl_table), 0)
+    drivers = {0: 0, 2: 1}            # the default driver nodes of 2 drivers on 4 nodes
+    for tr in (sim, real):
+        assert set(tr.submitter) == set(drivers)
+        for node, d in drivers.items():
+            mine = tr[tr.submitter == node].sort_values("submitted_s", kind="stable")
+            assert mine.job_id.tolist() == list(wl.driver_jobs(d))      # in its order, too
+    for j, fn, ran in zip(sim.job_id, sim.function, sim.finished_s - sim.started_s):
+        task = wl.job(int(j), int(j) % 2, 0.0).tasks[0]
+        assert fn == task.function and ran == pytest.approx(task.duration_s)
+    for j, ran in zip(real.job_id, real.finished_s - real.started_s):
+        assert ran >= wl.job(int(j), int(j) % 2, 0.0).tasks[0].duration_s * 0.95   # slept its draw
+    if arrival == "poisson":
+        gaps = Workload(parse_workload(wl_table), 0)
+        for node, d in drivers.items():
+            want = np.cumsum([gaps.next_arrival_gap(d) for _ in wl.driver_jobs(d)])
+            got_sim = sim[sim.submitter == node].sort_values("job_id").submitted_s.to_numpy()
+            got_real = real[real.submitter == node].sort_values("job_id").submitted_s.to_numpy()
+            assert got_sim == pytest.approx(want)
+            # the real driver waits out the same gaps (x the CPU ratio, 1 here) from its own start
+            assert (np.diff(got_real) >= np.diff(want) - 0.005).mean() > 0.8
