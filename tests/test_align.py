@@ -7,6 +7,10 @@ import numpy as np
 import pytest
 from conftest import run_toml
 
+from test_sim_faults import config, kills, simulate
+
+from testbed.core.faults import RANDOM_KILL_PROTECTED, driver_nodes, random_kill_rng, random_victim
+from testbed.real.engine import _driver_nodes
 from testbed.workloads import Workload, parse_workload
 
 pytestmark = pytest.mark.timeout(120)
@@ -74,3 +78,37 @@ def test_job_j_has_the_same_driver_and_draws_in_both_engines(tmp_path, arrival):
             assert got_sim == pytest.approx(want)
             # the real driver waits out the same gaps (x the CPU ratio, 1 here) from its own start
             assert (np.diff(got_real) >= np.diff(want) - 0.005).mean() > 0.8
+
+
+# --- driver nodes and random kills: one rule in testbed.core.faults -------------------------
+
+@pytest.mark.parametrize("faults, want", [
+    ({"node_failures": [{"at_s": 1.0, "node": 3}, {"at_s": 2.0, "node": 1}]}, [0, 0, 2, 2]),
+    ({"kill_every_s": 0.5}, [0, 0, 0, 0]),
+    ({}, [0, 1, 2, 3]),
+])
+def test_both_engines_put_the_drivers_on_the_same_nodes(faults, want):
+    """Drivers spread over the nodes no fault kills, by one rule (core.faults.driver_nodes)."""
+    cluster = {"nodes": 4, "heartbeat_interval_s": 0.05}
+    workload = {"jobs": 8, "drivers": 4}
+    sim, _ = simulate(cluster, workload, None, faults)
+    full = config(cluster, workload, None, faults)
+    assert sim._driver_nodes() == want
+    assert _driver_nodes(dict(full["workload"]), full["faults"], 4) == want
+    assert driver_nodes((), 4, 4, [3, 1]) == [0, 0, 2, 2]
+    assert driver_nodes((5, 2), 2, 4) == [1, 2]            # given: node k is k % n
+
+
+def test_random_kills_spare_the_same_nodes_in_both_engines():
+    """The simulator's random kills spare node 0, as the runtime's must (its driver
+    connection), and draw from the same generator: the victims of a run are the ones
+    random_victim picks from random_kill_rng(seed) over the same live nodes."""
+    sim, res = simulate({"nodes": 4, "cpus_per_node": 2, "heartbeat_interval_s": 0.05, "num_heartbeats_timeout": 4},
+                        {"jobs": 400, "in_flight": 2, "duration": {"dist": "constant", "value": 0.05}},
+                        None, {"kill_every_s": 0.2, "restore_after_s": 0.3, "min_live_nodes": 1,
+                               "max_retries": -1})
+    victims = [m for _, m in kills(sim)]
+    assert len(victims) >= 5 and 0 not in victims
+    assert RANDOM_KILL_PROTECTED == {0}
+    rng = random_kill_rng(0)
+    assert random_victim(range(4), 1, rng, protected=RANDOM_KILL_PROTECTED) in (1, 2, 3)

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..core.faults import random_victim
+from ..core.faults import RANDOM_KILL_PROTECTED, driver_nodes, random_kill_rng, random_victim
 from ..workloads import Workload, parse_workload
 from ..workloads.generator import job_deps
 
@@ -346,15 +346,12 @@ class _MemorySampler:
 
 
 def _driver_nodes(wl_table: dict, faults: dict, n: int) -> list[int]:
-    """Each driver's node: the workload's, or spread evenly over the nodes that no scheduled
-    failure kills (a driver dying with its node would end the run; random kills spare node 0)."""
-    given = list(wl_table.get("driver_nodes") or [])
-    if given:
-        return [x % n for x in given]
-    killed = {f["node"] % n for f in faults["node_failures"]} - {0}
-    safe = [0] if faults["kill_every_s"] > 0 else [i for i in range(n) if i not in killed]
-    d = wl_table["drivers"]
-    return [safe[i * len(safe) // d] for i in range(d)]
+    """Each driver's node, by the rule both engines share (:func:`testbed.core.faults.driver_nodes`).
+    A failure of node 0 is skipped here (it holds the driver's connection), so it does not
+    count as a scheduled kill."""
+    killed = {f["node"] % n for f in faults["node_failures"]} - RANDOM_KILL_PROTECTED
+    return driver_nodes(wl_table.get("driver_nodes") or [], wl_table["drivers"], n, killed,
+                        faults["kill_every_s"], faults["min_live_nodes"])
 
 
 def run_real(cfg: dict, seed: int):
@@ -535,7 +532,7 @@ def _inject_faults(api, faults: dict, n: int, nodes: list, seed: int, scale: flo
     for f in faults["node_additions"]:
         res = {"CPU": f["cpus"], "GPU": f["gpus"], **f["resources"]}
         events.append((f["at_s"] * scale, "add_node", {k: v for k, v in res.items() if v}))
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xFA17]))
+    rng = random_kill_rng(seed)
     every = faults["kill_every_s"] * scale
     if not events and every <= 0:
         return []
@@ -556,7 +553,7 @@ def _inject_faults(api, faults: dict, n: int, nodes: list, seed: int, scale: flo
         now = time.time() - t0
         if due == next_random:
             next_random += every
-            k = random_victim(alive, faults["min_live_nodes"], rng, protected={0})   # node 0: the driver's
+            k = random_victim(alive, faults["min_live_nodes"], rng, protected=RANDOM_KILL_PROTECTED)
             if k is not None:
                 events.append((now, "kill_node", k))
                 if faults["restore_after_s"] > 0:

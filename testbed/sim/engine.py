@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import ConfigError
+from ..core.faults import driver_nodes
 from ..core.resources import EPS, fits
 from ..core.task import TaskState, check_transition
 from ..core.trace import FLUSH_ROWS, TraceRecorder
@@ -403,7 +404,9 @@ class Simulation:
                     raise ConfigError(f"node {x} does not exist (the cluster has nodes 0..{self.n - 1})",
                                       key="workload.driver_nodes")
             return given
-        return [i * self.n // wl.n_drivers for i in range(wl.n_drivers)]
+        f = self.faults or {}
+        return driver_nodes((), wl.n_drivers, self.n, (x["node"] for x in f.get("node_failures", ())),
+                            f.get("kill_every_s", 0.0), f.get("min_live_nodes", 1))
 
     def _heartbeats(self):
         interval = self.cfg["heartbeat_interval_s"]

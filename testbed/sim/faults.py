@@ -72,7 +72,7 @@ import numpy as np
 
 from ..core import config as C
 from ..core.errors import ConfigError
-from ..core.faults import may_run_again, random_victim
+from ..core.faults import RANDOM_KILL_PROTECTED, may_run_again, random_kill_rng, random_victim
 from ..core.resources import fits
 from ..core.task import TaskState, check_transition
 from ..core.views import ClusterView, TaskView
@@ -111,7 +111,7 @@ class FaultySimulation(Simulation):
         #: missed heartbeats after which the view marks a node dead
         self._detect_after: int = cluster["num_heartbeats_timeout"]
         #: random kills draw from their own stream (the policies' draws stay as without faults)
-        self._fault_rng = np.random.default_rng(np.random.SeedSequence([seed, 0xFA175]))
+        self._fault_rng = random_kill_rng(seed)
         #: additions in time order (ties: list order); they get indices n, n + 1, ...
         self._additions = sorted(f["node_additions"], key=lambda a: a["at_s"])
         self._check_node_indices(f)
@@ -402,7 +402,7 @@ class FaultySimulation(Simulation):
         if self.done:
             return
         victim = random_victim((m for m in range(self.n) if self.alive[m]), self.faults["min_live_nodes"],
-                               self._fault_rng)
+                               self._fault_rng, protected=RANDOM_KILL_PROTECTED)
         if victim is not None:
             self._kill_node(victim)
         self.env.call_in(self.faults["kill_every_s"], self._random_kill, None)
