@@ -112,3 +112,30 @@ def test_random_kills_spare_the_same_nodes_in_both_engines():
     assert RANDOM_KILL_PROTECTED == {0}
     rng = random_kill_rng(0)
     assert random_victim(range(4), 1, rng, protected=RANDOM_KILL_PROTECTED) in (1, 2, 3)
+
+
+# --- a spillover that keeps a task its node can never hold: SpilloverPolicy.forwards -------
+
+def test_the_runtime_forwards_a_task_its_node_can_never_hold_whatever_the_spillover_says(tmp_path):
+    """The same rule as the simulator's (test_sim): GPU tasks a never-forwarding policy
+    keeps on the GPU-less driver node are forwarded, and run on the GPU node."""
+    res = run_toml(tmp_path / "keep.toml", """
+        [cluster]
+        node_groups = [{count = 1, cpus = 2}, {count = 1, cpus = 2, gpus = 1}]
+        [scheduler]
+        spillover = "tests.align_plugins:KeepEverything"
+        [workload]
+        jobs = 6
+        in_flight = 2
+        driver_nodes = [0]
+        resources = {CPU = 1.0, GPU = 1.0}
+        duration = {dist = "constant", value = 0.005}
+        [run]
+        engine = "real"
+        real_nodes = 2
+        real_cpus_per_node = 2
+        real_max_jobs = 6
+    """)
+    tr = res.trace
+    assert res.info["complete"] and len(tr) == 6
+    assert (tr.state == "finished").all() and tr.spilled.all() and (tr.node == 1).all()

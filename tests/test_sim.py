@@ -556,11 +556,13 @@ class KeepEverything(SpilloverPolicy):
 
 
 @pytest.mark.timeout(30)
-def test_a_spillover_that_keeps_what_its_node_cannot_hold_is_an_error():
-    """GPU tasks kept on the GPU-less driver node could never run: instead of a run that
-    waits forever (or ends stuck), the engine names the policy at fault."""
+def test_a_task_its_node_can_never_hold_is_forwarded_whatever_the_spillover_says():
+    """GPU tasks kept by the policy on the GPU-less driver node could never run: the shared
+    rule (SpilloverPolicy.forwards, as in the real runtime) forwards them anyway, and the
+    global scheduler puts them on the GPU node."""
     cfg = config({"node_groups": [{"count": 1, "cpus": 2}, {"count": 1, "cpus": 2, "gpus": 1}],
                   "heartbeat_interval_s": 0.25},
                  {"jobs": 20, "in_flight": 2, "driver_nodes": [0], "resources": GPU_TASK})
-    with pytest.raises(RuntimeError, match="spillover policy KeepEverything kept task"):
-        build(cfg, spillover=KeepEverything()).run()
+    res = build(cfg, spillover=KeepEverything()).run()
+    assert res.info["complete"] and len(res.trace) == 20
+    assert (res.trace.state == "finished").all() and res.trace.spilled.all() and (res.trace.node == 1).all()

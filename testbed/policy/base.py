@@ -4,7 +4,8 @@ Extension points are one or two methods each:
 
 - :class:`Estimator`: ``update(x, now)`` and ``estimate(now)``.
 - :class:`PlacementPolicy`: ``place(task, view, now, rng) -> Placement | None``.
-- :class:`SpilloverPolicy`: ``should_forward(task, local, now, rng) -> bool``.
+- :class:`SpilloverPolicy`: ``should_forward(task, local, now, rng) -> bool``; engines call
+  ``forwards``, which also forwards a task the node can never hold.
 
 A placement policy owns two keyed estimators, ``self.task_time`` (seconds per task)
 and ``self.bandwidth`` (bytes per second), bound by the engine from the config's
@@ -16,6 +17,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from ..core.resources import fits
 from ..core.views import ClusterView, LocalView, TaskView
 
 #: How one estimate is shared: one for everything, one per node, per function, per both.
@@ -218,7 +220,19 @@ class PlacementPolicy:
 
 
 class SpilloverPolicy:
-    """The local scheduler's rule: run a task here, or forward it to the global scheduler."""
+    """The local scheduler's rule: run a task here, or forward it to the global scheduler.
+
+    Engines act on :meth:`forwards`, not on ``should_forward`` directly: a task the node can
+    never hold (its demand exceeds the node's *total* resources) is forwarded whatever the
+    policy says — the paper's rule ("forward when the node cannot satisfy the task's
+    resources"), applied once here for both engines. The policy is still asked first, so it
+    sees every task and draws from ``rng`` the same way in both.
+    """
+
+    def forwards(self, task: TaskView, local: LocalView, now: float, rng: np.random.Generator) -> bool:
+        """The decision both engines take: ``should_forward``'s, or True when ``task`` can
+        never run on ``local``'s node. Not for subclasses to override."""
+        return self.should_forward(task, local, now, rng) or not fits(task.demand, local.total)
 
     def should_forward(self, task: TaskView, local: LocalView, now: float,
                        rng: np.random.Generator) -> bool:

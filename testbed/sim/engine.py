@@ -302,13 +302,6 @@ class Simulation:
         slow = self.slow[node] if node is not None else sum(self.slow) / self.n
         return mean * slow
 
-    def _fits_total(self, t: _Task, node: int) -> bool:
-        key = (t.dkey, node)
-        ok = self._feasible_cache.get(key)
-        if ok is None:
-            ok = self._feasible_cache[key] = fits(t.demand, self.total[node])
-        return ok
-
     def _feasible_anywhere(self, task: _Task) -> bool:
         ok = self._feasible_cache.get(task.dkey)
         if ok is None:
@@ -504,10 +497,7 @@ class Simulation:
         avail = self.avail[d]
         local = LocalView(d, self.total[d], avail, self.qlen[d], self.running[d],
                           int(avail.get("CPU", 0.0) + EPS))
-        if not self.spillover.should_forward(tv, local, now, self.rng):
-            if not self._fits_total(t, d):
-                raise RuntimeError(f"spillover policy {type(self.spillover).__name__} kept task {t.tid} on "
-                                   f"node {d}, which can never hold {dict(t.demand)}; it must forward it")
+        if not self.spillover.forwards(tv, local, now, self.rng):
             t.placed = t_dec
             self._enqueue(t, d, t_dec)
             return
