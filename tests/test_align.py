@@ -139,3 +139,31 @@ def test_the_runtime_forwards_a_task_its_node_can_never_hold_whatever_the_spillo
     tr = res.trace
     assert res.info["complete"] and len(tr) == 6
     assert (tr.state == "finished").all() and tr.spilled.all() and (tr.node == 1).all()
+
+
+# --- recent-assignment counts: reset per node when its own report arrives --------------------
+
+def _view(version, queue, reports=None):
+    from testbed.core.views import ClusterView
+    n = len(queue)
+    return ClusterView(version=version, as_of=0.0, resource_names=["CPU"], total=np.full((n, 1), 2.0),
+                       available=np.full((n, 1), 2.0), queue_length=np.array(queue), running=np.zeros(n),
+                       reports=reports)
+
+
+@pytest.mark.parametrize("name", ["PaperWaitTime", "RecentAssignments"])
+def test_recent_counts_reset_only_for_the_node_whose_report_arrived(name):
+    """The real global scheduler rebuilds its view at each node's heartbeat: a report from
+    node 1 must not forget what was sent to node 0 since node 0's report (the 2018 rule).
+    A synchronized round (the simulator's view, reports default to the version) resets all."""
+    from testbed.core.views import TaskView
+    from testbed.policy.registry import build
+    pol = build("placement", name, "scheduler.placement")
+    task = TaskView(0, "f", {"CPU": 1.0})
+    rng = np.random.default_rng(0)
+    v1 = _view(1, [0, 0], reports=np.array([1, 1]))
+    assert [pol.place(task, v1, 0.0, rng).node for _ in range(3)] == [0, 1, 0]   # sent: 2 to node 0, 1 to node 1
+    v2 = _view(2, [0, 0], reports=np.array([1, 2]))      # node 1 reported (its queue drained)
+    assert [pol.place(task, v2, 0.0, rng).node for _ in range(2)] == [1, 1]      # node 0 still counts 2
+    v3 = _view(3, [0, 0])                                 # a synchronized round: every count resets
+    assert pol.place(task, v3, 0.0, rng).node == 0

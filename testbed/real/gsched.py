@@ -47,6 +47,9 @@ class GlobalScheduler:
         self.last_seen: dict[int, float] = {}
         self.dead: set[int] = set()
         self.version = 0
+        #: per node index: heartbeats received (a view's ``reports``: recent-assignment counts
+        #: reset per node, core.views.since_report)
+        self.reports: dict[int, int] = {}
         self.view: ClusterView | None = None
         self.nodes: dict[int, object] = {}
         # the configured nodes, until their first heartbeats arrive
@@ -70,6 +73,7 @@ class GlobalScheduler:
         if not info["Alive"] or i in self.dead:
             return
         self.info[i] = info
+        self.reports[i] = self.reports.get(i, 0) + 1      # this node's report count (ClusterView.reports)
         self.last_seen[i] = time.monotonic()
         now = self.now()
         for name, secs in info.get("durations", ()):
@@ -136,15 +140,17 @@ class GlobalScheduler:
             avail = np.zeros((n, len(names)))
             queue = np.zeros(n, np.int64)
             running = np.zeros(n, np.int64)
+            reports = np.zeros(n, np.int64)
             alive = np.zeros(n, bool)
             for i, x in self.info.items():
                 for j, k in enumerate(names):
                     total[i, j] = x["Resources"].get(k, 0.0)
                     avail[i, j] = x["Available"].get(k, 0.0)
-                queue[i], running[i] = x["queue_length"], x["running"]
+                queue[i], running[i], reports[i] = x["queue_length"], x["running"], self.reports.get(i, 0)
                 alive[i] = i not in self.dead
             self.view = ClusterView(version=self.version, as_of=self.now(), resource_names=names, total=total,
-                                    available=avail, queue_length=queue, running=running, alive=alive)
+                                    available=avail, queue_length=queue, running=running, alive=alive,
+                                    reports=reports)
         return self.view
 
     def on_forward(self, ch, spec, tv) -> None:
