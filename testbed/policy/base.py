@@ -10,10 +10,12 @@ Extension points are one or two methods each:
 A placement policy owns two keyed estimators, ``self.task_time`` (seconds per task)
 and ``self.bandwidth`` (bytes per second), bound by the engine from the config's
 ``[scheduler]`` section; the default ``observe_task`` / ``observe_transfer`` feed them.
+Both engines call those through :func:`deliver_reports`, which fixes *when* a sample
+arrives: with the heartbeat that follows the finish.
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable, Iterable, NamedTuple
 
 import numpy as np
 
@@ -217,6 +219,28 @@ class PlacementPolicy:
         """``size_bytes`` moved from ``src`` to ``dst`` in ``seconds`` (latency included)."""
         if seconds > 0 and size_bytes > 0:
             self.bandwidth.update(None, dst, size_bytes / seconds, now)
+
+
+def deliver_reports(policy: PlacementPolicy, node: int, durations: Iterable[tuple[str, float]],
+                    transfers: Iterable[tuple[int, int, int, float]], now: float) -> None:
+    """**When an estimator receives a sample** — one rule, both engines.
+
+    A node keeps the run time of each task it finishes (``(function, seconds)``) and the
+    time of each input it fetches (``(src, dst, size_bytes, seconds)``, lookup to last
+    byte) and sends them with its *next heartbeat*; the global scheduler feeds them to
+    ``policy``'s ``observe_task`` / ``observe_transfer`` when that heartbeat arrives, at
+    ``now`` (the arrival, seconds), tasks first, each list in the order it happened. So a
+    sample reaches the estimators up to one ``heartbeat_interval_s`` after the finish —
+    the 2018 Ray design (local schedulers report task durations in their heartbeats), and
+    what the real runtime does: its node manager buffers them between heartbeats. The
+    simulator buffers them per node and delivers them at each heartbeat round, with this
+    function, so both engines' estimators see the same samples at the same moment (within
+    one heartbeat's propagation).
+    """
+    for function, secs in durations:
+        policy.observe_task(function, node, secs, now)
+    for src, dst, size, secs in transfers:
+        policy.observe_transfer(src, dst, size, secs, now)
 
 
 class SpilloverPolicy:

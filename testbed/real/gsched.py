@@ -6,7 +6,8 @@
 
 It runs the shared PlacementPolicy on a ClusterView rebuilt from the latest heartbeats —
 as stale as the heartbeat interval, as in the simulator — and feeds the policy's
-estimators the task durations and transfer times the nodes report.
+estimators the task durations and transfer times each node reports in its heartbeat, when
+that heartbeat arrives (policy.base.deliver_reports, the simulator's rule too).
 
 It is also the cluster's liveness monitor: a node whose heartbeats stop for
 num_heartbeats_timeout intervals is declared dead (written to the GCS node table, which
@@ -21,6 +22,7 @@ import numpy as np
 
 from ..core.faults import may_run_again
 from ..core.views import ClusterView, TaskView
+from ..policy.base import deliver_reports
 from .actors import actor_entry
 from .context import Context
 from . import transport
@@ -75,11 +77,9 @@ class GlobalScheduler:
         self.info[i] = info
         self.reports[i] = self.reports.get(i, 0) + 1      # this node's report count (ClusterView.reports)
         self.last_seen[i] = time.monotonic()
-        now = self.now()
-        for name, secs in info.get("durations", ()):
-            self.placement.observe_task(name, i, secs, now)
-        for src, dst, size, secs in info.get("transfers", ()):
-            self.placement.observe_transfer(src, dst, size, secs, now)
+        # the samples since this node's last heartbeat reach the estimators now (the rule
+        # both engines share: policy.base.deliver_reports)
+        deliver_reports(self.placement, i, info.get("durations", ()), info.get("transfers", ()), self.now())
         self.view = None     # rebuilt on the next decision
 
     def check_liveness(self) -> None:

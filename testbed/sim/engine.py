@@ -9,7 +9,9 @@ Data flow of one task (d: the submitting driver's node, m: the node that runs it
   queue(m) --resources free--> fetch remote inputs over m's link --> compute duration x slowdown(m)
            --> finish: GCS object write --> dependents become ready / driver sees the result
                                          --> closed loop: the driver submits its next job
-  heartbeat tick (every heartbeat_interval_s): node loads --> a new, immutable ClusterView
+  heartbeat tick (every heartbeat_interval_s): node loads --> a new, immutable ClusterView;
+           each node's task run times and transfer times since the last tick --> the
+           placement policy's estimators (policy.base.deliver_reports, as in the runtime)
 
 Event flow (the simulator's speed is its event flow): a task costs one event (its
 finish) plus one per forwarded decision and one per open-loop arrival. Servers with a fixed
@@ -52,6 +54,7 @@ import numpy as np
 
 from ..core.errors import ConfigError
 from ..core.faults import driver_nodes
+from ..policy.base import deliver_reports
 from ..core.resources import EPS, fits
 from ..core.task import TaskState, check_transition
 from ..core.trace import FLUSH_ROWS, TraceRecorder
@@ -271,6 +274,10 @@ class Simulation:
         self.sched_free = [0.0] * n
         self.link_free = [0.0] * n
         self.store_used = [0.0] * n
+        #: per node: task run times (function, s) and input fetches (src, dst, bytes, s) since
+        #: its last heartbeat; the next round delivers them (policy.base.deliver_reports)
+        self._durs: list[list] = [[] for _ in range(n)]
+        self._xfers: list[list] = [[] for _ in range(n)]
         self.spilled_bytes = 0
         self.gcs_free = [0.0] * c["gcs_shards"]
         self.gcs_ops = 0
@@ -411,7 +418,20 @@ class Simulation:
                 self._stop()
                 return
             self.view = self._snapshot()
+            self._deliver_reports()
             self._sample_gcs_memory()
+
+    def _deliver_reports(self) -> None:
+        """The heartbeat round: each node's samples since its last one reach the placement
+        policy's estimators now (node order; the one rule of both engines,
+        :func:`testbed.policy.base.deliver_reports`)."""
+        now = self.env._now
+        pl = self.placement
+        durs, xfers = self._durs, self._xfers
+        for m in range(self.n):
+            if durs[m] or xfers[m]:
+                deliver_reports(pl, m, durs[m], xfers[m], now)
+                durs[m], xfers[m] = [], []
 
     def _stop(self) -> None:
         self.done = True
@@ -649,11 +669,10 @@ class Simulation:
         self.running[m] -= 1
         if self.validate:
             self._to(t, TaskState.FINISHED)
-        pl = self.placement
-        pl.observe_task(t.function, m, now - t.started, now)
+        # the estimators get these samples with m's next heartbeat (_deliver_reports)
+        self._durs[m].append((t.function, now - t.started))
         if t.transfers:
-            for src, size, secs in t.transfers:
-                pl.observe_transfer(src, m, size, secs, now)
+            self._xfers[m].extend((src, m, size, secs) for src, size, secs in t.transfers)
         buf = self._rows
         buf.append((t.tid, t.job_id, t.function, t.submitter, m, t.submitted, t.placed,
                     t.started, now, t.spilled, t.pred, t.bytes_in, t.attempt, "finished"))

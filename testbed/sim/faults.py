@@ -233,6 +233,7 @@ class FaultySimulation(Simulation):
                     del self._undetected[m]     # declared dead: the view drops it
                     declared.append((m, st[2]))
             self.view = self._snapshot()
+            self._deliver_reports()
             self._sample_gcs_memory()
             for m, lost in declared:
                 self._settle_lost_on_arrival(lost)
@@ -443,6 +444,7 @@ class FaultySimulation(Simulation):
         self._running_on[m] = {}
         self.avail[m] = {k: 0.0 for k in self.total[m]}
         self.store_used[m] = 0.0
+        self._durs[m], self._xfers[m] = [], []     # its unsent heartbeat report dies with it
         ended: list[tuple[_Task, bool]] = []
         for t in sorted(victims, key=lambda x: x.tid):
             retry = self._can_retry(t)
@@ -518,6 +520,8 @@ class FaultySimulation(Simulation):
             arr.append(0)
         for arr in (self.sched_free, self.link_free, self.store_used):
             arr.append(0.0)
+        self._durs.append([])
+        self._xfers.append([])
         self.alive.append(True)
         self._running_on.append({})
         self._objects_on.append({})
