@@ -91,6 +91,32 @@ def test_a_driver_that_is_done_leaves_the_others_their_jobs():
     assert w.next_task(1, 0.0) is None
 
 
+def test_each_chunk_is_drawn_once_however_far_the_drivers_drift_apart(monkeypatch):
+    """Drivers read interleaved job numbers at their own pace: a chunk a slow driver still
+    needs is kept (not drawn again for it), and one that every driver has passed is dropped;
+    taken by number only (the runtime's drivers), at most CACHE_CHUNKS are kept."""
+    from testbed.workloads import generator as G
+    drawn = []
+    real = G.Workload._draw
+    monkeypatch.setattr(G.Workload, "_draw", lambda self, c: drawn.append(c) or real(self, c))
+    chunks = 3 * G.CACHE_CHUNKS
+    w = make(drivers=3, jobs=chunks * G.MAX_JOBS_PER_CHUNK)
+    for d in (0, 1, 2):                        # driver 0 runs ahead through every chunk first
+        while w.next_task(d, 0.0) is not None:
+            pass
+    assert sorted(drawn) == list(range(chunks))
+    drawn.clear()
+    w1 = make(drivers=2, jobs=chunks * G.MAX_JOBS_PER_CHUNK)
+    while w1.next_task(0, 0.0) is not None:    # in step: the chunks both have passed are dropped
+        w1.next_task(1, 0.0)
+        assert len(w1._cache) <= 2
+    assert sorted(drawn) == list(range(chunks))
+    w2 = make(drivers=3, jobs=chunks * G.MAX_JOBS_PER_CHUNK)
+    for j in range(0, chunks * G.MAX_JOBS_PER_CHUNK, 997):
+        w2.job(j, j % 3, 0.0)
+        assert len(w2._cache) <= G.CACHE_CHUNKS
+
+
 def test_workload_attributes_come_from_the_spec():
     w = make(drivers=4, jobs=12, arrival="poisson", in_flight=3, rate_per_s=5,
              functions=[{"name": "x"}, {"name": "y"}])
