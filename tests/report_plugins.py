@@ -1,11 +1,21 @@
 """A placement policy that records when its estimators receive samples (for
 tests/test_report_timing.py; importable by the runtime's global scheduler as
-``tests.report_plugins:RecordingWaitTime``). Test-only: it writes to a file when asked."""
+``tests.report_plugins:RecordingWaitTime``), and one that places where a test can predict.
+Test-only: RecordingWaitTime writes to a file when asked."""
 from __future__ import annotations
 
 import time
 
+from testbed.policy.base import Placement, PlacementPolicy
 from testbed.policy.placement import PaperWaitTime
+
+
+class HighestLiveNode(PlacementPolicy):
+    """Places everything on the live node with the highest index that can hold it."""
+
+    def place(self, task, view, now, rng):
+        ok = view.feasible(task.demand).nonzero()[0]
+        return Placement(int(ok[-1])) if len(ok) else None
 
 
 class RecordingWaitTime(PaperWaitTime):

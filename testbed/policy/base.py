@@ -243,6 +243,18 @@ def deliver_reports(policy: PlacementPolicy, node: int, durations: Iterable[tupl
         policy.observe_transfer(src, dst, size, secs, now)
 
 
+def place_rebuild(policy: PlacementPolicy, task_id: int, name: str, demand: dict, dead: int,
+                  view: ClusterView, now: float, rng: np.random.Generator) -> Placement | None:
+    """**Where a lost actor is rebuilt** — one rule, both engines: its creation is placed
+    again by the global scheduler's ``policy``, like a task forwarded from ``dead`` (the node
+    it died with) with no inputs (its checkpoint and lineage come from the GCS), on ``view``,
+    in which ``dead`` is no longer alive — as the 2018 Ray design resubmits an actor's
+    creation task to be scheduled again. Lost actors are placed one after another (in actor
+    order), so a policy that counts its recent assignments spreads them. None: no live
+    node can hold it."""
+    return policy.place(TaskView(task_id, name, demand, (), dead), view, now, rng)
+
+
 class SpilloverPolicy:
     """The local scheduler's rule: run a task here, or forward it to the global scheduler.
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..core.faults import may_run_again
 from ..core.views import ClusterView, TaskView
-from ..policy.base import deliver_reports
+from ..policy.base import deliver_reports, place_rebuild
 from .actors import actor_entry
 from .context import Context
 from . import transport
@@ -129,7 +129,7 @@ class GlobalScheduler:
                     continue
                 spec.update(rebuild=True, attempt=restarts + 2)
             tv = TaskView(int.from_bytes(aid[:8], "little"), spec["name"], spec["resources"], (), dead)
-            self.on_forward(None, spec, tv)
+            self.on_forward(None, spec, tv, rebuild=True)      # placed by policy.base.place_rebuild
 
     def current_view(self) -> ClusterView:
         if self.view is None:
@@ -153,8 +153,14 @@ class GlobalScheduler:
                                     reports=reports)
         return self.view
 
-    def on_forward(self, ch, spec, tv) -> None:
-        p = self.placement.place(tv, self.current_view(), self.now(), self.rng)
+    def on_forward(self, ch, spec, tv, rebuild: bool = False) -> None:
+        """Place a forwarded task (``rebuild``: a lost actor's creation, from the node in
+        ``tv.submitter``, by the rule both engines share, policy.base.place_rebuild)."""
+        if rebuild:
+            p = place_rebuild(self.placement, tv.task_id, tv.function, tv.demand, tv.submitter,
+                              self.current_view(), self.now(), self.rng)
+        else:
+            p = self.placement.place(tv, self.current_view(), self.now(), self.rng)
         if p is None:
             msg = f"task {spec['name']} asks for {spec['resources']}, which no live node can hold"
             if ch is not None:
@@ -169,7 +175,7 @@ class GlobalScheduler:
             target = self.node(int(p.node))
         except OSError:          # it died since its last heartbeat: the view is stale; try again
             self.declare_dead(int(p.node))
-            self.on_forward(ch, spec, tv)
+            self.on_forward(ch, spec, tv, rebuild)
             return
         # the task table says where it went: if that node dies before running it, whoever
         # waits for its result knows to run it again (an actor: the actor table, see rebuild_actors)
