@@ -15,6 +15,8 @@ from test_sim_faults import simulate
 pytestmark = pytest.mark.timeout(120)
 
 PLUGIN = "tests.report_plugins:RecordingWaitTime"
+#: samples written closer together than this (s) were delivered together
+BATCH_S = 0.002
 
 
 def test_the_simulator_delivers_samples_at_the_heartbeat_after_the_finish():
@@ -88,11 +90,15 @@ def test_the_runtime_delivers_each_nodes_samples_with_its_heartbeats(tmp_path):
     for _kind, wall, node, _secs in rows:            # task run times and input fetches alike
         by_node[int(node)].append(float(wall))
     assert sum(r[0] == "task" for r in rows) >= 250   # tasks finished before the last heartbeats
-    batches = 0
+    batches = gaps = spaced = 0
     for node, walls in by_node.items():
-        # a batch: the samples delivered together (one heartbeat's, written in one go)
-        starts = [w for i, w in enumerate(walls) if i == 0 or w - walls[i - 1] > hb / 5]
+        # a batch: the samples delivered together (one heartbeat's, written in one loop, well
+        # within BATCH_S); samples fed at each finish would be ~5 ms apart (2 CPUs, 10 ms tasks)
+        starts = [w for i, w in enumerate(walls) if i == 0 or w - walls[i - 1] > BATCH_S]
         batches += len(starts)
-        gaps = [b - a for a, b in zip(starts, starts[1:])]
-        assert all(g >= hb / 2 for g in gaps), (node, gaps)     # no more than one report per interval
+        gaps += len(starts) - 1
+        spaced += sum(b - a >= hb / 2 for a, b in zip(starts, starts[1:]))
     assert len(rows) > 3 * batches
+    # about one report per interval (a busy global scheduler may read two of a node's
+    # heartbeats back to back now and then)
+    assert spaced >= 0.8 * gaps
