@@ -127,7 +127,8 @@ def test_actors_apply_every_call_once_in_each_callers_order(tmp_path, arrival, c
 
 def test_drivers_stay_off_the_nodes_that_the_faults_kill():
     """A driver dying with its node would end the run: drivers spread over the others."""
-    faults = {"node_failures": [{"at_s": 1.0, "node": 3}, {"at_s": 2.0, "node": 7}], "kill_every_s": 0.0}
+    faults = {"node_failures": [{"at_s": 1.0, "node": 3}, {"at_s": 2.0, "node": 7}], "kill_every_s": 0.0,
+              "min_live_nodes": 1}
     assert _driver_nodes({"drivers": 4, "driver_nodes": []}, faults, 4) == [0, 0, 1, 2]
     assert _driver_nodes({"drivers": 1, "driver_nodes": [3]}, faults, 4) == [3]    # given: kept
     assert _driver_nodes({"drivers": 2, "driver_nodes": []}, dict(faults, kill_every_s=1.0), 4) == [0, 0]

@@ -336,3 +336,19 @@ def test_a_node_killed_around_a_large_transfer_from_it():
         tb.kill_node(tb.nodes()[1]["NodeID"])
         assert tb.get(s, timeout=90) == 3 * 25_000_000.0
     assert_cluster_gone(c)
+
+
+def test_a_lost_actor_is_rebuilt_where_the_placement_policy_puts_it():
+    """Where a lost actor is rebuilt: the rule both engines share (policy.base.place_rebuild;
+    test_sim_actors checks the simulator) — the global scheduler's policy places it, here one
+    that always picks the highest live node."""
+    with tb.init(num_cpus=1, num_nodes=4, placement="tests.report_plugins:HighestLiveNode", **FAST) as c:
+        a = Tally.options(_node=3).remote()
+        assert tb.get([a.incr.remote() for _ in range(2)]) == [1, 2]
+        victim = tb.nodes()[3]["NodeID"]
+        tb.kill_node(victim)
+        _wait_dead(victim)
+        assert tb.get(a.incr.remote(), timeout=60) == 3
+        rebuilt = [r[4] for r in _rows("Tally.__init__") if r[12] == 2]
+        assert rebuilt == [2]                                   # node 3 is dead: the highest live one
+    assert_cluster_gone(c)

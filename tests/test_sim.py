@@ -393,7 +393,11 @@ def test_remote_input_is_fetched_over_the_link_before_the_task_starts():
     np.testing.assert_allclose(later.started_s - later.placed_s - lat, size / bw + lat, rtol=0, atol=1e-9)
     assert res.metrics["bytes_transferred"] == size * jobs * (L - 1)
 
-    assert len(policy.transfers) == jobs * (L - 1)
+    # samples arrive with the next heartbeat (policy.base.deliver_reports): the fetches of
+    # the readers that finished after the last heartbeat round are never reported
+    hb = cfg["cluster"]["heartbeat_interval_s"]
+    last_round = math.floor(res.info["sim_end_s"] / hb + 1e-9) * hb
+    assert len(policy.transfers) == int((later.finished_s <= last_round + 1e-9).sum()) >= jobs * (L - 1) - 2
     for src, dst, nbytes, secs in policy.transfers:
         assert src != dst and nbytes == size
         assert secs == pytest.approx(size / bw + lat, abs=1e-9)
@@ -557,11 +561,13 @@ class KeepEverything(SpilloverPolicy):
 
 
 @pytest.mark.timeout(30)
-def test_a_spillover_that_keeps_what_its_node_cannot_hold_is_an_error():
-    """GPU tasks kept on the GPU-less driver node could never run: instead of a run that
-    waits forever (or ends stuck), the engine names the policy at fault."""
+def test_a_task_its_node_can_never_hold_is_forwarded_whatever_the_spillover_says():
+    """GPU tasks kept by the policy on the GPU-less driver node could never run: the shared
+    rule (SpilloverPolicy.forwards, as in the real runtime) forwards them anyway, and the
+    global scheduler puts them on the GPU node."""
     cfg = config({"node_groups": [{"count": 1, "cpus": 2}, {"count": 1, "cpus": 2, "gpus": 1}],
                   "heartbeat_interval_s": 0.25},
                  {"jobs": 20, "in_flight": 2, "driver_nodes": [0], "resources": GPU_TASK})
-    with pytest.raises(RuntimeError, match="spillover policy KeepEverything kept task"):
-        build(cfg, spillover=KeepEverything()).run()
+    res = build(cfg, spillover=KeepEverything()).run()
+    assert res.info["complete"] and len(res.trace) == 20
+    assert (res.trace.state == "finished").all() and res.trace.spilled.all() and (res.trace.node == 1).all()

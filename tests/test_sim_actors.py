@@ -28,7 +28,7 @@ JOBS = 1200
 
 
 def run(actors=12, jobs=JOBS, nodes=3, ckpt=0, max_restarts=-1, kills=((KILL_S, 1),), seed=0, cluster=None,
-        **workload):
+        scheduler=None, **workload):
     cfg = resolve({
         "cluster": {"nodes": nodes, "heartbeat_interval_s": 0.1, "num_heartbeats_timeout": 5, **NO_OVERHEADS,
                     **(cluster or {})},
@@ -37,6 +37,7 @@ def run(actors=12, jobs=JOBS, nodes=3, ckpt=0, max_restarts=-1, kills=((KILL_S, 
                      "actor_checkpoint_interval": ckpt, "actor_checkpoint_s": 0.01,
                      "actor_max_restarts": max_restarts, **workload},
         "faults": {"node_failures": [{"at_s": t, "node": m} for t, m in kills]},
+        "scheduler": scheduler or {},
         "run": {"trace": "rows"}})
     sim = make_simulation(cfg, seed, keep_rows=True)
     return sim, sim.run()
@@ -170,24 +171,29 @@ def test_exhausted_restarts_fail_the_calls_without_a_hang():
 
 def test_max_restarts_counts_rebuilds():
     """actor_max_restarts = 1: the first loss rebuilds the actor, the second one fails its calls."""
-    # actors 0..3 on nodes 0, 1, 2, 0; actor 1 is rebuilt on node 2 (fewest actors), which dies
-    # next with actor 2 (never rebuilt yet: rebuilt on node 0) and actor 1 (rebuilt once: gone)
-    sim, res = run(nodes=3, actors=4, max_restarts=1, kills=((KILL_S, 1), (9.0, 2)))
+    # actors 0..3 on nodes 0, 1, 2, 0; actor 1 is rebuilt on node 0 (PaperWaitTime: no queues,
+    # the lowest index), which dies next with actors 0 and 3 (never rebuilt yet: rebuilt on
+    # node 2, the only one left) and actor 1 (rebuilt once: gone)
+    sim, res = run(nodes=3, actors=4, max_restarts=1, kills=((KILL_S, 1), (9.0, 0)), driver_nodes=[2])
     tr = res.trace
-    assert res.info["complete"] and res.info["actors_rebuilt"] == 2
+    assert res.info["complete"] and res.info["actors_rebuilt"] == 3
     failed = steps(tr)[steps(tr).state == "failed"]
     assert len(failed) > 0 and (failed.task_id % 4 == 1).all() and (failed.finished_s >= 9.0).all()
-    assert sim.actors[1].status == "gone" and sim.actors[2].node == 0
+    assert sim.actors[1].status == "gone" and sim.actors[0].node == sim.actors[3].node == 2
 
 
-def test_a_rebuilt_actor_goes_to_the_live_node_with_the_fewest_actors():
-    """Placement of rebuilds: least actors first, then the lowest node index."""
-    sim, res = run(nodes=4, actors=10, kills=((KILL_S, 0),))
+@pytest.mark.parametrize("placement, want", [("PaperWaitTime", [1, 2, 3]),
+                                              ("tests.report_plugins:HighestLiveNode", [3, 3, 3])])
+def test_a_rebuilt_actor_goes_where_the_placement_policy_puts_it(placement, want):
+    """Placement of rebuilds: the global scheduler's policy, as in the runtime
+    (policy.base.place_rebuild), one actor after another. PaperWaitTime (no queues: actors
+    hold no CPU) spreads them by its recent-assignment counts, ties to the lowest index."""
+    sim, res = run(nodes=4, actors=10, kills=((KILL_S, 0),), driver_nodes=[1], scheduler={"placement": placement})
     tr = res.trace
     rebuilt = tr[(tr.function == "Actor.__init__") & (tr.attempt > 1)].sort_values("task_id")
     # at start: node 0 holds actors 0, 4, 8; node 1: 1, 5, 9; node 2: 2, 6; node 3: 3, 7
-    assert list(rebuilt.node) == [2, 3, 1]
-    assert sorted(len(x) for x in sim._actors_on) == [0, 3, 3, 4]
+    assert list(rebuilt.node) == want
+    assert res.info["complete"] and res.info["actors_rebuilt"] == 3
 
 
 def test_checkpoint_and_restore_cost_is_charged_on_the_actor():

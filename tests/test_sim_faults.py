@@ -140,7 +140,7 @@ def test_same_seed_gives_the_same_trace_and_kills_under_faults():
 def test_with_retries_every_task_ends_finished_and_the_run_completes(shape):
     """Nodes fail (some come back), retries are unlimited: the run completes, every task's
     last attempt is "finished", attempts are numbered 1..k, and nothing starts on a dead node."""
-    jobs = 30
+    jobs = 40                  # enough that the run outlasts the last failure (0.9 s)
     sim, res = simulate({"nodes": 5, "cpus_per_node": 2, "heartbeat_interval_s": 0.05, "num_heartbeats_timeout": 4},
                         {"shape": shape, "jobs": jobs, "in_flight": 3, "drivers": 2, **SHAPE_PARAMS,
                          "output_bytes": {"dist": "exponential", "mean": 1e6}},

@@ -49,7 +49,7 @@ def test_same_seed_gives_same_jobs_and_different_seed_different_jobs():
     assert [t[2] for _, ts in a for t in ts] != [t[2] for _, ts in c for t in ts]
 
 
-def test_job_content_does_not_depend_on_which_driver_asks_or_when():
+def test_job_content_does_not_depend_on_when_its_driver_asks():
     """Common random numbers: job j is the same whatever the drivers' interleaving."""
     table = dict(MIXED, drivers=2, jobs=9000)  # spans several chunks
     w1, w2 = make(3, **table), make(3, **table)
@@ -58,22 +58,63 @@ def test_job_content_does_not_depend_on_which_driver_asks_or_when():
     for i in range(9000):
         driver = 1 if (i // 3) % 2 else 0
         second.append(w2.next_job(driver, now=5.0 + i))
-    assert [content(j) for j in first] == [content(j) for j in second]
+    by_id = sorted(second, key=lambda j: j.job_id)
+    assert [content(j) for j in first] == [content(j) for j in by_id]
     assert [j.driver for j in first[:4]] == [0, 1, 0, 1]
-    assert [j.driver for j in second[:4]] == [0, 0, 0, 1]
+    assert [j.job_id for j in second[:6]] == [0, 2, 4, 1, 3, 5]
 
 
-def test_job_ids_are_global_and_total_jobs_is_respected():
-    w = make(drivers=3, jobs=5)
-    jobs = [w.next_job(d, 0.0) for d in (2, 0, 1, 1, 0)]
-    assert [j.job_id for j in jobs] == [0, 1, 2, 3, 4]
-    assert [j.driver for j in jobs] == [2, 0, 1, 1, 0]
-    assert w.jobs_generated == 5
-    assert w.next_job(0, 0.0) is None
-    assert w.next_job(2, 1.0) is None
-    assert w.jobs_generated == 5
+def test_driver_d_submits_jobs_d_plus_k_drivers_whatever_the_order_it_asks_in():
+    """The split rule both engines share: driver d's k-th job is d + k * drivers, so job j
+    has the same submitter in the simulator (which asks as jobs end) and the real runtime
+    (whose drivers take their jobs by number)."""
+    w = make(drivers=3, jobs=8)
+    jobs = [w.next_job(d, 0.0) for d in (2, 0, 1, 1, 0, 0, 2, 1)]
+    assert [j.job_id for j in jobs] == [2, 0, 1, 4, 3, 6, 5, 7]
+    assert all(j.job_id % 3 == j.driver for j in jobs)
+    assert w.jobs_generated == 8
+    assert w.next_job(0, 0.0) is None and w.next_job(1, 0.0) is None and w.next_job(2, 1.0) is None
+    assert w.jobs_generated == 8
+    assert [list(w.driver_jobs(d)) for d in range(3)] == [[0, 3, 6], [1, 4, 7], [2, 5]]
     with pytest.raises(ValueError, match="driver"):
         make(drivers=2).next_job(2, 0.0)
+    with pytest.raises(ValueError, match="driver"):
+        make(drivers=2).driver_jobs(2)
+
+
+def test_a_driver_that_is_done_leaves_the_others_their_jobs():
+    """Drivers run out separately: one driver asking more often cannot take another's jobs."""
+    w = make(drivers=2, jobs=5)
+    assert [w.next_task(0, 0.0)[0] for _ in range(3)] == [0, 2, 4]
+    assert w.next_task(0, 0.0) is None
+    assert [w.next_task(1, 0.0)[0] for _ in range(2)] == [1, 3]
+    assert w.next_task(1, 0.0) is None
+
+
+def test_each_chunk_is_drawn_once_however_far_the_drivers_drift_apart(monkeypatch):
+    """Drivers read interleaved job numbers at their own pace: a chunk a slow driver still
+    needs is kept (not drawn again for it), and one that every driver has passed is dropped;
+    taken by number only (the runtime's drivers), at most CACHE_CHUNKS are kept."""
+    from testbed.workloads import generator as G
+    drawn = []
+    real = G.Workload._draw
+    monkeypatch.setattr(G.Workload, "_draw", lambda self, c: drawn.append(c) or real(self, c))
+    chunks = 3 * G.CACHE_CHUNKS
+    w = make(drivers=3, jobs=chunks * G.MAX_JOBS_PER_CHUNK)
+    for d in (0, 1, 2):                        # driver 0 runs ahead through every chunk first
+        while w.next_task(d, 0.0) is not None:
+            pass
+    assert sorted(drawn) == list(range(chunks))
+    drawn.clear()
+    w1 = make(drivers=2, jobs=chunks * G.MAX_JOBS_PER_CHUNK)
+    while w1.next_task(0, 0.0) is not None:    # in step: the chunks both have passed are dropped
+        w1.next_task(1, 0.0)
+        assert len(w1._cache) <= 2
+    assert sorted(drawn) == list(range(chunks))
+    w2 = make(drivers=3, jobs=chunks * G.MAX_JOBS_PER_CHUNK)
+    for j in range(0, chunks * G.MAX_JOBS_PER_CHUNK, 997):
+        w2.job(j, j % 3, 0.0)
+        assert len(w2._cache) <= G.CACHE_CHUNKS
 
 
 def test_workload_attributes_come_from_the_spec():
@@ -86,12 +127,11 @@ def test_workload_attributes_come_from_the_spec():
 
 def test_memory_is_flat_in_the_number_of_jobs():
     """Jobs are streamed: generating many chunks holds no more than generating one."""
+    from testbed.workloads.generator import CACHE_CHUNKS, MAX_JOBS_PER_CHUNK
     w = make(jobs=10_000_000)
-    for _ in range(5000):
-        w.next_job(0, 0.0)
     tracemalloc.start()
     try:
-        for _ in range(5000):
+        for _ in range((CACHE_CHUNKS + 1) * MAX_JOBS_PER_CHUNK):   # the cache full of traced chunks
             w.next_job(0, 0.0)
         base = tracemalloc.get_traced_memory()[0]
         for _ in range(60_000):
@@ -351,7 +391,7 @@ def test_next_task_fast_path_gives_the_same_draws_as_next_job():
     slow, fast = make(seed=3, **table), make(seed=3, **table)
     while True:
         job = slow.next_job(0, 0.0)
-        t = fast.next_task(0.0)
+        t = fast.next_task(0, 0.0)
         if job is None:
             assert t is None
             break

@@ -12,6 +12,16 @@ def may_run_again(done: int, limit: int) -> bool:
     return limit < 0 or done < limit
 
 
+#: stream tag (second SeedSequence word) of the random-kill generator
+RANDOM_KILL_STREAM = 0xFA17
+
+
+def random_kill_rng(seed: int) -> np.random.Generator:
+    """The generator ``random_victim`` draws from in a run seeded ``seed`` (both engines use
+    this one, so with the same live nodes they pick the same victims)."""
+    return np.random.default_rng(np.random.SeedSequence([seed, RANDOM_KILL_STREAM]))
+
+
 def random_victim(live: Iterable[int], min_live_nodes: int, rng: np.random.Generator,
                   protected: Collection[int] = ()) -> int | None:
     """The node a ``kill_every_s`` tick kills: uniform among the live nodes not
@@ -22,3 +32,33 @@ def random_victim(live: Iterable[int], min_live_nodes: int, rng: np.random.Gener
     if len(live) <= min_live_nodes or not choices:
         return None
     return choices[int(rng.integers(len(choices)))]
+
+
+#: Nodes a ``kill_every_s`` tick never picks, in both engines: node 0 holds the real driver's
+#: connection to the cluster (losing it ends the run), and the simulator spares it too so
+#: that both engines draw their victims from the same set with the same generator.
+RANDOM_KILL_PROTECTED = frozenset({0})
+
+
+def driver_nodes(given: Iterable[int], n_drivers: int, n: int, scheduled_kills: Iterable[int] = (),
+                 kill_every_s: float = 0.0, min_live_nodes: int = 1) -> list[int]:
+    """The node of each of ``n_drivers`` drivers on nodes 0 .. n - 1 (both engines).
+
+    ``given`` (the workload's ``driver_nodes``), if not empty, is kept (node k is k % n, so a
+    config written for a larger cluster runs on a scaled-down one). Otherwise drivers are
+    spread evenly, driver i on ``safe[i * len(safe) // n_drivers]``, over the nodes no
+    scheduled failure kills (``scheduled_kills``: node indices) — or only over the
+    :data:`RANDOM_KILL_PROTECTED` nodes when random kills (every ``kill_every_s`` seconds,
+    > 0) can fire, i.e. ``min_live_nodes`` < n — so no driver dies with its node; if every
+    node is to be killed, over all nodes.
+    """
+    given = [x % n for x in given]
+    if given:
+        return given
+    if kill_every_s > 0 and min_live_nodes < n:
+        safe = sorted(m for m in RANDOM_KILL_PROTECTED if m < n)
+    else:
+        killed = {m % n for m in scheduled_kills}
+        safe = [i for i in range(n) if i not in killed]
+    safe = safe or list(range(n))
+    return [safe[i * len(safe) // n_drivers] for i in range(n_drivers)]

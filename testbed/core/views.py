@@ -67,12 +67,12 @@ class ClusterView:
     """
 
     __slots__ = ("version", "as_of", "resource_names", "total", "available",
-                 "queue_length", "running", "alive", "slots", "_col", "_mask_cache", "_idx_cache")
+                 "queue_length", "running", "alive", "slots", "reports", "_col", "_mask_cache", "_idx_cache")
 
     def __init__(self, *, version: int, as_of: float, resource_names: Sequence[str],
                  total: np.ndarray, available: np.ndarray, queue_length: np.ndarray,
                  running: np.ndarray, alive: np.ndarray | None = None,
-                 slots: np.ndarray | None = None):
+                 slots: np.ndarray | None = None, reports: np.ndarray | None = None):
         n = len(queue_length)
         #: increases with every heartbeat round; policies use it to notice a new view
         self.version = int(version)
@@ -92,6 +92,13 @@ class ClusterView:
             cpu = self.total[:, self.resource_names.index("CPU")] if "CPU" in self.resource_names else np.ones(n)
             slots = np.maximum(cpu, 1.0)
         self.slots = _ro(np.asarray(slots, dtype=float))
+        #: per node, which of its heartbeat reports this view holds (a count that advances
+        #: with each report of that node). Default: ``version`` for every node — a view
+        #: rebuilt from one synchronized heartbeat round (the simulator). The real global
+        #: scheduler rebuilds its view at each node's own report and advances only that
+        #: node's entry. See :func:`since_report`.
+        self.reports = _ro(np.full(n, self.version, np.int64) if reports is None
+                           else np.asarray(reports, dtype=np.int64))
         self._col = {name: i for i, name in enumerate(self.resource_names)}
         self._mask_cache: dict[tuple, np.ndarray] = {}
         self._idx_cache: dict[tuple, np.ndarray] = {}
@@ -177,3 +184,21 @@ def make_cluster_view(nodes: Sequence[Mapping], *, version: int = 0, as_of: floa
         running=np.array([nd.get("running", 0) for nd in nodes]),
         alive=np.array([nd.get("alive", True) for nd in nodes]),
     )
+
+
+def since_report(counts: np.ndarray | None, seen: np.ndarray | None, view: ClusterView,
+                 dtype=float) -> tuple[np.ndarray, np.ndarray]:
+    """The rule for "tasks sent to a node since the view's heartbeat" (PaperWaitTime's and
+    RecentAssignments' recent-assignment counts), one for both engines: a node's count is
+    reset when *that node's* next report arrives (``view.reports`` changes for it), as the
+    2018 Ray global scheduler reset ``num_recent_tasks_sent`` of a local scheduler on that
+    local scheduler's heartbeat. ``counts`` / ``seen`` are the previous counts and the
+    ``reports`` they belong to (None at first); returns the counts to use with ``view``
+    (reset where a new report came, zeros for a new cluster size) and ``view.reports``."""
+    if counts is None or seen is None or len(counts) != view.n_nodes:
+        return np.zeros(view.n_nodes, dtype=dtype), view.reports
+    fresh = view.reports != seen
+    if fresh.any():
+        counts = counts.copy()
+        counts[fresh] = 0
+    return counts, view.reports

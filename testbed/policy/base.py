@@ -4,18 +4,22 @@ Extension points are one or two methods each:
 
 - :class:`Estimator`: ``update(x, now)`` and ``estimate(now)``.
 - :class:`PlacementPolicy`: ``place(task, view, now, rng) -> Placement | None``.
-- :class:`SpilloverPolicy`: ``should_forward(task, local, now, rng) -> bool``.
+- :class:`SpilloverPolicy`: ``should_forward(task, local, now, rng) -> bool``; engines call
+  ``forwards``, which also forwards a task the node can never hold.
 
 A placement policy owns two keyed estimators, ``self.task_time`` (seconds per task)
 and ``self.bandwidth`` (bytes per second), bound by the engine from the config's
 ``[scheduler]`` section; the default ``observe_task`` / ``observe_transfer`` feed them.
+Both engines call those through :func:`deliver_reports`, which fixes *when* a sample
+arrives: with the heartbeat that follows the finish.
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable, Iterable, NamedTuple
 
 import numpy as np
 
+from ..core.resources import fits
 from ..core.views import ClusterView, LocalView, TaskView
 
 #: How one estimate is shared: one for everything, one per node, per function, per both.
@@ -217,8 +221,54 @@ class PlacementPolicy:
             self.bandwidth.update(None, dst, size_bytes / seconds, now)
 
 
+def deliver_reports(policy: PlacementPolicy, node: int, durations: Iterable[tuple[str, float]],
+                    transfers: Iterable[tuple[int, int, int, float]], now: float) -> None:
+    """**When an estimator receives a sample** — one rule, both engines.
+
+    A node keeps the run time of each task it finishes (``(function, seconds)``) and the
+    time of each input it fetches (``(src, dst, size_bytes, seconds)``, lookup to last
+    byte) and sends them with its *next heartbeat*; the global scheduler feeds them to
+    ``policy``'s ``observe_task`` / ``observe_transfer`` when that heartbeat arrives, at
+    ``now`` (the arrival, seconds), tasks first, each list in the order it happened. So a
+    sample reaches the estimators up to one ``heartbeat_interval_s`` after the finish —
+    the 2018 Ray design (local schedulers report task durations in their heartbeats), and
+    what the real runtime does: its node manager buffers them between heartbeats. The
+    simulator buffers them per node and delivers them at each heartbeat round, with this
+    function, so both engines' estimators see the same samples at the same moment (within
+    one heartbeat's propagation).
+    """
+    for function, secs in durations:
+        policy.observe_task(function, node, secs, now)
+    for src, dst, size, secs in transfers:
+        policy.observe_transfer(src, dst, size, secs, now)
+
+
+def place_rebuild(policy: PlacementPolicy, task_id: int, name: str, demand: dict, dead: int,
+                  view: ClusterView, now: float, rng: np.random.Generator) -> Placement | None:
+    """**Where a lost actor is rebuilt** — one rule, both engines: its creation is placed
+    again by the global scheduler's ``policy``, like a task forwarded from ``dead`` (the node
+    it died with) with no inputs (its checkpoint and lineage come from the GCS), on ``view``,
+    in which ``dead`` is no longer alive — as the 2018 Ray design resubmits an actor's
+    creation task to be scheduled again. Lost actors are placed one after another (in actor
+    order), so a policy that counts its recent assignments spreads them. None: no live
+    node can hold it."""
+    return policy.place(TaskView(task_id, name, demand, (), dead), view, now, rng)
+
+
 class SpilloverPolicy:
-    """The local scheduler's rule: run a task here, or forward it to the global scheduler."""
+    """The local scheduler's rule: run a task here, or forward it to the global scheduler.
+
+    Engines act on :meth:`forwards`, not on ``should_forward`` directly: a task the node can
+    never hold (its demand exceeds the node's *total* resources) is forwarded whatever the
+    policy says — the paper's rule ("forward when the node cannot satisfy the task's
+    resources"), applied once here for both engines. The policy is still asked first, so it
+    sees every task and draws from ``rng`` the same way in both.
+    """
+
+    def forwards(self, task: TaskView, local: LocalView, now: float, rng: np.random.Generator) -> bool:
+        """The decision both engines take: ``should_forward``'s, or True when ``task`` can
+        never run on ``local``'s node. Not for subclasses to override."""
+        return self.should_forward(task, local, now, rng) or not fits(task.demand, local.total)
 
     def should_forward(self, task: TaskView, local: LocalView, now: float,
                        rng: np.random.Generator) -> bool:

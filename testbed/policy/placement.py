@@ -16,7 +16,7 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from ..core.views import ClusterView, TaskView
+from ..core.views import ClusterView, TaskView, since_report
 from .base import KeyedEstimator, Placement, PlacementPolicy
 from .estimators import ExponentialAverage
 from .registry import register
@@ -57,8 +57,9 @@ class WaitModel(PlacementPolicy):
     they have no value (NaN), ``default_task_time_s`` and ``default_bandwidth_bytes_per_s``
     are used (with the task-time default the queue term orders nodes by queue length).
     ``per_slot`` divides the queue term by the node's worker slots. ``count_recent`` adds
-    to a node's heartbeat queue length the tasks this policy sent it since that heartbeat
-    (the 2018 code did this; without it, every decision between two heartbeats sees the
+    to a node's heartbeat queue length the tasks this policy sent it since that node's last
+    heartbeat (reset per node when its own report arrives, :func:`testbed.core.views.since_report`;
+    the 2018 code did this; without it, every decision between two heartbeats sees the
     same queues and an argmin sends them all to one node). Until the engine binds
     estimators, global exponential averages (alpha 0.1) are used.
     """
@@ -74,6 +75,7 @@ class WaitModel(PlacementPolicy):
         #: view version the recent counts belong to, and tasks sent per node since it
         self._recent_version: int | None = None
         self._recent = np.zeros(0)
+        self._recent_reports: np.ndarray | None = None
         self.default_task_time_s = _positive("default_task_time_s", default_task_time_s)
         self.default_bandwidth_bytes_per_s = _positive("default_bandwidth_bytes_per_s",
                                                        default_bandwidth_bytes_per_s)
@@ -87,8 +89,9 @@ class WaitModel(PlacementPolicy):
     def recent(self, view: ClusterView) -> np.ndarray:
         """Tasks this policy sent to each node since ``view``'s heartbeat."""
         if view.version != self._recent_version or len(self._recent) != view.n_nodes:
+            # per node: reset when that node's own report is in the view (core.views.since_report)
             self._recent_version = view.version
-            self._recent = np.zeros(view.n_nodes)
+            self._recent, self._recent_reports = since_report(self._recent, self._recent_reports, view)
         return self._recent
 
     def queue_lengths(self, view: ClusterView) -> np.ndarray:
@@ -157,13 +160,15 @@ class PaperWaitTime(WaitModel):
 @register("placement")
 class RecentAssignments(WaitModel):
     """The 2018 open-source rule: the feasible node with the least queue length plus tasks
-    this policy sent it since the view's heartbeat (counts reset when ``view.version``
-    changes). Cold start: all counts 0, i.e. least queue length."""
+    this policy sent it since that node's last heartbeat (a node's count resets when its
+    own report reaches the view: core.views.since_report). Cold start: all counts 0, i.e. least queue length."""
 
     def reset(self) -> None:
         self._version: int | None = None
         #: tasks sent to each node since the view with ``_version``
         self._sent = np.zeros(0, dtype=np.int64)
+        #: the view.reports the counts belong to
+        self._seen: np.ndarray | None = None
 
     def place(self, task, view, now, rng):
         idx = np.flatnonzero(view.feasible(task.demand))
@@ -171,7 +176,7 @@ class RecentAssignments(WaitModel):
             return None
         if view.version != self._version or len(self._sent) != view.n_nodes:
             self._version = view.version
-            self._sent = np.zeros(view.n_nodes, dtype=np.int64)
+            self._sent, self._seen = since_report(self._sent, self._seen, view, np.int64)
         node = _argmin_among(view.queue_length + self._sent, idx)
         self._sent[node] += 1
         return self._placement(task, view, now, node)

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..core.faults import random_victim
+from ..core.faults import RANDOM_KILL_PROTECTED, driver_nodes, random_kill_rng, random_victim
 from ..core.task import TaskState
 from ..core.trace import TraceRow
 from ..workloads import Workload, parse_workload
@@ -145,7 +145,7 @@ class _Driver:
         deps = job_deps(wl.spec)
         sinks = [i for i in range(len(deps)) if not any(i in dd for dd in deps)]
         work = api.remote(_work)
-        mine = list(range(d, total, n_drivers))
+        mine = list(wl.driver_jobs(d))              # the split rule both engines share
         outstanding: list = []      # (job, sink refs) of jobs in flight
         submitted = 0
         failed: list[int] = []       # actor calls whose actor is gone
@@ -233,7 +233,8 @@ class _GcsClients:
         self.total = total
         self.driver_nodes = driver_nodes
         self.gap_scale = gap_scale
-        self._next = itertools.count()
+        #: per driver: how many of its jobs its threads have taken
+        self._next = [itertools.count() for _ in range(self.wl.n_drivers)]
         self._lock = threading.Lock()
         self.rows: list[tuple] = []
         #: keys whose write returned (the tail acknowledged it)
@@ -262,15 +263,16 @@ class _GcsClients:
             raise self.errors[0]
 
     def _jobs(self, d: int, closed: bool):
-        if closed:                                       # whoever is free takes the next job
+        mine = self.wl.driver_jobs(d)                    # the split rule both engines share
+        if closed:                                       # whichever of d's threads is free takes d's next job
             while True:
                 with self._lock:
-                    j = next(self._next)
-                if j >= self.total:
+                    k = next(self._next[d])
+                if k >= len(mine):
                     return
-                yield j
+                yield mine[k]
         else:                                            # the generator's streams are shared
-            yield from _arrivals(self.wl, d, range(d, self.total, self.wl.n_drivers), self.gap_scale, self._lock)
+            yield from _arrivals(self.wl, d, mine, self.gap_scale, self._lock)
 
     def _client(self, d: int, closed: bool) -> None:
         kb, vb = self.spec.gcs_key_bytes, self.spec.gcs_value_bytes
@@ -349,15 +351,12 @@ class _MemorySampler:
 
 
 def _driver_nodes(wl_table: dict, faults: dict, n: int) -> list[int]:
-    """Each driver's node: the workload's, or spread evenly over the nodes that no scheduled
-    failure kills (a driver dying with its node would end the run; random kills spare node 0)."""
-    given = list(wl_table.get("driver_nodes") or [])
-    if given:
-        return [x % n for x in given]
-    killed = {f["node"] % n for f in faults["node_failures"]} - {0}
-    safe = [0] if faults["kill_every_s"] > 0 else [i for i in range(n) if i not in killed]
-    d = wl_table["drivers"]
-    return [safe[i * len(safe) // d] for i in range(d)]
+    """Each driver's node, by the rule both engines share (:func:`testbed.core.faults.driver_nodes`).
+    A failure of node 0 is skipped here (it holds the driver's connection), so it does not
+    count as a scheduled kill."""
+    killed = {f["node"] % n for f in faults["node_failures"]} - RANDOM_KILL_PROTECTED
+    return driver_nodes(wl_table.get("driver_nodes") or [], wl_table["drivers"], n, killed,
+                        faults["kill_every_s"], faults["min_live_nodes"])
 
 
 def run_real(cfg: dict, seed: int):
@@ -538,7 +537,7 @@ def _inject_faults(api, faults: dict, n: int, nodes: list, seed: int, scale: flo
     for f in faults["node_additions"]:
         res = {"CPU": f["cpus"], "GPU": f["gpus"], **f["resources"]}
         events.append((f["at_s"] * scale, "add_node", {k: v for k, v in res.items() if v}))
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xFA17]))
+    rng = random_kill_rng(seed)
     every = faults["kill_every_s"] * scale
     if not events and every <= 0:
         return []
@@ -559,7 +558,7 @@ def _inject_faults(api, faults: dict, n: int, nodes: list, seed: int, scale: flo
         now = time.time() - t0
         if due == next_random:
             next_random += every
-            k = random_victim(alive, faults["min_live_nodes"], rng, protected={0})   # node 0: the driver's
+            k = random_victim(alive, faults["min_live_nodes"], rng, protected=RANDOM_KILL_PROTECTED)
             if k is not None:
                 events.append((now, "kill_node", k))
                 if faults["restore_after_s"] > 0:

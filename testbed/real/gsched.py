@@ -6,7 +6,8 @@
 
 It runs the shared PlacementPolicy on a ClusterView rebuilt from the latest heartbeats —
 as stale as the heartbeat interval, as in the simulator — and feeds the policy's
-estimators the task durations and transfer times the nodes report.
+estimators the task durations and transfer times each node reports in its heartbeat, when
+that heartbeat arrives (policy.base.deliver_reports, the simulator's rule too).
 
 It is also the cluster's liveness monitor: a node whose heartbeats stop for
 num_heartbeats_timeout intervals is declared dead (written to the GCS node table, which
@@ -23,6 +24,7 @@ from ..core.faults import may_run_again
 from ..core.seeding import policy_rng
 from ..core.task import TaskState
 from ..core.views import ClusterView, TaskView
+from ..policy.base import deliver_reports, place_rebuild
 from .actors import actor_entry
 from . import params
 from .context import Context
@@ -46,6 +48,9 @@ class GlobalScheduler:
         self.last_seen: dict[int, float] = {}
         self.dead: set[int] = set()
         self.version = 0
+        #: per node index: heartbeats received (a view's ``reports``: recent-assignment counts
+        #: reset per node, core.views.since_report)
+        self.reports: dict[int, int] = {}
         self.view: ClusterView | None = None
         self.nodes: dict[int, object] = {}
         # the configured nodes, until their first heartbeats arrive
@@ -69,12 +74,11 @@ class GlobalScheduler:
         if not info["Alive"] or i in self.dead:
             return
         self.info[i] = info
+        self.reports[i] = self.reports.get(i, 0) + 1      # this node's report count (ClusterView.reports)
         self.last_seen[i] = time.monotonic()
-        now = self.now()
-        for name, secs in info.get("durations", ()):
-            self.placement.observe_task(name, i, secs, now)
-        for src, dst, size, secs in info.get("transfers", ()):
-            self.placement.observe_transfer(src, dst, size, secs, now)
+        # the samples since this node's last heartbeat reach the estimators now (the rule
+        # both engines share: policy.base.deliver_reports)
+        deliver_reports(self.placement, i, info.get("durations", ()), info.get("transfers", ()), self.now())
         self.view = None     # rebuilt on the next decision
 
     def check_liveness(self) -> None:
@@ -124,7 +128,7 @@ class GlobalScheduler:
                     continue
                 spec.update(rebuild=True, attempt=restarts + 2)
             tv = TaskView(int.from_bytes(aid[:8], "little"), spec["name"], spec["resources"], (), dead)
-            self.on_forward(None, spec, tv)
+            self.on_forward(None, spec, tv, rebuild=True)      # placed by policy.base.place_rebuild
 
     def current_view(self) -> ClusterView:
         if self.view is None:
@@ -135,19 +139,27 @@ class GlobalScheduler:
             avail = np.zeros((n, len(names)))
             queue = np.zeros(n, np.int64)
             running = np.zeros(n, np.int64)
+            reports = np.zeros(n, np.int64)
             alive = np.zeros(n, bool)
             for i, x in self.info.items():
                 for j, k in enumerate(names):
                     total[i, j] = x["Resources"].get(k, 0.0)
                     avail[i, j] = x["Available"].get(k, 0.0)
-                queue[i], running[i] = x["queue_length"], x["running"]
+                queue[i], running[i], reports[i] = x["queue_length"], x["running"], self.reports.get(i, 0)
                 alive[i] = i not in self.dead
             self.view = ClusterView(version=self.version, as_of=self.now(), resource_names=names, total=total,
-                                    available=avail, queue_length=queue, running=running, alive=alive)
+                                    available=avail, queue_length=queue, running=running, alive=alive,
+                                    reports=reports)
         return self.view
 
-    def on_forward(self, ch, spec, tv) -> None:
-        p = self.placement.place(tv, self.current_view(), self.now(), self.rng)
+    def on_forward(self, ch, spec, tv, rebuild: bool = False) -> None:
+        """Place a forwarded task (``rebuild``: a lost actor's creation, from the node in
+        ``tv.submitter``, by the rule both engines share, policy.base.place_rebuild)."""
+        if rebuild:
+            p = place_rebuild(self.placement, tv.task_id, tv.function, tv.demand, tv.submitter,
+                              self.current_view(), self.now(), self.rng)
+        else:
+            p = self.placement.place(tv, self.current_view(), self.now(), self.rng)
         if p is None:
             msg = f"task {spec['name']} asks for {spec['resources']}, which no live node can hold"
             if ch is not None:
@@ -162,7 +174,7 @@ class GlobalScheduler:
             target = self.node(int(p.node))
         except OSError:          # it died since its last heartbeat: the view is stale; try again
             self.declare_dead(int(p.node))
-            self.on_forward(ch, spec, tv)
+            self.on_forward(ch, spec, tv, rebuild)
             return
         # the task table says where it went: if that node dies before running it, whoever
         # waits for its result knows to run it again (an actor: the actor table, see rebuild_actors)

@@ -294,8 +294,7 @@ class NodeManager:
         if pin is None:                           # pinned: the runner's drivers run on that node
             tv = self.task_view(spec)
             local = LocalView(self.index, self.total, self.avail, len(self.ready), self.running(), len(self.idle))
-            if self.spillover.should_forward(tv, local, time.time() - self.t0, self.rng) or \
-                    not fits(demand, self.total):
+            if self.spillover.forwards(tv, local, time.time() - self.t0, self.rng):
                 self.forward(spec, tv)            # the global scheduler says where (and records it)
                 return
         target = self.index if pin is None else int(pin)

@@ -12,8 +12,9 @@
   node m dies --> each actor on m: its step in progress and the calls waiting for it end
       ("lost"; "failed" once actor_max_restarts rebuilds are used up, and so does every
       later call to it); calls made meanwhile wait, held by their callers
-  heartbeat timeout: m declared dead --> each lost actor is rebuilt (in actor order) on the
-      live node with the fewest actors (then the lowest index): a global-scheduler decision,
+  heartbeat timeout: m declared dead --> each lost actor is rebuilt (in actor order) where
+      the placement policy puts it (policy.base.place_rebuild, as in the runtime; a node that
+      joins while none is alive takes them, fewest actors first): a global-scheduler decision,
       a GCS read of its lineage, restoring its checkpoint (actor_checkpoint_s, if it has
       one) = row Actor.__init__ with attempt = rebuild + 1; then the calls applied since its
       last checkpoint are replayed in order (rows Actor.step with attempt > 1; their callers
@@ -41,6 +42,7 @@ from collections import deque
 from ..core.faults import may_run_again
 from ..core.task import TaskState
 from ..core.trace import TraceRow
+from ..policy.base import place_rebuild
 from .engine import NAN, _serve
 from .faults import FaultySimulation
 
@@ -164,7 +166,7 @@ class ActorSimulation(FaultySimulation):
 
     # -- calls -------------------------------------------------------------------------
     def _submit(self, driver: int, t_sub: float) -> bool:
-        nxt = self.workload.next_task(t_sub)
+        nxt = self.workload.next_task(driver, t_sub)
         if nxt is None:
             return False
         j, duration = nxt[0], nxt[2]
@@ -338,21 +340,32 @@ class ActorSimulation(FaultySimulation):
     def _node_declared_dead(self, m: int) -> None:
         for a in self._awaiting.pop(m, ()):
             self.pending -= 1
-            self._rebuild_actor(a)
+            self._rebuild_actor(a, m)
 
     def _node_joined(self, m: int) -> None:
         homeless, self._homeless = self._homeless, []
         for a in homeless:
-            self._rebuild_actor(a)
+            self._rebuild_actor(a, None)
 
-    def _rebuild_actor(self, a: _Actor) -> None:
-        """Re-create ``a`` on the live node with the fewest actors, then replay its log."""
+    def _rebuild_actor(self, a: _Actor, dead: int | None) -> None:
+        """Re-create ``a``, lost with node ``dead``, where the placement policy puts it (the
+        rule both engines share, :func:`testbed.policy.base.place_rebuild`), then replay its
+        log. ``dead`` None: it had nowhere to go, and a node just joined (the view shows it only at the next heartbeat):
+        it goes to the live node with the fewest actors — the runtime gives such an actor up
+        instead (a remaining difference)."""
         live = [k for k in range(self.n) if self.alive[k]]
         if not live:
             self._homeless.append(a)               # waits for a node to join
             return
-        target = min(live, key=lambda k: (len(self._actors_on[k]), k))
         now = self.env._now
+        if dead is None:
+            target = min(live, key=lambda k: (len(self._actors_on[k]), k))
+        else:
+            p = place_rebuild(self.placement, a.tid, INIT, {}, dead, self.view, now, self.rng)
+            if p is None or not self.alive[p.node]:
+                self._homeless.append(a)           # no live node in the view: wait for one to join
+                return
+            target = int(p.node)
         a.restarts += 1
         self.actors_rebuilt += 1
         self._place(a, target, now)

@@ -9,7 +9,9 @@ Data flow of one task (d: the submitting driver's node, m: the node that runs it
   queue(m) --resources free--> fetch remote inputs over m's link --> compute duration x slowdown(m)
            --> finish: GCS object write --> dependents become ready / driver sees the result
                                          --> closed loop: the driver submits its next job
-  heartbeat tick (every heartbeat_interval_s): node loads --> a new, immutable ClusterView
+  heartbeat tick (every heartbeat_interval_s): node loads --> a new, immutable ClusterView;
+           each node's task run times and transfer times since the last tick --> the
+           placement policy's estimators (policy.base.deliver_reports, as in the runtime)
 
 Event flow (the simulator's speed is its event flow): a task costs one event (its
 finish) plus one per forwarded decision and one per open-loop arrival. Servers with a fixed
@@ -53,6 +55,8 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import ConfigError
+from ..core.faults import driver_nodes
+from ..policy.base import deliver_reports
 from ..core.resources import EPS, fits
 from ..core.seeding import policy_rng
 from ..core.result import RunResult
@@ -360,6 +364,10 @@ class Simulation:
         self.sched_free = FifoServers(n)
         self.link_free = FifoServers(n)
         self.store_used = [0.0] * n
+        #: per node: task run times (function, s) and input fetches (src, dst, bytes, s) since
+        #: its last heartbeat; the next round delivers them (policy.base.deliver_reports)
+        self._durs: list[list] = [[] for _ in range(n)]
+        self._xfers: list[list] = [[] for _ in range(n)]
         self.spilled_bytes = 0
         self.gcs_free = FifoServers(c["gcs_shards"])
         self.gcs_ops = 0
@@ -390,13 +398,6 @@ class Simulation:
         mean = self.workload.mean_duration(function, now)
         slow = self.slow[node] if node is not None else sum(self.slow) / self.n
         return mean * slow
-
-    def _fits_total(self, t: _Task, node: int) -> bool:
-        key = (t.dkey, node)
-        ok = self._feasible_cache.get(key)
-        if ok is None:
-            ok = self._feasible_cache[key] = fits(t.demand, self.total[node])
-        return ok
 
     def _feasible_anywhere(self, task: _Task) -> bool:
         ok = self._feasible_cache.get(task.dkey)
@@ -493,7 +494,9 @@ class Simulation:
                     raise ConfigError(f"node {x} does not exist (the cluster has nodes 0..{self.n - 1})",
                                       key="workload.driver_nodes")
             return given
-        return [i * self.n // wl.n_drivers for i in range(wl.n_drivers)]
+        f = self.faults or {}
+        return driver_nodes((), wl.n_drivers, self.n, (x["node"] for x in f.get("node_failures", ())),
+                            f.get("kill_every_s", 0.0), f.get("min_live_nodes", 1))
 
     def _heartbeats(self):
         interval = self.cfg["heartbeat_interval_s"]
@@ -505,7 +508,20 @@ class Simulation:
                 self._stop()
                 return
             self.view = self._snapshot()
+            self._deliver_reports()
             self._sample_gcs_memory()
+
+    def _deliver_reports(self) -> None:
+        """The heartbeat round: each node's samples since its last one reach the placement
+        policy's estimators now (node order; the one rule of both engines,
+        :func:`testbed.policy.base.deliver_reports`)."""
+        now = self.env._now
+        pl = self.placement
+        durs, xfers = self._durs, self._xfers
+        for m in range(self.n):
+            if durs[m] or xfers[m]:
+                deliver_reports(pl, m, durs[m], xfers[m], now)
+                durs[m], xfers[m] = [], []
 
     def _stop(self) -> None:
         self.done = True
@@ -523,7 +539,7 @@ class Simulation:
         """The driver submits its next job at ``t_sub`` (>= now). False when none is left."""
         node = self.driver_nodes[driver]
         if self._single:
-            nxt = self.workload.next_task(t_sub)
+            nxt = self.workload.next_task(driver, t_sub)
             if nxt is None:
                 return False
             job_id, function, duration, demand, out_bytes = nxt
@@ -591,10 +607,7 @@ class Simulation:
         avail = self.avail[d]
         local = LocalView(d, self.total[d], avail, self.qlen[d], self.running[d],
                           int(avail.get("CPU", 0.0) + EPS))
-        if not self.spillover.should_forward(tv, local, now, self.rng):
-            if not self._fits_total(t, d):
-                raise RuntimeError(f"spillover policy {type(self.spillover).__name__} kept task {t.tid} on "
-                                   f"node {d}, which can never hold {dict(t.demand)}; it must forward it")
+        if not self.spillover.forwards(tv, local, now, self.rng):
             t.placed = t_dec
             self._enqueue(t, d, t_dec)
             return
@@ -748,11 +761,10 @@ class Simulation:
         self.running[m] -= 1
         if self.validate:
             self._to(t, TaskState.FINISHED)
-        pl = self.placement
-        pl.observe_task(t.function, m, now - t.started, now)
+        # the estimators get these samples with m's next heartbeat (_deliver_reports)
+        self._durs[m].append((t.function, now - t.started))
         if t.transfers:
-            for src, size, secs in t.transfers:
-                pl.observe_transfer(src, m, size, secs, now)
+            self._xfers[m].extend((src, m, size, secs) for src, size, secs in t.transfers)
         buf = self._rows
         # a TraceRow built positionally through tuple.__new__ (NAMES order): the hot path's
         # one row per task, 0.15 µs instead of the NamedTuple constructor's 0.4 µs

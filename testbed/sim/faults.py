@@ -72,7 +72,7 @@ import numpy as np
 
 from ..core import config as C
 from ..core.errors import ConfigError
-from ..core.faults import may_run_again, random_victim
+from ..core.faults import RANDOM_KILL_PROTECTED, may_run_again, random_kill_rng, random_victim
 from ..core.resources import fits
 from ..core.task import TaskState, check_transition
 from ..core.trace import TraceRow
@@ -112,7 +112,7 @@ class FaultySimulation(Simulation):
         #: missed heartbeats after which the view marks a node dead
         self._detect_after: int = cluster["num_heartbeats_timeout"]
         #: random kills draw from their own stream (the policies' draws stay as without faults)
-        self._fault_rng = np.random.default_rng(np.random.SeedSequence([seed, 0xFA175]))
+        self._fault_rng = random_kill_rng(seed)
         #: additions in time order (ties: list order); they get indices n, n + 1, ...
         self._additions = sorted(f["node_additions"], key=lambda a: a["at_s"])
         self._check_node_indices(f)
@@ -234,6 +234,7 @@ class FaultySimulation(Simulation):
                     del self._undetected[m]     # declared dead: the view drops it
                     declared.append((m, st[2]))
             self.view = self._snapshot()
+            self._deliver_reports()
             self._sample_gcs_memory()
             for m, lost in declared:
                 self._settle_lost_on_arrival(lost)
@@ -403,7 +404,7 @@ class FaultySimulation(Simulation):
         if self.done:
             return
         victim = random_victim((m for m in range(self.n) if self.alive[m]), self.faults["min_live_nodes"],
-                               self._fault_rng)
+                               self._fault_rng, protected=RANDOM_KILL_PROTECTED)
         if victim is not None:
             self._kill_node(victim)
         self.env.call_in(self.faults["kill_every_s"], self._random_kill, None)
@@ -444,6 +445,7 @@ class FaultySimulation(Simulation):
         self._running_on[m] = {}
         self.avail[m] = {k: 0.0 for k in self.total[m]}
         self.store_used[m] = 0.0
+        self._durs[m], self._xfers[m] = [], []     # its unsent heartbeat report dies with it
         ended: list[tuple[_Task, bool]] = []
         for t in sorted(victims, key=lambda x: x.tid):
             retry = self._can_retry(t)
@@ -519,6 +521,8 @@ class FaultySimulation(Simulation):
             arr.append(0)
         for arr in (self.sched_free, self.link_free, self.store_used):
             arr.append(0.0)
+        self._durs.append([])
+        self._xfers.append([])
         self.alive.append(True)
         self._running_on.append({})
         self._objects_on.append({})

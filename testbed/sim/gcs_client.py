@@ -28,7 +28,7 @@ class GcsClientSimulation(FaultySimulation):
         return 0                           # a client's keys are data, not lineage: never flushed
 
     def _submit(self, driver: int, t_sub: float) -> bool:
-        nxt = self.workload.next_task(t_sub)
+        nxt = self.workload.next_task(driver, t_sub)
         if nxt is None:
             return False
         j = nxt[0]

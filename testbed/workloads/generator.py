@@ -7,14 +7,20 @@
                                           │                  the whole chunk, vectorised)
            ──next_arrival_gap(driver)──▶  └── per-driver gap chunks (poisson)
 
-Jobs are numbered 0, 1, 2, ... in the order ``next_job`` is called, whichever driver
-calls. The *content* of job j (its tasks' functions, durations, output sizes and DAG)
+**Which jobs a driver submits** (one rule, both engines): driver d of D submits jobs
+d, d + D, d + 2D, ... below ``total_jobs`` (:meth:`Workload.driver_jobs`), in that order —
+its k-th job is d + kD, whenever it asks and whatever the other drivers do. The simulator
+takes them through ``next_job(d, now)`` / ``next_task(d, now)``, the real runtime's driver
+processes by number (``job(j, ...)``), so job j has the same submitter in both. The *content* of job j (its tasks' functions, durations, output sizes and DAG)
 depends only on (seed, j, regime): chunk c draws its arrays from its own stream
 ``SeedSequence([seed, JOB_STREAM, c])``, so two runs with different policies see the
 same job j even when their drivers ask in a different order (common random numbers).
 Durations are drawn both before and after the regime shift, so choosing by regime keeps
 the draws common too. Poisson gaps come from each driver's own stream
-``SeedSequence([seed, GAP_STREAM, driver, k])``, chunk k of ``GAP_CHUNK`` gaps.
+``SeedSequence([seed, GAP_STREAM, driver, k])``, chunk k of ``GAP_CHUNK`` gaps: driver d's
+i-th gap (the wait before its i-th job, d + iD) depends only on (seed, d, i). So the two
+engines share every draw: job j's submitter, functions, durations, output sizes and its
+arrival gap.
 
 Only the current chunks are held, never the whole workload: memory is flat in the
 number of jobs.
@@ -38,8 +44,13 @@ GAP_STREAM = 1_000_003
 MAX_JOBS_PER_CHUNK = 4096
 #: ... and at most this many tasks (unless one job alone has more)
 MAX_TASKS_PER_CHUNK = 1 << 16
-#: chunks of job draws kept (the current one and the one before)
-CACHE_CHUNKS = 2
+#: chunks of job draws kept when jobs are taken by number (``Workload.job``). Drivers that
+#: take theirs in order keep instead every chunk from their slowest one's next job on: they
+#: take interleaved job numbers, d + kD, and drift apart (open-loop drivers by about the
+#: square root of their job counts), and a chunk dropped before a straggler read it would be
+#: drawn again for it — an LRU of 4 drew 8,415 chunks instead of 49 for ``testbed bench
+#: sim``'s 100 Poisson drivers, twice its run time (see ``Workload._evict``)
+CACHE_CHUNKS = 4
 #: Poisson gaps drawn per driver at a time
 GAP_CHUNK = 512
 #: output sizes are clipped to this many bytes (int64 safe)
@@ -129,6 +140,9 @@ class Workload:
             self._mean[1][f.name] = after
         self._mean_all = tuple(sum(f.weight * m[f.name] for f in spec.functions) / total_w
                                for m in self._mean)
+        #: per driver: jobs it has taken so far (its next job is d + k * n_drivers)
+        self._taken = [0] * self.n_drivers
+        #: jobs handed out over all drivers
         self._next = 0
         self._cache: OrderedDict[int, _Chunk] = OrderedDict()
         self._cur_c = -1
@@ -140,18 +154,27 @@ class Workload:
 
     @property
     def jobs_generated(self) -> int:
-        """Jobs handed out so far (the next job's id)."""
+        """Jobs handed out so far, over all drivers."""
         return self._next
 
-    def next_job(self, driver: int, now: float) -> Job | None:
-        """The next job, submitted by ``driver`` at time ``now`` (seconds); None when all
-        ``total_jobs`` have been handed out."""
-        j = self._next
-        if j >= self.total_jobs:
-            return None
+    def driver_jobs(self, driver: int) -> range:
+        """The jobs ``driver`` submits, in order: driver, driver + D, driver + 2D, ... (D =
+        ``n_drivers``) below ``total_jobs``. The one split rule of both engines."""
         if not 0 <= driver < self.n_drivers:
             raise ValueError(f"driver must be in 0..{self.n_drivers - 1}, got {driver!r}")
-        self._next = j + 1
+        return range(driver, self.total_jobs, self.n_drivers)
+
+    def next_job(self, driver: int, now: float) -> Job | None:
+        """``driver``'s next job (see :meth:`driver_jobs`), submitted at time ``now``
+        (seconds); None when that driver has submitted all of its jobs."""
+        if not 0 <= driver < self.n_drivers:
+            raise ValueError(f"driver must be in 0..{self.n_drivers - 1}, got {driver!r}")
+        k = self._taken[driver]
+        j = driver + k * self.n_drivers
+        if j >= self.total_jobs:
+            return None
+        self._taken[driver] = k + 1
+        self._next += 1
         after = self._shift_after_jobs
         at = self._shift_at_s
         shifted = (after is not None and j >= after) or (at is not None and now >= at)
@@ -168,16 +191,18 @@ class Workload:
         shifted = (after is not None and j >= after) or (at is not None and now >= at)
         return self._build(j, driver, shifted)
 
-    def next_task(self, now: float):
-        """Fast path for single-task shapes (``tasks_per_job == 1``): the next job's only
-        task as ``(job_id, function, duration_s, resources, output_bytes)``, the same draws
+    def next_task(self, driver: int, now: float):
+        """Fast path for single-task shapes (``tasks_per_job == 1``): ``driver``'s next job's
+        only task as ``(job_id, function, duration_s, resources, output_bytes)``, the same draws
         as :meth:`next_job` gives, without building Job and TaskSpec objects; None when the
-        workload is exhausted. ``resources`` is shared by every task of the function: read it,
-        never change it."""
-        j = self._next
+        driver has submitted all of its jobs. ``resources`` is shared by every task of the
+        function: read it, never change it."""
+        k = self._taken[driver]
+        j = driver + k * self.n_drivers
         if j >= self.total_jobs:
             return None
-        self._next = j + 1
+        self._taken[driver] = k + 1
+        self._next += 1
         after = self._shift_after_jobs
         at = self._shift_at_s
         shifted = (after is not None and j >= after) or (at is not None and now >= at)
@@ -208,12 +233,27 @@ class Workload:
         if chunk is None:
             chunk = self._draw(c)
             self._cache[c] = chunk
-            while len(self._cache) > CACHE_CHUNKS:
-                self._cache.popitem(last=False)
+            self._evict(c)
         else:
             self._cache.move_to_end(c)
         self._cur_c, self._cur = c, chunk
         return chunk
+
+    def _evict(self, keep: int) -> None:
+        """After drawing chunk ``keep``: drop the chunks no one reads again. Drivers that
+        take their jobs in order (``next_job`` / ``next_task``) still need every chunk from
+        their slowest one's next job on, so exactly the chunks before it go (O(drivers), once
+        per chunk drawn). Taken by number only (``job``, the runtime's drivers), the least
+        recently used go, down to ``CACHE_CHUNKS``."""
+        if self._next:
+            D, total, size = self.n_drivers, self.total_jobs, self._chunk_jobs
+            ahead = [d + k * D for d, k in enumerate(self._taken) if d + k * D < total]
+            low = min(ahead) // size if ahead else keep
+            for c in [c for c in self._cache if c < low and c != keep]:
+                del self._cache[c]
+            return
+        while len(self._cache) > CACHE_CHUNKS:
+            self._cache.popitem(last=False)
 
     def _draw(self, c: int) -> _Chunk:
         """Every draw of chunk c, vectorised; each quantity from its own child stream so
