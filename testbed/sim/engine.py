@@ -215,6 +215,12 @@ class Simulation:
         self._n_gcs = cluster["gcs_shards"]
         self._gcs_read_s = cluster["gcs_read_s"]
         self._n_gs = cluster["global_schedulers"]
+        #: modelled overheads of the real runtime (config.py's [cluster] docs; 0 by default)
+        self._overhead = cluster["task_overhead_s"]
+        self._inflation = cluster["duration_inflation_s"]
+        self._ret = cluster["result_return_s"]
+        self._hb_delay = cluster["heartbeat_delay_s"]
+        self._wstart = cluster["worker_start_s"]
         #: a write's cost per chain member after the head: a hop, then that member's write
         self._hop_s = self._lat + self._gcs_s
         #: a write's extra time down the rest of the chain (pipelined: only its latency)
@@ -414,8 +420,16 @@ class Simulation:
                 self.stuck = True
                 self._stop()
                 return
-            self.view = self._snapshot()
+            if self._hb_delay:
+                self.env.call_in(self._hb_delay, self._deliver_view, self._snapshot())
+            else:
+                self.view = self._snapshot()
             self._sample_gcs_memory()
+
+    def _deliver_view(self, view: ClusterView) -> None:
+        """A heartbeat's view reaches the global scheduler ``heartbeat_delay_s`` after its tick."""
+        if view.version > self.view.version:
+            self.view = view
 
     def _stop(self) -> None:
         self.done = True
@@ -608,6 +622,8 @@ class Simulation:
         now = self.env._now
         self.running[m] += 1
         start = t.ready_at if t.ready_at > now else now
+        if start < self._wstart:
+            start = self._wstart
         if t.deps:
             j = t.job
             bw, lat = self.cfg["bandwidth_bytes_per_s"], self._lat
@@ -628,11 +644,12 @@ class Simulation:
                 self._store(j, m, size)
                 if t1 > start:
                     start = t1
+        start += self._overhead                    # the slot is held from here (dispatch, turnaround)
         t.started = start
         if self.validate:
             self._to(t, TaskState.RUNNING)
         self.pending += 1
-        self.env.call_in(start + t.duration * self.slow[m] - now, self._finish, t)
+        self.env.call_in(start + t.duration * self.slow[m] + self._inflation - now, self._finish, t)
 
     def _store(self, j: _Job, m: int, size: int) -> None:
         if size <= 0:
@@ -667,7 +684,7 @@ class Simulation:
         if len(buf) >= FLUSH_ROWS:
             self.trace.flush()
         ack = self._gcs_write(t.tid, now)          # object table: the output's location and size
-        visible = ack if self._critical else now
+        visible = (ack if self._critical else now) + self._ret
         j = t.job
         if j is None:                              # single-task job: the driver gets the result
             if t.out_bytes:

@@ -51,6 +51,11 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
     out = C.validate_core(raw)
     out["workload"] = parse_workload(raw.get("workload", {}), "workload").to_dict()
     check_policies(out)
+    if out["run"]["trace_out"] == "parquet":
+        import importlib.util
+        if importlib.util.find_spec("pyarrow") is None:
+            raise ConfigError("'parquet' needs pyarrow, which is not installed; use 'csv' (or pip install pyarrow)",
+                              key="run.trace_out")
     from . import studies
     if out["run"]["study"] not in studies.STUDIES:
         raise ConfigError(f"unknown study {out['run']['study']!r}; known: {', '.join(studies.STUDIES)}",
@@ -78,16 +83,26 @@ def build_policies(sched: dict[str, Any]):
     return placement, spillover
 
 
+def _calibration_from_cwd(raw: dict[str, Any], overrides: list[str]) -> None:
+    """A ``--set cluster.calibration=FILE`` path is the command line's: relative to the current folder."""
+    if any(o.partition("=")[0].strip() == "cluster.calibration" for o in overrides):
+        name = raw.get("cluster", {}).get("calibration")
+        if isinstance(name, str) and name and not Path(name).is_absolute():
+            raw["cluster"]["calibration"] = str(Path(name).resolve())
+
+
 def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Experiment:
     path = str(path)
     try:
         raw = C.load_toml(path)
         raw = C.apply_overrides(raw, overrides or [])
+        _calibration_from_cwd(raw, overrides or [])
         sweep = raw.pop("sweep", None)
-        resolved = resolve(raw)
+        base = Path(path).parent
+        resolved = resolve(C.apply_calibration(raw, base))
         points = []
         for label, over in C.sweep_points(sweep, resolved):
-            cfg = C.apply_point(raw, over, resolved)
+            cfg = C.apply_calibration(C.apply_point(raw, over, resolved), base)
             try:
                 points.append(Point(label, over, resolve(cfg)))
             except ConfigError as exc:
