@@ -146,3 +146,25 @@ def test_trace_out_parquet_writes_parquet(tmp_path, capsys):
     assert main(["run", str(p), "--out", str(tmp_path / "out"), "--quiet", "--jobs", "1"]) == 0
     df = pd.read_parquet(tmp_path / "out" / "trace-0-0.parquet")
     assert tuple(df.columns) == NAMES and len(df) == 50
+
+
+@pytest.mark.timeout(120)
+def test_both_engines_write_traces_that_compare_task_by_task(tmp_path, capsys):
+    """The same config on the simulator and on the real runtime: two trace files with the same
+    columns and one finished row per task; joined on task_id, every task is in both."""
+    frames = {}
+    for engine in ("sim", "real"):
+        p = write(tmp_path, run=f'trace_out = "csv"\nengine = "{engine}"\nreal_nodes = 2\nseeds = [0]')
+        p.write_text(p.read_text().replace("seeds = [0, 1]\n", ""))
+        out = tmp_path / f"out-{engine}"
+        assert main(["run", str(p), "--out", str(out), "--quiet"]) == 0
+        frames[engine] = pd.read_csv(out / "trace-0-0.csv")
+    sim, real = frames["sim"], frames["real"]
+    assert tuple(sim.columns) == tuple(real.columns) == NAMES
+    assert len(sim) == len(real) == 50
+    assert (sim.state == "finished").all() and (real.state == "finished").all()
+    both = sim.merge(real, on="task_id", suffixes=("_sim", "_real"))
+    assert len(both) == 50
+    run_sim = both.finished_s_sim - both.started_s_sim
+    run_real = both.finished_s_real - both.started_s_real
+    assert (run_sim > 0).all() and (run_real >= run_sim - 1e-9).all()   # real tasks run at least their duration
