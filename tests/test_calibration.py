@@ -168,3 +168,27 @@ def test_both_engines_write_traces_that_compare_task_by_task(tmp_path, capsys):
     run_sim = both.finished_s_sim - both.started_s_sim
     run_real = both.finished_s_real - both.started_s_real
     assert (run_sim > 0).all() and (run_real >= run_sim - 1e-9).all()   # real tasks run at least their duration
+
+
+def test_empty_calibration_gives_exactly_the_schema_defaults(tmp_path):
+    """``cluster.calibration = ""`` (the validation study's uncalibrated variant) resolves every
+    [cluster] key as a config without the key does."""
+    plain = load_experiment(write(tmp_path)).points[0].config["cluster"]
+    (tmp_path / "e").mkdir()
+    empty = load_experiment(write(tmp_path / "e", cluster='calibration = ""')).points[0].config["cluster"]
+    assert empty == plain
+
+
+def test_the_committed_calibration_is_usable_from_experiments(tmp_path):
+    """experiments/calibration.toml (measured here by `testbed calibrate`) loads as a
+    calibration and fills the [cluster] keys a shipped experiment leaves unset."""
+    from pathlib import Path
+
+    from testbed.core.config import load_calibration
+    exp_dir = Path(__file__).resolve().parents[1] / "experiments"
+    table = load_calibration(exp_dir / "calibration.toml")
+    assert table["task_overhead_s"] > 0 and table["duration_inflation_s"] > 0
+    cfg = exp_dir / "quickstart.toml"
+    c = load_experiment(cfg, ["cluster.calibration=" + str(exp_dir / "calibration.toml")]).points[0].config["cluster"]
+    for k, v in table.items():
+        assert c[k] == v or k in tomllib.loads(cfg.read_text()).get("cluster", {}), k
