@@ -67,9 +67,26 @@ def test_duration_inflation_lengthens_every_run_and_is_observed():
     """Each task runs duration + duration_inflation_s (also on a slow node: the inflation is not
     scaled), and the placement's estimator sees that inflated time."""
     inf = 0.002
-    res, tr = run({**ONE_SLOT, "duration_inflation_s": inf, "slow_nodes": 1, "slow_factor": 2.0})
+    pol = RecordObserved()
+    res, tr = run({**ONE_SLOT, "duration_inflation_s": inf, "slow_nodes": 1, "slow_factor": 2.0}, placement=pol)
     np.testing.assert_allclose(tr.finished_s - tr.started_s, 2 * DUR + inf, atol=1e-12)
     assert res.info["sim_end_s"] == pytest.approx(N * (2 * DUR + inf), abs=1e-12)
+    assert len(pol.observed) == N
+    np.testing.assert_allclose(pol.observed, 2 * DUR + inf, atol=1e-12)
+
+
+class RecordObserved(PlacementPolicy):
+    """Node 0 always; records every run time the engine reports to the estimators."""
+
+    def __init__(self):
+        self.observed: list[float] = []
+
+    def place(self, task, view, now, rng):
+        return Placement(0)
+
+    def observe_task(self, function, node, duration_s, now):
+        self.observed.append(duration_s)
+        super().observe_task(function, node, duration_s, now)
 
 
 def test_result_return_delays_what_the_driver_and_dependents_see():
