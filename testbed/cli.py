@@ -4,6 +4,7 @@
     testbed validate CONFIG...
     testbed list [--plugin pkg.module:Name ...]
     testbed bench sim|real [--json] [--tasks N] [--cases a,b]
+    testbed calibrate [--out FILE] [--quiet]
 
 Every user error is one line on stderr (``testbed: error: ...``) and exit status 2.
 """
@@ -54,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="one JSON object per case instead of a table")
     b.add_argument("--tasks", type=_positive_int, default=None, help="sim: tasks per case (default 200,000)")
     b.add_argument("--cases", default=None, help="comma-separated case names (default: all)")
+
+    c = sub.add_parser("calibrate", help="measure the real runtime here; write the simulator's overheads (TOML)")
+    c.add_argument("--out", default="calibration.toml", help="file to write (default calibration.toml)")
+    c.add_argument("--quiet", action="store_true", help="no progress or table on stderr")
     return p
 
 
@@ -97,6 +102,9 @@ def _dispatch(args) -> int:
             return bench_real(json_out=args.json, cases=args.cases)
         from .studies.bench import bench_sim
         return bench_sim(json_out=args.json, tasks=args.tasks, cases=args.cases)
+    if args.cmd == "calibrate":
+        from .studies.calibrate import calibrate
+        return calibrate(args.out, quiet=args.quiet)
     raise AssertionError(args.cmd)
 
 

@@ -71,6 +71,24 @@ CLUSTER: dict[str, Field] = {
                              "task-table entry with the spec, its object-table entry, its Trace row; measured on "
                              "the real runtime: 1M empty tasks without flushing held 3,605 MB, "
                              "examples/gcs_memory.py)"),
+    # overheads of the real runtime the simulator can model (0: none; `testbed calibrate` measures them)
+    "task_overhead_s": Field(_num, 0.0, non_negative, ">= 0", "simulator: seconds a worker slot is held per task "
+                             "before the task starts (dispatch to the worker and the slot's turnaround after the "
+                             "previous task); the Trace's started_s is after it"),
+    "duration_inflation_s": Field(_num, 0.0, non_negative, ">= 0", "simulator: seconds each task runs beyond its "
+                                  "drawn duration x the node's slowdown (a constant added to its run time; it holds "
+                                  "the slot and estimators observe it)"),
+    "result_return_s": Field(_num, 0.0, non_negative, ">= 0", "simulator: seconds from a task's end until its result "
+                             "is visible to its dependents and its driver, beyond the GCS write and the hop"),
+    "heartbeat_delay_s": Field(_num, 0.0, non_negative, ">= 0", "simulator: age of a heartbeat's view when the global "
+                               "scheduler gets it (the view of the tick at t is used from t + heartbeat_delay_s; not yet "
+                               "applied in runs with [faults])"),
+    "worker_start_s": Field(_num, 0.0, non_negative, ">= 0", "simulator: seconds from the run's start until a node's "
+                            "workers accept tasks (no task starts before it)"),
+    "calibration": Field(_str, "", None, "", "a calibration file (TOML, from `testbed calibrate`) whose [cluster] "
+                         "table fills every [cluster] key this config does not set (explicit keys, --set and sweep "
+                         "values win); a path relative to the config file (to the current folder with --set); "
+                         "'' for none"),
 }
 
 NODE_GROUP: dict[str, Field] = {
@@ -102,6 +120,9 @@ RUN: dict[str, Field] = {
     "study": Field(_str, "compare", None, "", "how results are tabulated and plotted (`testbed list`)"),
     "trace": Field(_str, "auto", None, "", "keep per-task rows ('rows'), only streaming aggregates ('aggregate'), "
                    "or rows for runs of at most 200,000 tasks ('auto')", choices=("auto", "rows", "aggregate")),
+    "trace_out": Field(_str, "none", None, "", "write each run's Trace (one row per task attempt) to the results "
+                       "folder as trace-<point>-<seed>.csv or .parquet (parquet needs pyarrow)",
+                       choices=("none", "csv", "parquet")),
     "validate": Field((bool,), False, None, "", "check every task-state transition (slower; for tests)"),
     "max_sim_time_s": Field(_num, 1e7, positive, "> 0", "stop a simulation at this simulated time"),
     "warmup_fraction": Field(_num, 0.1, lambda x: 0 <= x < 1, "in [0, 1)", "study theory: the first this fraction "
@@ -223,6 +244,63 @@ def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
         if not eq or not key.strip():
             raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
         set_path(out, key.strip(), parse_value(text.strip()))
+    return out
+
+
+# --- calibration files (`testbed calibrate`) --------------------------------------------
+
+#: sections a calibration file may have: [cluster] (simulator parameters) and [meta]
+#: (how each value was measured, its spread, the raw measurements; not read by the loader)
+CALIBRATION_SECTIONS = ("cluster", "meta")
+#: [cluster] keys a calibration file may not set (they are about the file itself)
+NOT_CALIBRATED = ("calibration",)
+
+
+def load_calibration(path: str | Path) -> dict[str, Any]:
+    """The ``[cluster]`` table of a calibration file, each key a known [cluster] parameter
+    with a valid value; anything wrong is one ConfigError naming the file and key."""
+    raw = load_toml(path)
+    for name in raw:
+        if name not in CALIBRATION_SECTIONS:
+            raise ConfigError(f"unknown section of a calibration file; sections: {', '.join(CALIBRATION_SECTIONS)}",
+                              key=name, file=str(path))
+    table = raw.get("cluster")
+    if not isinstance(table, dict):
+        raise ConfigError("a calibration file needs a [cluster] table of simulator parameters", key="cluster",
+                          file=str(path))
+    for k in table:
+        if k not in CLUSTER or k in NOT_CALIBRATED:
+            raise ConfigError("unknown parameter (not a [cluster] key)", key=f"cluster.{k}", file=str(path))
+    try:
+        check_table(table, {k: CLUSTER[k] for k in table}, "cluster")
+    except ConfigError as exc:
+        raise ConfigError(exc.message, key=exc.key, file=str(path)) from None
+    return dict(table)
+
+
+def apply_calibration(cfg: dict, base_dir: str | Path) -> dict:
+    """``cfg`` with the ``[cluster]`` keys of its ``cluster.calibration`` file filled in.
+
+    Precedence: a key the config sets (in the file, by ``--set`` or by a sweep point) wins over
+    the calibration; the calibration wins over the schema's default. A relative path is taken
+    from ``base_dir`` (the config file's folder). ``cluster.calibration`` stays as given.
+    """
+    cluster = cfg.get("cluster")
+    if not isinstance(cluster, dict):
+        return cfg
+    name = cluster.get("calibration", "")
+    if not isinstance(name, str) or not name:
+        return cfg     # not a string: the schema check names it
+    path = Path(name)
+    if not path.is_absolute():
+        path = Path(base_dir) / path
+    try:
+        table = load_calibration(path)
+    except ConfigError as exc:
+        raise ConfigError(f"cluster.calibration = {name!r}: {exc}") from None
+    out = copy.deepcopy(cfg)
+    for k, v in table.items():
+        out["cluster"].setdefault(k, v)
     return out
 
 

@@ -283,6 +283,24 @@ class BlockingGcs:
         self._pump(lambda: req in self._replies, timeout)
         return self._replies.pop(req)
 
+    def burst(self, op: str, table: str, key, n: int, value=None, timeout: float = 30.0) -> None:
+        """``n`` reads (``op="read"``) or writes of one key sent back to back, then wait for
+        every answer: the shard's service time per request, measured by ``testbed calibrate``."""
+        k = self.ctx.shard_of(key)
+        if op == "write":
+            for _ in range(n):
+                self._cseq += 1
+                self._send("head", k, ("w", self.cid, self._cseq, ("put", table, key, value)))
+            last = self._cseq
+            self._pump(lambda: self.acked[k] >= last, timeout)
+            return
+        reqs = [next(self._req) for _ in range(n)]
+        for req in reqs:
+            self._send("tail", k, ("get", req, table, key, False))
+        self._pump(lambda: all(r in self._replies for r in reqs), timeout)
+        for req in reqs:
+            self._replies.pop(req)
+
     def stats(self, k: int, r: int, timeout: float = 30.0) -> dict:
         """One replica's table sizes, flushed entries and pid."""
         req = next(self._req)

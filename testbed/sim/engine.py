@@ -309,6 +309,12 @@ class Simulation:
         self._n_gs = cluster["global_schedulers"]
         #: rebuild the ClusterView at every placement decision (no heartbeat staleness)
         self._fresh_view = cluster["view_fresh_per_decision"]
+        #: modelled overheads of the real runtime (config.py's [cluster] docs; 0 by default)
+        self._overhead = cluster["task_overhead_s"]
+        self._inflation = cluster["duration_inflation_s"]
+        self._ret = cluster["result_return_s"]
+        self._hb_delay = cluster["heartbeat_delay_s"]
+        self._wstart = cluster["worker_start_s"]
         #: a write's cost per chain member after the head: a hop, then that member's write
         self._hop_s = self._lat + self._gcs_s
         #: a write's extra time down the rest of the chain (pipelined: only its latency)
@@ -507,21 +513,37 @@ class Simulation:
                 self.stuck = True
                 self._stop()
                 return
-            self.view = self._snapshot()
-            self._deliver_reports()
+            if self._hb_delay:
+                # the round's view and reports reach the global scheduler heartbeat_delay_s later
+                reports = (self._durs, self._xfers)
+                self._durs = [[] for _ in range(self.n)]
+                self._xfers = [[] for _ in range(self.n)]
+                self.env.call_in(self._hb_delay, self._deliver_view, (self._snapshot(), reports))
+            else:
+                self.view = self._snapshot()
+                self._deliver_reports()
             self._sample_gcs_memory()
 
-    def _deliver_reports(self) -> None:
+    def _deliver_reports(self, reports: tuple[list, list] | None = None) -> None:
         """The heartbeat round: each node's samples since its last one reach the placement
         policy's estimators now (node order; the one rule of both engines,
-        :func:`testbed.policy.base.deliver_reports`)."""
+        :func:`testbed.policy.base.deliver_reports`). ``reports``: (durations, transfers) per
+        node taken at the round's tick (default: the buffers now)."""
         now = self.env._now
         pl = self.placement
-        durs, xfers = self._durs, self._xfers
-        for m in range(self.n):
+        durs, xfers = reports if reports is not None else (self._durs, self._xfers)
+        for m in range(len(durs)):
             if durs[m] or xfers[m]:
                 deliver_reports(pl, m, durs[m], xfers[m], now)
                 durs[m], xfers[m] = [], []
+
+    def _deliver_view(self, arg) -> None:
+        """A heartbeat's view (and the reports sent with it) reach the global scheduler
+        ``heartbeat_delay_s`` after its tick."""
+        view, reports = arg
+        if view.version > self.view.version:
+            self.view = view
+        self._deliver_reports(reports)
 
     def _stop(self) -> None:
         self.done = True
@@ -713,6 +735,8 @@ class Simulation:
         now = self.env._now
         self.running[m] += 1
         start = t.ready_at if t.ready_at > now else now
+        if start < self._wstart:
+            start = self._wstart
         if t.deps:
             j = t.job
             bw, lat = self.cfg["bandwidth_bytes_per_s"], self._lat
@@ -733,11 +757,12 @@ class Simulation:
                 self._store(j, m, size)
                 if t1 > start:
                     start = t1
+        start += self._overhead                    # the slot is held from here (dispatch, turnaround)
         t.started = start
         if self.validate:
             self._to(t, TaskState.RUNNING)
         self.pending += 1
-        self.env.call_in(start + t.duration * self.slow[m] - now, self._finish, t)
+        self.env.call_in(start + t.duration * self.slow[m] + self._inflation - now, self._finish, t)
 
     def _store(self, j: _Job, m: int, size: int) -> None:
         if size <= 0:
@@ -773,7 +798,7 @@ class Simulation:
         if len(buf) >= FLUSH_ROWS:
             self.trace.flush()
         ack = self._gcs_write(t.tid, now)          # object table: the output's location and size
-        visible = ack if self._critical else now
+        visible = (ack if self._critical else now) + self._ret
         j = t.job
         if j is None:                              # single-task job: the driver gets the result
             if t.out_bytes:

@@ -50,6 +50,11 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
     out = C.validate_core(raw)
     out["workload"] = parse_workload(raw.get("workload", {}), "workload").to_dict()
     check_policies(out)
+    if out["run"]["trace_out"] == "parquet":
+        import importlib.util
+        if importlib.util.find_spec("pyarrow") is None:
+            raise ConfigError("'parquet' needs pyarrow, which is not installed; use 'csv' (or pip install pyarrow)",
+                              key="run.trace_out")
     from . import studies
     if out["run"]["study"] not in studies.STUDIES:
         raise ConfigError(f"unknown study {out['run']['study']!r}; known: {', '.join(studies.STUDIES)}",
@@ -62,13 +67,23 @@ def check_policies(cfg: dict[str, Any]) -> None:
     build_policies(cfg["scheduler"])
 
 
+def _calibration_from_cwd(raw: dict[str, Any], overrides: list[str]) -> None:
+    """A ``--set cluster.calibration=FILE`` path is the command line's: relative to the current folder."""
+    if any(o.partition("=")[0].strip() == "cluster.calibration" for o in overrides):
+        name = raw.get("cluster", {}).get("calibration")
+        if isinstance(name, str) and name and not Path(name).is_absolute():
+            raw["cluster"]["calibration"] = str(Path(name).resolve())
+
+
 def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Experiment:
     path = str(path)
     try:
         raw = C.load_toml(path)
         raw = C.apply_overrides(raw, overrides or [])
+        _calibration_from_cwd(raw, overrides or [])
         sweep = raw.pop("sweep", None)
-        resolved = resolve(raw)
+        base = Path(path).parent
+        resolved = resolve(C.apply_calibration(raw, base))
         from . import studies
         study = studies.STUDIES[resolved["run"]["study"]]
         points = []
@@ -77,7 +92,7 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
             for suffix, extra in study.variants or (("", {}),):
                 lbl = f"{label} · {suffix}" if label and suffix else label or suffix
                 over_v = {**over, **extra}
-                cfg = C.apply_point(raw, over_v, resolved)
+                cfg = C.apply_calibration(C.apply_point(raw, over_v, resolved), base)
                 try:
                     point = Point(lbl, over_v, resolve(cfg))
                     study.check_config(point.config, lbl)

@@ -4,6 +4,7 @@ Layout of ``DIR`` (default ``results/<config name>/<timestamp>/``)::
 
     config.toml   the resolved config, every default filled in (plus [sweep])
     runs.csv      one row per point x seed: label, swept keys, seed, metrics, engine facts
+    trace-<point>-<seed>.csv|.parquet   with run.trace_out: that run's Trace (core.trace.COLUMNS)
     *.png         the study's figures
     summary.md    headline table (paper's values beside ours where the study has them)
 
@@ -39,7 +40,8 @@ def _one(args: tuple[int, Point, int]) -> dict[str, Any]:
     from . import studies
     from .execute import run_once
     study = studies.STUDIES[point.config["run"]["study"]]
-    res = run_once(point.config, seed, keep_rows=study.keeps_rows(point.config))
+    trace_out = point.config["run"]["trace_out"]
+    res = run_once(point.config, seed, keep_rows=True if trace_out != "none" else study.keeps_rows(point.config))
     c = point.config["cluster"]
     row: dict[str, Any] = {"point": i, "label": point.label}
     for k, v in point.overrides.items():
@@ -49,6 +51,8 @@ def _one(args: tuple[int, Point, int]) -> dict[str, Any]:
     row.update(res.metrics)
     row.update({f"engine_{k}": v for k, v in res.info.items() if not isinstance(v, (list, dict))})
     row.update(study.run_metrics(res.trace, res.info, point.config))
+    if trace_out != "none" and res.trace is not None:
+        row["_trace"] = (f"trace-{i}-{seed}.{trace_out}", res.trace)
     if study.wants_trace:
         ts = study.timeseries(res.trace, res.info, point.config)
         if ts is not None:
@@ -193,6 +197,14 @@ def _write(exp: Experiment, study, rows: list[dict], tmp: Path, wall: float, pla
     tmp.mkdir(parents=True)
     (tmp / "config.toml").write_text(
         f"# resolved config of {exp.path} (every default filled in)\n" + tomli_w.dumps(exp.resolved))
+    for row in rows:              # run.trace_out: each run's Trace, one row per task attempt
+        name, trace = row.pop("_trace", (None, None))
+        if name is None:
+            continue
+        if name.endswith(".parquet"):
+            trace.to_parquet(tmp / name, index=False)
+        else:
+            trace.to_csv(tmp / name, index=False)
     series = [r for row in rows for r in row.pop("_timeseries", ())]
     if series:
         pd.DataFrame(series).to_csv(tmp / "timeseries.csv", index=False)

@@ -29,7 +29,7 @@ from .stats import mean_ci, paired_rel_error_ci
 VARIANTS: tuple[tuple[str, dict], ...] = (
     ("real", {"run.engine": "real"}),
     ("sim", {"run.engine": "sim"}),
-    ("sim, uncalibrated", {"run.engine": "sim"}),  # TMP
+    ("sim, uncalibrated", {"run.engine": "sim", "cluster.calibration": ""}),
 )
 SEP = " · "
 
