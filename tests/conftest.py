@@ -3,6 +3,7 @@ helpers the runtime's tests share (failure settings, polling, tasks that make ob
 from __future__ import annotations
 
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -40,9 +41,35 @@ def _children(pid: int) -> set[int]:
     return live
 
 
+#: shm prefixes of the runtime clusters this test process started (every cluster's files
+#: start with its prefix): another process's cluster — a second test run on the same machine
+#: — is not ours to check or to clean up
+_OUR_CLUSTERS: set[str] = set()
+_CLUSTER_FILE = re.compile(r"tb-[0-9a-f]{10}-")
+
+
+def _record_clusters() -> None:
+    from testbed.real import api
+    init = api.Cluster.__init__
+
+    def recording_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        _OUR_CLUSTERS.add(self.shm_prefix)
+    api.Cluster.__init__ = recording_init
+
+
+_record_clusters()
+
+
+def _ours(name: str) -> bool:
+    m = _CLUSTER_FILE.match(name)
+    return m is None or m.group(0) in _OUR_CLUSTERS
+
+
 def _segments() -> set[str]:
+    """Names in /dev/shm this process may have made (other processes' clusters left out)."""
     try:
-        return set(os.listdir(SHM))
+        return {n for n in os.listdir(SHM) if _ours(n)}
     except OSError:
         return set()
 
