@@ -36,9 +36,9 @@ COLUMNS: dict[str, tuple[str, str]] = {
 NAMES = tuple(COLUMNS)
 
 #: One Trace row with named fields (``NAMES``, in order): the one row constructor both
-#: engines use. Build it by keyword (``TraceRow(task_id=..., state=...)``); the simulator's
-#: per-task hot path builds it positionally (``TraceRow(a, b, ...)``, same order) to keep its
-#: speed. It is a tuple, so a list of rows is what :func:`rows_to_columns` takes, and it
+#: engines use. Build it by keyword (``TraceRow(task_id=..., state=...)``); only the
+#: simulator's per-task finish row is a plain tuple in the same order, to keep its speed
+#: (a test checks that its columns read back by name). It is a tuple, so a list of rows is what :func:`rows_to_columns` takes, and it
 #: pickles (the runtime's node managers send rows to the GCS).
 TraceRow = NamedTuple("TraceRow", [(name, object) for name in NAMES])
 TraceRow.__doc__ = "One Trace row: " + ", ".join(NAMES) + " (see COLUMNS)."
