@@ -349,6 +349,6 @@ def test_a_lost_actor_is_rebuilt_where_the_placement_policy_puts_it():
         tb.kill_node(victim)
         _wait_dead(victim)
         assert tb.get(a.incr.remote(), timeout=60) == 3
-        rebuilt = [r[4] for r in _rows("Tally.__init__") if r[12] == 2]
+        rebuilt = [r["node"] for r in _rows("Tally.__init__") if r["attempt"] == 2]
         assert rebuilt == [2]                                   # node 3 is dead: the highest live one
     assert_cluster_gone(c)
