@@ -50,6 +50,27 @@ def test_server_serves_in_issue_order_once_arrived():
     assert s.starts[0] == [0.0, 4.0, 9.5] and s.ends[0] == [3.0, 6.0, 11.5]
 
 
+def test_server_matches_a_unit_grid_model_of_idle_time_filling():
+    """Random request sequences (issue time, arrival >= issue, whole-unit services): every
+    completion equals a brute-force model that takes the server's free unit slots at or
+    after the arrival, in issue order — no idle time lost, no overlap. (The gap-only rule
+    before it, which queued a request no single gap held at the end, fails this.)"""
+    import random
+    rnd = random.Random(2)
+    for _ in range(500):
+        s, busy, now = FifoServers(1), set(), 0
+        for _ in range(60):
+            now += rnd.randint(0, 3)
+            t, svc = now + rnd.randint(0, 8), rnd.randint(1, 4)
+            x, left = t, svc
+            while left:
+                if x not in busy:
+                    busy.add(x)
+                    left -= 1
+                x += 1
+            assert _serve(s, 0, float(now), float(t), float(svc)) == x
+
+
 # -- the closed forms against textbook values ----------------------------------------------
 
 def test_erlang_c_by_hand():
