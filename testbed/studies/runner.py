@@ -171,6 +171,11 @@ def run_experiment(exp: Experiment, out: Path, jobs: int | None = None, progress
     return out
 
 
+def _engines(exp: Experiment) -> str:
+    """The engine(s) the points ran on, e.g. ``sim`` or ``real, sim`` (a validation)."""
+    return ", ".join(dict.fromkeys(p.config["run"]["engine"] for p in exp.points)) or exp.resolved["run"]["engine"]
+
+
 def _main_thread() -> bool:
     import threading
     return threading.current_thread() is threading.main_thread()
@@ -216,7 +221,7 @@ def _write(exp: Experiment, study, rows: list[dict], tmp: Path, wall: float, pla
     if len(runs):
         figures = study.figures(runs, exp, tmp)
     head = [f"# {exp.name}", "",
-            f"Config: `{exp.path}` · study: `{exp.study}` · engine: `{exp.resolved['run']['engine']}` · "
+            f"Config: `{exp.path}` · study: `{exp.study}` · engine: `{_engines(exp)}` · "
             f"seeds: {exp.seeds} · {len(runs)} of {planned} runs in {wall:.1f} s wall",
             ""]
     if interrupted:
