@@ -752,6 +752,10 @@ class Validation(Study):
         from . import validation
         return validation.latency_quantiles(trace)
 
+    def run_metrics(self, trace, info, cfg):
+        from . import validation
+        return validation.decision_metrics(trace)
+
     def summary(self, runs, exp) -> str:
         from . import validation
         return validation.summary(runs, exp)
