@@ -169,16 +169,10 @@ class Workload:
         (seconds); None when that driver has submitted all of its jobs."""
         if not 0 <= driver < self.n_drivers:
             raise ValueError(f"driver must be in 0..{self.n_drivers - 1}, got {driver!r}")
-        k = self._taken[driver]
-        j = driver + k * self.n_drivers
-        if j >= self.total_jobs:
+        j = self._take(driver)
+        if j is None:
             return None
-        self._taken[driver] = k + 1
-        self._next += 1
-        after = self._shift_after_jobs
-        at = self._shift_at_s
-        shifted = (after is not None and j >= after) or (at is not None and now >= at)
-        return self._build(j, driver, shifted)
+        return self._build(j, driver, self._shifted(j, now))
 
     def job(self, j: int, driver: int, now: float) -> Job:
         """Job ``j`` as ``next_job`` would hand it out at ``now`` — for engines whose drivers
@@ -186,10 +180,7 @@ class Workload:
         seed, j and the regime, so the draws are the same)."""
         if not 0 <= j < self.total_jobs:
             raise ValueError(f"job must be in 0..{self.total_jobs - 1}, got {j!r}")
-        after = self._shift_after_jobs
-        at = self._shift_at_s
-        shifted = (after is not None and j >= after) or (at is not None and now >= at)
-        return self._build(j, driver, shifted)
+        return self._build(j, driver, self._shifted(j, now))
 
     def next_task(self, driver: int, now: float):
         """Fast path for single-task shapes (``tasks_per_job == 1``): ``driver``'s next job's
@@ -197,19 +188,31 @@ class Workload:
         as :meth:`next_job` gives, without building Job and TaskSpec objects; None when the
         driver has submitted all of its jobs. ``resources`` is shared by every task of the
         function: read it, never change it."""
+        j = self._take(driver)
+        if j is None:
+            return None
+        shifted = self._shifted(j, now)
+        c, r = divmod(j, self._chunk_jobs)
+        chunk = self._cur if c == self._cur_c else self._chunk(c)
+        f = chunk.fn[r]
+        return j, self.functions[f], (chunk.after if shifted else chunk.before)[r], self._resources[f], chunk.out[r]
+
+    def _take(self, driver: int) -> int | None:
+        """Hand out ``driver``'s next job number (its k-th is driver + k * n_drivers, see
+        :meth:`driver_jobs`); None when it has submitted all of its jobs."""
         k = self._taken[driver]
         j = driver + k * self.n_drivers
         if j >= self.total_jobs:
             return None
         self._taken[driver] = k + 1
         self._next += 1
+        return j
+
+    def _shifted(self, j: int, now: float) -> bool:
+        """Whether job ``j``, submitted at ``now`` (seconds), runs in the shifted regime."""
         after = self._shift_after_jobs
         at = self._shift_at_s
-        shifted = (after is not None and j >= after) or (at is not None and now >= at)
-        c, r = divmod(j, self._chunk_jobs)
-        chunk = self._cur if c == self._cur_c else self._chunk(c)
-        f = chunk.fn[r]
-        return j, self.functions[f], (chunk.after if shifted else chunk.before)[r], self._resources[f], chunk.out[r]
+        return (after is not None and j >= after) or (at is not None and now >= at)
 
     def _build(self, j: int, driver: int, shifted: bool) -> Job:
         c, r = divmod(j, self._chunk_jobs)
