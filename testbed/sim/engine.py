@@ -145,13 +145,6 @@ class FifoServers:
         self.starts: list[list[float]] = [[0.0] for _ in range(n)]
         self.ends: list[list[float]] = [[0.0] for _ in range(n)]
 
-    def __len__(self) -> int:
-        return len(self.ends)
-
-    def __getitem__(self, i: int) -> float:
-        """When server ``i`` finishes its last booking (0: none)."""
-        return self.ends[i][-1]
-
     def append(self, busy_until: float) -> None:
         """One more server (a node joined), idle from ``busy_until``."""
         self.starts.append([busy_until])
