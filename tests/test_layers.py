@@ -24,10 +24,10 @@ ALLOWED = {
 }
 
 
-def _imported_layers(path: Path, layer: str):
+def _imported_layers(path: Path, layer: str, root: Path):
     """(line, target layer) of every testbed import in one module, relative or absolute."""
     tree = ast.parse(path.read_text(), str(path))
-    pkg = ["testbed", layer] + list(path.relative_to(ROOT / layer).parent.parts)
+    pkg = ["testbed", layer] + list(path.relative_to(root / layer).parent.parts)
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
@@ -46,13 +46,14 @@ def _imported_layers(path: Path, layer: str):
                 yield node.lineno, parts[1]
 
 
-def violations() -> list[str]:
+def violations(root: Path = ROOT) -> list[str]:
+    """Every import under ``root`` (a ``testbed`` package folder) that breaks the layer table."""
     out = []
     for layer, allowed in ALLOWED.items():
-        for path in sorted((ROOT / layer).rglob("*.py")):
-            for line, target in sorted(_imported_layers(path, layer)):
+        for path in sorted((root / layer).rglob("*.py")):
+            for line, target in sorted(_imported_layers(path, layer, root)):
                 if target != layer and target in ALLOWED and target not in allowed:
-                    out.append(f"{path.relative_to(ROOT.parent)}:{line}: {layer} imports {target}")
+                    out.append(f"{path.relative_to(root.parent)}:{line}: {layer} imports {target}")
     return out
 
 
@@ -61,14 +62,13 @@ def test_no_layer_imports_above_or_beside_itself():
     assert violations() == []
 
 
-def test_the_scan_sees_relative_and_lazy_imports(tmp_path, monkeypatch):
+def test_the_scan_sees_relative_and_lazy_imports(tmp_path):
     """The checker catches an import inside a function, relative or absolute (so it can fail)."""
     fake = tmp_path / "testbed"
     (fake / "real").mkdir(parents=True)
     (fake / "real" / "x.py").write_text("def f():\n    from ..studies.experiment import resolve\n"
                                         "import testbed.sim.engine\nfrom ..policy import build\n")
-    monkeypatch.setattr(__import__(__name__), "ROOT", fake)
-    assert violations() == ["testbed/real/x.py:2: real imports studies", "testbed/real/x.py:3: real imports sim"]
+    assert violations(fake) == ["testbed/real/x.py:2: real imports studies", "testbed/real/x.py:3: real imports sim"]
 
 
 def test_the_runtime_writes_only_shared_task_states():

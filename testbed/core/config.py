@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .schema import REQUIRED, Field, check_table, non_negative, positive
+from .schema import REQUIRED, Field, _copy, check_table, non_negative, positive
 
 _num = (float,)
 _int = (int,)
@@ -470,5 +470,4 @@ def _materialise(raw: dict, resolved: Mapping[str, Any], parents: list[str]) -> 
 def default(section: str, key: str) -> Any:
     """The schema's default of ``section.key`` (a fresh copy): the one place a default lives,
     read by every caller that offers the same knob (``tb.init``, the runtime's processes)."""
-    from .schema import _copy
     return _copy(SECTIONS[section][key].default)

@@ -19,40 +19,48 @@ from typing import Any
 from ..core.errors import ConfigError
 from ..core.schema import Field, check_table, non_negative, positive
 
-_num = (float,)
+#: the two rules a parameter can have, by the words the README's table and errors use
+_RULES = {"> 0": positive, ">= 0": non_negative}
+
+
+def _num(default: float, doc: str, rule: str = "> 0") -> Field:
+    """A number parameter (its unit opens ``doc``) that must satisfy ``rule``."""
+    return Field((float,), default, _RULES[rule], rule, doc)
+
 
 RUNTIME: dict[str, Field] = {
-    "gcs_write_behind_s": Field(_num, 0.002, non_negative, ">= 0", "seconds: a GCS client holds write-behind "
-                                "writes (task-table entries off the critical path) to one shard this long and "
-                                "sends them as one batch"),
-    "gcs_ack_coalesce_s": Field(_num, 0.001, non_negative, ">= 0", "seconds: the tail of a GCS chain "
-                                "acknowledges a client's writes at most once per this window (one ack per client)"),
-    "gcs_chain_ack_coalesce_s": Field(_num, 0.001, non_negative, ">= 0", "seconds: a GCS replica's "
-                                      "acknowledgement back up its chain is coalesced over this window"),
-    "node_startup_grace_s": Field(_num, 10.0, positive, "> 0", "seconds: a configured node that has not sent "
-                                  "its first heartbeat this long after the global scheduler started, plus the "
-                                  "heartbeat timeout, is declared dead"),
-    "lost_recheck_heartbeats": Field(_num, 5.0, positive, "> 0", "heartbeat intervals: how often a node manager "
-                                     "re-checks the objects its tasks wait for that live on dead nodes"),
-    "lost_recheck_min_s": Field(_num, 0.2, positive, "> 0", "seconds: the shortest re-check interval of lost "
-                                "objects (the interval is max(this, lost_recheck_heartbeats x heartbeat))"),
-    "spec_wait_retry_s": Field(_num, 0.05, positive, "> 0", "seconds: when a lost object's task entry has no "
-                               "spec yet (its submitter's write is still in flight), look again after this"),
-    "records_gather_timeout_s": Field(_num, 5.0, positive, "> 0", "seconds: a node gathering task records "
-                                      "from its peers answers with what it has after this (a peer died)"),
-    "peer_connect_timeout_s": Field(_num, 2.0, positive, "> 0", "seconds: deadline of a connection (connect and "
-                                    "handshake) from a node manager or the global scheduler to a node that has "
-                                    "reported"),
-    "connect_deadline_s": Field(_num, 20.0, positive, "> 0", "seconds: how long a process retries connecting "
-                                "to a peer that is still starting (GCS, chain master, node manager)"),
-    "handshake_timeout_s": Field(_num, 5.0, positive, "> 0", "seconds: a listener closes a connection whose "
-                                 "authentication handshake has not finished by then"),
-    "start_timeout_s": Field(_num, 60.0, positive, "> 0", "seconds: tb.init (and tb.add_node) fail when the "
-                             "cluster (the node) has not started and reported within this"),
-    "start_poll_s": Field(_num, 0.005, positive, "> 0", "seconds: the driver polls for every node's first "
-                          "report this often during tb.init and tb.add_node"),
-    "supervisor_poll_s": Field(_num, 0.2, positive, "> 0", "seconds: the supervisor's wait between checks "
-                               "for exited processes when no command arrives"),
+    "gcs_write_behind_s": _num(0.002, "seconds: a GCS client holds write-behind "
+                               "writes (task-table entries off the critical path) to one shard this long and "
+                               "sends them as one batch", ">= 0"),
+    "gcs_ack_coalesce_s": _num(0.001, "seconds: the tail of a GCS chain "
+                               "acknowledges a client's writes at most once per this window (one ack per client)",
+                               ">= 0"),
+    "gcs_chain_ack_coalesce_s": _num(0.001, "seconds: a GCS replica's "
+                                     "acknowledgement back up its chain is coalesced over this window", ">= 0"),
+    "node_startup_grace_s": _num(10.0, "seconds: a configured node that has not sent "
+                                 "its first heartbeat this long after the global scheduler started, plus the "
+                                 "heartbeat timeout, is declared dead"),
+    "lost_recheck_heartbeats": _num(5.0, "heartbeat intervals: how often a node manager "
+                                    "re-checks the objects its tasks wait for that live on dead nodes"),
+    "lost_recheck_min_s": _num(0.2, "seconds: the shortest re-check interval of lost "
+                               "objects (the interval is max(this, lost_recheck_heartbeats x heartbeat))"),
+    "spec_wait_retry_s": _num(0.05, "seconds: when a lost object's task entry has no "
+                              "spec yet (its submitter's write is still in flight), look again after this"),
+    "records_gather_timeout_s": _num(5.0, "seconds: a node gathering task records "
+                                     "from its peers answers with what it has after this (a peer died)"),
+    "peer_connect_timeout_s": _num(2.0, "seconds: deadline of a connection (connect and "
+                                   "handshake) from a node manager or the global scheduler to a node that has "
+                                   "reported"),
+    "connect_deadline_s": _num(20.0, "seconds: how long a process retries connecting "
+                               "to a peer that is still starting (GCS, chain master, node manager)"),
+    "handshake_timeout_s": _num(5.0, "seconds: a listener closes a connection whose "
+                                "authentication handshake has not finished by then"),
+    "start_timeout_s": _num(60.0, "seconds: tb.init (and tb.add_node) fail when the "
+                            "cluster (the node) has not started and reported within this"),
+    "start_poll_s": _num(0.005, "seconds: the driver polls for every node's first "
+                         "report this often during tb.init and tb.add_node"),
+    "supervisor_poll_s": _num(0.2, "seconds: the supervisor's wait between checks "
+                              "for exited processes when no command arrives"),
 }
 
 #: this process's parameters (installed by the supervisor before it forks the roles)
