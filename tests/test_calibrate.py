@@ -56,3 +56,15 @@ def test_bad_out_is_one_line_exit_2_and_starts_nothing(tmp_path, capsys, make, n
     assert main(["calibrate", "--out", str(target)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and needle in err and "--out" in err
+
+
+def test_to_table_derives_from_the_measurements_without_changing_them():
+    """global_decision_s and result_return_s are derived (less local_decision_s and one hop; less
+    gcs_write_s) in the table, not in the measurements: the same measurements give the same file."""
+    meas = {"latency_s": {1: [0.001]}, "local_decision_s": {1: [0.002]}, "gcs_write_s": {1: [0.0005]},
+            "forwarded_decision_s": {1: [0.010]}, "result_return_s": {1: [0.004]}}
+    first = cal.to_table(meas, 1.0)
+    assert first["cluster"]["global_decision_s"] == pytest.approx(0.007)
+    assert first["cluster"]["result_return_s"] == pytest.approx(0.0035)
+    assert set(meas) == {"latency_s", "local_decision_s", "gcs_write_s", "forwarded_decision_s", "result_return_s"}
+    assert cal.to_table(meas, 1.0)["cluster"] == first["cluster"]

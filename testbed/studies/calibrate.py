@@ -306,7 +306,9 @@ METHODS = {
 
 
 def to_table(meas: dict, wall_s: float) -> dict:
-    """The calibration file's content: [cluster] values and [meta] (see the module docstring)."""
+    """The calibration file's content: [cluster] values and [meta] (see the module docstring).
+    ``meas`` is left as measured (the derived entries go in a copy)."""
+    meas = dict(meas)
     cluster: dict = {}
     meta: dict = {}
     hop = float(np.median(meas["latency_s"][1]))

@@ -16,6 +16,9 @@ from ..core.errors import ConfigError
 from ..policy.build import build_policies  # noqa: F401  (re-exported: callers import it from here)
 from ..workloads import parse_workload
 
+#: between a sweep point's label and its study variant's suffix (``<point> · <variant>``)
+VARIANT_SEP = " · "
+
 
 @dataclass
 class Point:
@@ -90,7 +93,7 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
         for label, over in C.sweep_points(sweep, resolved):
             # a study may run each point in several variants (e.g. on both engines)
             for suffix, extra in study.variants or (("", {}),):
-                lbl = f"{label} · {suffix}" if label and suffix else label or suffix
+                lbl = f"{label}{VARIANT_SEP}{suffix}" if label and suffix else label or suffix
                 over_v = {**over, **extra}
                 cfg = C.apply_calibration(C.apply_point(raw, over_v, resolved), base)
                 try:

@@ -6,10 +6,14 @@ markdown body) and ``figures(runs, exp, out_dir)`` (PNG file names written). ``r
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from . import theory, validation
+from .stats import mean_ci, paired_rel_error_ci, rel_error
 
 #: metric -> (column title, scale, format)
 HEADLINE = {
@@ -568,10 +572,6 @@ class Gcs(Study):
         return names
 
 
-#: finite-N power-of-d references computed so far (summary and figure share them)
-_REFERENCES: dict[tuple, float] = {}
-
-
 class Theory(Study):
     """The simulator configured as textbook queueing systems against their closed forms
     (:mod:`testbed.studies.theory`): per case the theory, the simulated mean with its 95%
@@ -586,7 +586,6 @@ class Theory(Study):
     TOLERANCE = 0.02
 
     def run_metrics(self, trace, info, cfg):
-        from . import theory
         case = theory.textbook_case(cfg)
         jobs = cfg["workload"]["jobs"]
         fin = trace[trace.state == "finished"]
@@ -616,26 +615,12 @@ class Theory(Study):
     def _reference(cfg: dict) -> float:
         """Mean over REFERENCE_REPS seeds of theory.power_of_d_reference at the case's N,
         load and task count (the finite-N value the mean field is the limit of)."""
-        from . import theory
         c, w = cfg["cluster"], cfg["workload"]
-        lam = w["rate_per_s"] * w["drivers"]
-        key = (c["nodes"], lam, w["duration"]["mean"], w["jobs"], cfg["run"]["warmup_fraction"])
-        if key not in _REFERENCES:
-            _REFERENCES[key] = Theory._reference_uncached(cfg)
-        return _REFERENCES[key]
-
-    @staticmethod
-    def _reference_uncached(cfg: dict) -> float:
-        from . import theory
-        c, w = cfg["cluster"], cfg["workload"]
-        lam = w["rate_per_s"] * w["drivers"]
-        return float(np.mean([theory.power_of_d_reference(c["nodes"], lam, w["duration"]["mean"], w["jobs"], k,
-                                                          warmup_fraction=cfg["run"]["warmup_fraction"])
-                              for k in range(Theory.REFERENCE_REPS)]))
+        return _power_of_d_reference(c["nodes"], w["rate_per_s"] * w["drivers"], w["duration"]["mean"], w["jobs"],
+                                     cfg["run"]["warmup_fraction"], Theory.REFERENCE_REPS)
 
     @staticmethod
     def _rows(runs, exp):
-        from .stats import mean_ci, paired_rel_error_ci, rel_error
         rows = []
         for p, g in runs.groupby("point", sort=True):
             r0 = g.iloc[0]
@@ -661,7 +646,7 @@ class Theory(Study):
                     err = rel_error(ci.mean, ref)
                     tight = ci.half_width <= Theory.TOLERANCE * abs(ref)
                     ok = ci.contains(ref) or (tight and abs(err) <= Theory.TOLERANCE)
-                effect = bool(r0["effect"]) and sim == "sim_value" or (bool(r0["effect"]) and sim == "L_sim")
+                effect = bool(r0["effect"]) and sim in ("sim_value", "L_sim")
                 rows.append({"point": p, "case": r0["label"] or r0["system"], "system": r0["system"],
                              "check": what, "theory": ref * scale, "sim": ci.mean * scale,
                              "lo": ci.lo * scale, "hi": ci.hi * scale, "seeds": ci.n, "rel": err,
@@ -719,6 +704,12 @@ class Theory(Study):
         return ["theory.png"]
 
 
+@lru_cache(maxsize=None)     # summary and figures both ask for each case's reference
+def _power_of_d_reference(n: int, lam: float, mean_s: float, tasks: int, warmup_fraction: float, reps: int) -> float:
+    return float(np.mean([theory.power_of_d_reference(n, lam, mean_s, tasks, k, warmup_fraction=warmup_fraction)
+                          for k in range(reps)]))
+
+
 def _is_client(cfg: dict) -> bool:
     """Is ``cfg`` a run of the GCS client (Fig. 10a), not of tasks (Fig. 10b)?"""
     return cfg["workload"]["shape"] == "gcs_client"
@@ -747,29 +738,21 @@ class Validation(Study):
                    "paired per seed: relative error per metric with its interval, latency distributions")
     wants_trace = True
 
-    @property
-    def variants(self):
-        from . import validation
-        return validation.VARIANTS
+    variants = validation.VARIANTS
 
     def check_config(self, cfg, label):
-        from . import validation
         validation.check_config(cfg, label)
 
     def timeseries(self, trace, info, cfg):
-        from . import validation
         return validation.latency_quantiles(trace)
 
     def run_metrics(self, trace, info, cfg):
-        from . import validation
         return validation.decision_metrics(trace)
 
     def summary(self, runs, exp) -> str:
-        from . import validation
         return validation.summary(runs, exp)
 
     def figures(self, runs, exp, out) -> list[str]:
-        from . import validation
         return validation.figures(runs, exp, out)
 
 

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from ..policy.registry import split_spec
+
 
 def erlang_c(c: int, a: float) -> float:
     """Probability that an arrival waits in M/M/c with offered load ``a = lam / mu`` (< c)."""
@@ -114,10 +116,6 @@ def service_moments(dist: dict) -> tuple[float, float]:
     raise ValueError(f"no closed form for duration dist {kind!r}")
 
 
-def _name(spec) -> str:
-    return spec if isinstance(spec, str) else spec.get("name", "")
-
-
 def textbook_case(cfg: dict[str, Any]) -> dict[str, Any]:
     """Which textbook system a resolved config is, and its closed-form values.
 
@@ -132,7 +130,7 @@ def textbook_case(cfg: dict[str, Any]) -> dict[str, Any]:
     lam = float(w["rate_per_s"]) * int(w["drivers"])
     es, es2 = service_moments(w["duration"])
     n, slots = int(c["nodes"]), int(c["cpus_per_node"])
-    place = _name(sch["placement"])
+    place, place_args = split_spec(sch["placement"], "scheduler.placement")
     if c["global_decision_s"] > 0 and es == 0:
         d = float(c["global_decision_s"])
         return {"system": "M/D/1 + link", "quantity": "decision", "lam": lam,
@@ -155,7 +153,7 @@ def textbook_case(cfg: dict[str, Any]) -> dict[str, Any]:
     if place == "PowerOfTwoChoices":
         if slots != 1 or w["duration"]["dist"] != "exponential":
             raise ValueError("the power-of-d mean field is for single-slot nodes, exponential service")
-        d = int(sch["placement"].get("d", 2)) if isinstance(sch["placement"], dict) else 2
+        d = int(place_args.get("d", 2))
         fresh = bool(c["view_fresh_per_decision"])
         # the mean field assumes fresh queue lengths; with a stale view the gap is the effect
         # of herding (measured, not a test of the simulator)

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.errors import ConfigError
+from .experiment import VARIANT_SEP as SEP
 from .stats import mean_ci, paired_rel_error_ci
 
 #: (suffix of the point's label, overrides applied to the point's raw config)
@@ -31,7 +32,6 @@ VARIANTS: tuple[tuple[str, dict], ...] = (
     ("sim", {"run.engine": "sim"}),
     ("sim, uncalibrated", {"run.engine": "sim", "cluster.calibration": ""}),
 )
-SEP = " · "
 
 #: metric -> (title, scale to the shown unit, format, goal on |relative error|)
 METRICS: dict[str, tuple[str, float, str, float]] = {
@@ -52,6 +52,17 @@ def split_label(label: str) -> tuple[str, str]:
     """``"<workload> · <variant>"`` -> (workload, variant)."""
     head, _, variant = label.rpartition(SEP)
     return head, variant
+
+
+def _by_workload(df: pd.DataFrame):
+    """(workload, {variant: its rows}) per workload of ``df``'s labels, in order of appearance."""
+    parts = [split_label(lbl) for lbl in df["label"]]
+    workload = np.array([w for w, _ in parts], dtype=object)
+    variant = np.array([v for _, v in parts], dtype=object)
+    for wl in dict.fromkeys(workload):
+        mine = workload == wl
+        sub, var = df[mine], variant[mine]
+        yield wl, {v: sub[var == v] for v in dict.fromkeys(var)}
 
 
 def check_config(cfg: dict, label: str) -> None:
@@ -108,13 +119,11 @@ def decision_diagnostics(runs: pd.DataFrame) -> str:
     workloads where they differ by more than 2x and 5 ms (different decision moments)."""
     if "decision_wait_dag_mean_s" not in runs:
         return ""
-    split = runs["label"].map(split_label)
-    runs = runs.assign(_workload=[a for a, _ in split], _variant=[b for _, b in split])
     rows, flagged = [], []
-    for wl in dict.fromkeys(runs["_workload"]):
-        sub = runs[runs._workload == wl]
-        r = sub[sub._variant == "real"]["decision_wait_dag_mean_s"].mean()
-        s = sub[sub._variant == "sim"]["decision_wait_dag_mean_s"].mean()
+    empty = runs.iloc[:0]
+    for wl, by in _by_workload(runs):
+        r = by.get("real", empty)["decision_wait_dag_mean_s"].mean()
+        s = by.get("sim", empty)["decision_wait_dag_mean_s"].mean()
         if np.isnan(r) and np.isnan(s):
             continue
         differ = abs(r - s) > 0.005 and max(r, s) > 2 * max(min(r, s), 1e-9)
@@ -138,17 +147,15 @@ def compare_table(runs: pd.DataFrame, variant: str) -> pd.DataFrame:
     """Per workload and metric: real and ``variant`` means (95% CI over seeds), the paired
     relative error with its CI, the goal, and whether the mean error is within it (``within``)."""
     rows = []
-    split = runs["label"].map(split_label)
-    runs = runs.assign(_workload=[a for a, _ in split], _variant=[b for _, b in split])
-    for wl in dict.fromkeys(runs["_workload"]):
-        sub = runs[runs._workload == wl]
-        real = sub[sub._variant == "real"].set_index("seed")
-        sim = sub[sub._variant == variant].set_index("seed")
+    empty = runs.iloc[:0]
+    for wl, by in _by_workload(runs):
+        real = by.get("real", empty).set_index("seed")
+        sim = by.get(variant, empty).set_index("seed")
         seeds = sorted(set(real.index) & set(sim.index))
         if not seeds:
             continue
         for m, (title, scale, fmt, goal) in METRICS.items():
-            if m not in sub:
+            if m not in runs:
                 continue
             r, s = real.loc[seeds, m].astype(float), sim.loc[seeds, m].astype(float)
             if r.isna().all() and s.isna().all():
@@ -203,18 +210,15 @@ def figures(runs: pd.DataFrame, exp, out: Path) -> list[str]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    split = ts["label"].map(split_label)
-    ts = ts.assign(workload=[a for a, _ in split], variant=[b for _, b in split])
-    workloads = list(dict.fromkeys(ts.workload))
+    workloads = list(_by_workload(ts))
     cols = min(3, len(workloads))
     rows = (len(workloads) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False)
     styles = {"real": ("k", "-"), "sim": ("#4878a8", "--"), "sim, uncalibrated": ("#e07b39", ":")}
-    for ax, wl in zip(axes.flat, workloads):
-        sub = ts[ts.workload == wl]
+    for ax, (wl, by) in zip(axes.flat, workloads):
         for variant, (color, ls) in styles.items():
-            v = sub[sub.variant == variant]
-            if not len(v):
+            v = by.get(variant)
+            if v is None:
                 continue
             g = v.groupby("q")["latency_s"].mean()     # the seeds' quantile curves, averaged
             ax.plot(g.values * 1e3, g.index, color=color, ls=ls, label=variant)
