@@ -11,6 +11,7 @@ Every default is defined once, here (or in the workload/policy modules for their
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import tomllib
 from collections.abc import Mapping
@@ -258,7 +259,20 @@ NOT_CALIBRATED = ("calibration",)
 
 def load_calibration(path: str | Path) -> dict[str, Any]:
     """The ``[cluster]`` table of a calibration file, each key a known [cluster] parameter
-    with a valid value; anything wrong is one ConfigError naming the file and key."""
+    with a valid value; anything wrong is one ConfigError naming the file and key.
+
+    An experiment applies its calibration to every sweep point and variant (a validation: ~40
+    times), so the checked table is read once per file version (path, modification time, size)."""
+    try:
+        st = Path(path).stat()
+        version = (st.st_mtime_ns, st.st_size)
+    except OSError:
+        version = None             # load_toml names what is wrong
+    return dict(_load_calibration(str(path), version))
+
+
+@functools.lru_cache(maxsize=16)
+def _load_calibration(path: str, version: tuple | None) -> dict[str, Any]:
     raw = load_toml(path)
     for name in raw:
         if name not in CALIBRATION_SECTIONS:
