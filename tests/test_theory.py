@@ -187,3 +187,22 @@ def test_power_of_two_fresh_matches_mean_field_and_stale_view_herds():
     _assert_matches(fresh, th)
     _, stale, _ = _theory_check({"nodes": 50, "cpus_per_node": 1.0, "heartbeat_interval_s": 0.1}, p2c, wl)
     assert stale.lo > fresh.hi and stale.mean > 1.1 * th
+
+
+def test_finite_n_reference_is_taken_at_the_cases_d():
+    """The study's finite-N reference of a power-of-d case simulates that d (a d = 3 case is
+    not compared with power-of-two)."""
+    from testbed.studies import theory
+    from testbed.studies.studies import Theory
+    raw = {"cluster": {**ZERO, "nodes": 20, "cpus_per_node": 1.0, "view_fresh_per_decision": True},
+           "scheduler": {"placement": {"name": "PowerOfTwoChoices", "d": 3}, "spillover": "AlwaysGlobal"},
+           "workload": {"shape": "independent", "arrival": "poisson", "drivers": 1, "jobs": 2000,
+                        "rate_per_s": 160.0, "duration": {"dist": "exponential", "mean": 0.1}},
+           "run": {"study": "theory"}}
+    cfg = resolve(raw)
+    want = np.mean([theory.power_of_d_reference(20, 160.0, 0.1, 2000, k, d=3, warmup_fraction=0.1)
+                    for k in range(Theory.REFERENCE_REPS)])
+    assert Theory._reference(cfg) == pytest.approx(want)
+    assert Theory._reference(cfg) != pytest.approx(np.mean(
+        [theory.power_of_d_reference(20, 160.0, 0.1, 2000, k, d=2, warmup_fraction=0.1)
+         for k in range(Theory.REFERENCE_REPS)]))

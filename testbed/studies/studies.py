@@ -617,7 +617,8 @@ class Theory(Study):
         load and task count (the finite-N value the mean field is the limit of)."""
         c, w = cfg["cluster"], cfg["workload"]
         return _power_of_d_reference(c["nodes"], w["rate_per_s"] * w["drivers"], w["duration"]["mean"], w["jobs"],
-                                     cfg["run"]["warmup_fraction"], Theory.REFERENCE_REPS)
+                                     cfg["run"]["warmup_fraction"], Theory.REFERENCE_REPS,
+                                     theory.textbook_case(cfg)["d"])
 
     @staticmethod
     def _rows(runs, exp):
@@ -705,8 +706,9 @@ class Theory(Study):
 
 
 @lru_cache(maxsize=None)     # summary and figures both ask for each case's reference
-def _power_of_d_reference(n: int, lam: float, mean_s: float, tasks: int, warmup_fraction: float, reps: int) -> float:
-    return float(np.mean([theory.power_of_d_reference(n, lam, mean_s, tasks, k, warmup_fraction=warmup_fraction)
+def _power_of_d_reference(n: int, lam: float, mean_s: float, tasks: int, warmup_fraction: float, reps: int,
+                          d: int) -> float:
+    return float(np.mean([theory.power_of_d_reference(n, lam, mean_s, tasks, k, d=d, warmup_fraction=warmup_fraction)
                           for k in range(reps)]))
 
 

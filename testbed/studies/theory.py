@@ -158,7 +158,7 @@ def textbook_case(cfg: dict[str, Any]) -> dict[str, Any]:
         # the mean field assumes fresh queue lengths; with a stale view the gap is the effect
         # of herding (measured, not a test of the simulator)
         return {"system": f"power-of-{d}, N={n}" + ("" if fresh else f", view {c['heartbeat_interval_s'] * 1e3:g} ms stale"),
-                "quantity": "response", "lam": lam, "rho": rho,
+                "quantity": "response", "lam": lam, "rho": rho, "d": d,
                 "theory": power_of_d_response(rho, d, 1 / es), "effect": not fresh}
     raise ValueError(f"no closed form for placement {place!r} on {n} nodes")
 
