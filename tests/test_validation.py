@@ -89,3 +89,18 @@ def test_decision_wait_measures_when_tasks_with_inputs_are_placed():
                          {"label": "v · sim", "seed": 0, "decision_wait_dag_mean_s": 0.011}])
     text = validation.decision_diagnostics(runs)
     assert text.count("**differ**") == 1 and "| w " in text
+
+
+def test_the_verdict_says_how_firmly_the_seeds_place_the_error():
+    """ok / miss when the error's whole interval is inside / outside the goal, ok? / miss? when
+    only its mean is; a difference under the metric's absolute floor agrees whatever its ratio."""
+    from testbed.studies.stats import Interval
+    assert validation.verdict(Interval(0.02, -0.05, 0.09, 3), 0.10, True) == "ok"
+    assert validation.verdict(Interval(0.08, -0.01, 0.17, 3), 0.10, True) == "ok?"
+    assert validation.verdict(Interval(-0.30, -0.40, -0.20, 3), 0.15, False) == "miss"
+    assert validation.verdict(Interval(-0.20, -0.45, 0.05, 3), 0.15, False) == "miss?"
+    rows = [{"label": f"w · {v}", "seed": s, "bytes_transferred": b}
+            for s in range(3) for v, b in (("real", 9_000.0), ("sim", 0.0))]
+    tab = validation.compare_table(pd.DataFrame(rows), "sim").set_index("metric")
+    row = tab.loc["bytes_transferred"]
+    assert row["rel_error"].mean == pytest.approx(-1.0) and row["within"] and row["verdict"] == "ok (~0)"
