@@ -54,7 +54,8 @@ def build(cfg, *, seed=0, keep_rows=True, placement=None, spillover=None, worklo
         pl = placement
     workload = workload_cls(parse_workload(cfg["workload"]), seed)
     return Simulation(cfg["cluster"], workload, pl, spillover or sp, seed=seed, keep_rows=keep_rows,
-                      validate=cfg["run"]["validate"], max_sim_time_s=cfg["run"]["max_sim_time_s"])
+                      validate=cfg["run"]["validate"], max_sim_time_s=cfg["run"]["max_sim_time_s"],
+                      decide_at=cfg["scheduler"]["decide_at"])
 
 
 def index_in_job(tr: pd.DataFrame) -> pd.Series:
@@ -369,6 +370,44 @@ class Alternate(PlacementPolicy):
         super().observe_transfer(src, dst, size_bytes, seconds, now)
 
 
+class SeesInputs(Alternate):
+    """Alternate, recording what each decision saw of the task's inputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[tuple[int, tuple]] = []
+
+    def place(self, task, view, now, rng):
+        self.seen.append((task.task_id, tuple((i.size_bytes, i.locations) for i in task.inputs)))
+        return super().place(task, view, now, rng)
+
+
+def test_decided_at_submission_a_task_waits_on_its_node_for_its_inputs():
+    """scheduler.decide_at = "submit" (the default, as the runtime and Ray's raylet): every task
+    of a chain is placed when the job is submitted, seeing inputs that do not exist yet as
+    size 0 with no location; each reader then waits on its node and pulls its input when it
+    appears: it starts size / bandwidth + latency after its producer finished."""
+    size, bw, lat, L, jobs = 1e6, 1e8, 1e-3, 4, 5
+    cfg = config({"nodes": 2, "bandwidth_bytes_per_s": bw, "latency_s": lat, "gcs_write_s": 0.0, "gcs_read_s": 0.0,
+                  "global_decision_s": 0.0},
+                 {"shape": "chains", "chain_length": L, "jobs": jobs, "in_flight": 1,
+                  "duration": const(0.05), "output_bytes": const(size)},
+                 {"spillover": "AlwaysGlobal"}, validate=True)
+    assert cfg["scheduler"]["decide_at"] == "submit"
+    policy = SeesInputs()
+    res = build(cfg, placement=policy).run()
+    tr = res.trace.sort_values("task_id").assign(idx=lambda d: index_in_job(d))
+    assert res.info["complete"] and (tr.state == "finished").all()
+    assert (tr.node.diff().iloc[1:] != 0).all()
+    # placed at submission: the forward hop to the global scheduler, whose decision is free
+    np.testing.assert_allclose(tr.placed_s - tr.submitted_s, lat, rtol=0, atol=1e-9)
+    assert all(inputs == ((0, ()),) for _, inputs in policy.seen[1:L])
+    later = tr[tr.idx > 0]
+    producer_end = tr.set_index("task_id").finished_s.reindex(later.task_id - 1).to_numpy()
+    np.testing.assert_allclose(later.started_s - producer_end, size / bw + lat, rtol=0, atol=1e-9)
+    assert res.metrics["bytes_transferred"] == size * jobs * (L - 1)
+
+
 def test_remote_input_is_fetched_over_the_link_before_the_task_starts():
     """A task whose input is on another node starts size / bandwidth + latency later than it
     otherwise would, records the bytes, and the placement policy's bandwidth estimator sees
@@ -378,7 +417,7 @@ def test_remote_input_is_fetched_over_the_link_before_the_task_starts():
                   "global_decision_s": 0.0},
                  {"shape": "chains", "chain_length": L, "jobs": jobs, "in_flight": 1,
                   "duration": const(0.05), "output_bytes": const(size)},
-                 {"spillover": "AlwaysGlobal"})
+                 {"spillover": "AlwaysGlobal", "decide_at": "inputs_ready"})
     policy = Alternate()
     res = build(cfg, placement=policy).run()
     tr = res.trace.sort_values("task_id").assign(idx=lambda d: index_in_job(d))

@@ -43,7 +43,7 @@ def build(cfg: dict, seed: int = 0) -> Simulation:
     workload = Workload(parse_workload(cfg["workload"]), seed)
     return Simulation(cfg["cluster"], workload, placement, spillover, seed=seed, keep_rows=True,
                       validate=cfg["run"]["validate"], max_sim_time_s=cfg["run"]["max_sim_time_s"],
-                      faults=cfg["faults"])
+                      faults=cfg["faults"], decide_at=cfg["scheduler"]["decide_at"])
 
 
 def simulate(cluster=None, workload=None, scheduler=None, faults=None, *, seed=0, **run):
@@ -162,13 +162,14 @@ def test_with_retries_every_task_ends_finished_and_the_run_completes(shape):
 # --- lineage reconstruction ------------------------------------------------------------------
 
 #: a chain of 3 one-second tasks, each through the global scheduler (0.5 s per decision),
-#: placed round-robin on 3 nodes: t0 runs on node 0 in [0.5, 1.5]; t1 is being decided in
-#: [1.5, 2.0] when node 0 dies at 1.7, taking t0's output with it
+#: placed round-robin on 3 nodes, each decided once its input exists: t0 runs on node 0 in
+#: [0.5, 1.5]; t1 is being decided in [1.5, 2.0] when node 0 dies at 1.7, taking t0's output
+#: with it
 CHAIN = ({"nodes": 3, "cpus_per_node": 1, **NO_OVERHEADS, "global_decision_s": 0.5,
           "heartbeat_interval_s": 0.1, "num_heartbeats_timeout": 1},
          {"shape": "chains", "chain_length": 3, "jobs": 1, "in_flight": 1, "duration": const(1.0),
           "driver_nodes": [0]},
-         {"spillover": "AlwaysGlobal", "placement": "RoundRobin"})
+         {"spillover": "AlwaysGlobal", "placement": "RoundRobin", "decide_at": "inputs_ready"})
 
 
 def _rows(tr):
@@ -215,7 +216,7 @@ def test_a_lost_sink_is_rebuilt_before_the_driver_gets_the_job():
                          "num_heartbeats_timeout": 1},
                         {"shape": "map_reduce", "map_tasks": 2, "reduce_tasks": 2, "jobs": 1,
                          "duration": const(1.0), "driver_nodes": [0]},
-                        {"spillover": "AlwaysGlobal", "placement": "RoundRobin"},
+                        {"spillover": "AlwaysGlobal", "placement": "RoundRobin", "decide_at": "inputs_ready"},
                         {"node_failures": [{"at_s": 2.5, "node": 0}]})
     rows = _rows(res.trace)
     want = {(0, 1): ("finished", 0, 0.0, 1.0), (0, 2): ("finished", 1, 2.5, 3.5), (1, 1): ("finished", 1, 0.0, 1.0),
@@ -408,3 +409,27 @@ def test_validation_mode_accepts_every_transition_under_faults(case, shape):
     assert tr.task_id.nunique() == 25 * sim.workload.tasks_per_job
     assert_attempts_well_formed(tr, res.info)
     assert not math.isnan(res.metrics["makespan_s"])
+
+
+def test_a_task_placed_at_submission_is_lost_with_the_node_it_waits_on():
+    """decide_at = "submit": the chain's three tasks are decided at submission, one after
+    another by the global scheduler (0.5 s each): t0 on node 0 runs in [0.5, 1.5], t1 waits on
+    node 1 for t0's output, t2 on node 2 for t1's. Node 1 dies at 1.2 with t1 waiting there:
+    t1's attempt is lost (it never started), and its retry is decided at once, like a new
+    task (the global scheduler is free at 1.5: placed at 2.0, on a live node); it runs in
+    [2.0, 3.0] and t2, still waiting on node 2, in [3.0, 4.0]."""
+    cluster, workload, scheduler = CHAIN
+    sim, res = simulate(cluster, workload, {**scheduler, "decide_at": "submit"},
+                        {"node_failures": [{"at_s": 1.2, "node": 1}]})
+    rows = _rows(res.trace)
+    assert rows.keys() == {(0, 1), (1, 1), (1, 2), (2, 1)}
+    state, node, start, end = rows[(1, 1)]
+    assert (state, node, end) == ("lost", 1, pytest.approx(1.2)) and start != start   # never started
+    for key, (state, start, end) in {(0, 1): ("finished", 0.5, 1.5), (1, 2): ("finished", 2.0, 3.0),
+                                     (2, 1): ("finished", 3.0, 4.0)}.items():
+        assert rows[key][0] == state, key
+        assert rows[key][2:] == pytest.approx((start, end), abs=EPS), key
+    assert rows[(0, 1)][1] == 0 and rows[(1, 2)][1] != 1 and rows[(2, 1)][1] == 2
+    tr = res.trace
+    assert tr.placed_s[(tr.task_id == 2)].iloc[0] == pytest.approx(1.5)      # decided at submission
+    assert res.info["complete"] and res.info["reexecuted"] == 1

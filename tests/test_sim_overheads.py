@@ -98,13 +98,14 @@ class RecordObserved(PlacementPolicy):
 
 def test_result_return_delays_what_the_driver_and_dependents_see():
     """Closed loop: the driver submits its next job result_return_s after the previous one finished;
-    in a chain, each task is placed result_return_s after its input finished."""
+    in a chain, each task starts result_return_s after its input finished (placed at submission,
+    it waits on its node for the input to become visible)."""
     ret = 0.005
     _, tr = run({**ONE_SLOT, "result_return_s": ret})
     np.testing.assert_allclose(tr.submitted_s.iloc[1:].to_numpy() - tr.finished_s.iloc[:-1].to_numpy(), ret,
                                atol=1e-12)
     _, ch = run({**ONE_SLOT, "result_return_s": ret}, {"jobs": 1, "shape": "chains", "chain_length": 4})
-    np.testing.assert_allclose(ch.placed_s.iloc[1:].to_numpy() - ch.finished_s.iloc[:-1].to_numpy(), ret,
+    np.testing.assert_allclose(ch.started_s.iloc[1:].to_numpy() - ch.finished_s.iloc[:-1].to_numpy(), ret,
                                atol=1e-12)
 
 

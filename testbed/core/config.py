@@ -112,6 +112,11 @@ SCHEDULER: dict[str, Field] = {
                        "estimator of transfer bandwidth, bytes/s"),
     "bandwidth_key": Field(_str, "node", None, "", "keying of bandwidth",
                            choices=("global", "node", "function", "function_node")),
+    "decide_at": Field(_str, "submit", None, "", "when the local scheduler decides where a task with inputs "
+                       "runs: at submission, before its inputs exist, as Ray's raylet and the runtime do "
+                       "('submit'), or once every input exists ('inputs_ready'); the task then waits on its "
+                       "node, pulling each input as it appears, and queues when all are local "
+                       "(testbed.policy.base.decides_now)", choices=("submit", "inputs_ready")),
 }
 
 RUN: dict[str, Field] = {

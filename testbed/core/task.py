@@ -55,6 +55,10 @@ TRANSITIONS: frozenset[tuple[TaskState, TaskState]] = frozenset({
     (S.ASSIGNED, S.INFEASIBLE),
     (S.ASSIGNED, S.LOST),
     (S.RECONSTRUCTING, S.WAITING_FOR_INPUTS),
+    # placed at submission (scheduler.decide_at = "submit"), waiting there for its inputs,
+    # when that node dies
+    (S.WAITING_FOR_INPUTS, S.LOST),
+    (S.RECONSTRUCTING, S.LOST),
 })
 
 #: States a task attempt can end in (the Trace's ``state`` column).

@@ -243,6 +243,29 @@ def deliver_reports(policy: PlacementPolicy, node: int, durations: Iterable[tupl
         policy.observe_transfer(src, dst, size, secs, now)
 
 
+#: ``scheduler.decide_at`` values (the schema's choices; "submit" is the default)
+DECIDE_AT = ("submit", "inputs_ready")
+
+
+def decides_now(decide_at: str, inputs_exist: bool) -> bool:
+    """**When the local scheduler decides where a task runs** — one rule, both engines.
+
+    ``decide_at = "submit"`` (the default): at submission, whether or not its inputs exist,
+    as the 2018 Ray raylet does (a task is placeable at once; dependencies are resolved on
+    the node it is placed on). An input that does not exist yet enters the decision's
+    :class:`~testbed.core.views.TaskView` with size 0 and no locations, so a locality-aware
+    policy sees only the inputs that already exist. ``"inputs_ready"``: once every input
+    exists (is visible in the object table), so every input's size and location is known.
+
+    Either way, a task placed on a node waits there, holding no worker slot, until its
+    inputs are local: the node pulls each input as soon as it exists and the task is placed
+    there, and queues the task when the last one has arrived (the real node manager's
+    ``accept``, the simulator's ``_assign``)."""
+    if decide_at not in DECIDE_AT:
+        raise ValueError(f"scheduler.decide_at must be one of {DECIDE_AT}, got {decide_at!r}")
+    return inputs_exist or decide_at == "submit"
+
+
 def place_rebuild(policy: PlacementPolicy, task_id: int, name: str, demand: dict, dead: int,
                   view: ClusterView, now: float, rng: np.random.Generator) -> Placement | None:
     """**Where a lost actor is rebuilt** — one rule, both engines: its creation is placed

@@ -191,7 +191,7 @@ class Cluster:
 #: tb.init keyword -> the config key whose schema default it takes when left at None
 INIT_DEFAULTS: dict[str, tuple[str, str]] = {
     **{k: ("scheduler", k) for k in ("placement", "spillover", "task_time", "task_time_key", "bandwidth",
-                                     "bandwidth_key")},
+                                     "bandwidth_key", "decide_at")},
     **{k: ("cluster", k) for k in ("gcs_shards", "heartbeat_interval_s", "num_heartbeats_timeout",
                                    "gcs_chain_length", "gcs_flush_interval_s")},
     **{k: ("faults", k) for k in ("lineage", "gcs_replace_replicas")},
@@ -208,7 +208,7 @@ def init(num_cpus: float | None = None, num_gpus: float | None = None, resources
          num_nodes: int = 1, nodes: list[dict] | None = None,
          placement: Any = None, spillover: Any = None,
          task_time: Any = None, task_time_key: str | None = None,
-         bandwidth: Any = None, bandwidth_key: str | None = None,
+         bandwidth: Any = None, bandwidth_key: str | None = None, decide_at: str | None = None,
          gcs_shards: int | None = None, heartbeat_interval_s: float | None = None,
          object_store_bytes: int = OBJECT_STORE_BYTES, link_bandwidth_bytes_per_s: float | None = None,
          link_latency_s: float = 0.0, num_heartbeats_timeout: int | None = None, lineage: bool | None = None,
@@ -220,7 +220,8 @@ def init(num_cpus: float | None = None, num_gpus: float | None = None, resources
     ``init(num_cpus=2, num_gpus=0, resources={"accel": 1})`` is one node with those resources
     (as in Ray); ``num_nodes=4`` makes four such nodes; ``nodes=[{"CPU": 2}, {"CPU": 4, "GPU": 1}]``
     gives heterogeneous ones. Policies and estimators take the names (or "pkg.module:Name")
-    of the config's [scheduler] section. A node that misses ``num_heartbeats_timeout``
+    of the config's [scheduler] section; ``decide_at`` says when a task with inputs is placed (at
+    submission, or once its inputs exist: testbed.policy.base.decides_now). A node that misses ``num_heartbeats_timeout``
     heartbeats is declared dead; with ``lineage`` (the default) the GCS keeps every task's
     spec so lost objects can be rebuilt. Each GCS shard is a chain of ``gcs_chain_length``
     replicas (a replica can then die without losing state; with ``gcs_replace_replicas`` a
@@ -239,7 +240,7 @@ def init(num_cpus: float | None = None, num_gpus: float | None = None, resources
     """
     global _cluster
     given = dict(placement=placement, spillover=spillover, task_time=task_time, task_time_key=task_time_key,
-                 bandwidth=bandwidth, bandwidth_key=bandwidth_key, gcs_shards=gcs_shards,
+                 bandwidth=bandwidth, bandwidth_key=bandwidth_key, decide_at=decide_at, gcs_shards=gcs_shards,
                  heartbeat_interval_s=heartbeat_interval_s, num_heartbeats_timeout=num_heartbeats_timeout,
                  lineage=lineage, gcs_chain_length=gcs_chain_length, gcs_flush_interval_s=gcs_flush_interval_s,
                  gcs_replace_replicas=gcs_replace_replicas)
@@ -287,8 +288,12 @@ def init(num_cpus: float | None = None, num_gpus: float | None = None, resources
         if link_bandwidth_bytes_per_s is not None and not _check_amount("link_bandwidth_bytes_per_s",
                                                                          link_bandwidth_bytes_per_s) > 0:
             raise ValueError("link_bandwidth_bytes_per_s must be > 0 (or None for no emulated link)")
+        from ..policy.base import DECIDE_AT
+        if opt["decide_at"] not in DECIDE_AT:
+            raise ValueError(f"decide_at must be one of {DECIDE_AT}, got {opt['decide_at']!r}")
         scheduler = {"placement": placement, "spillover": spillover, "task_time": task_time,
-                     "task_time_key": task_time_key, "bandwidth": bandwidth, "bandwidth_key": bandwidth_key}
+                     "task_time_key": task_time_key, "bandwidth": bandwidth, "bandwidth_key": bandwidth_key,
+                     "decide_at": opt["decide_at"]}
         _check_policies(scheduler)
         system = params.resolve(_system_config)
         if isinstance(num_heartbeats_timeout, bool) or not isinstance(num_heartbeats_timeout, int) \

@@ -404,7 +404,7 @@ def run_real(cfg: dict, seed: int):
     t_start = time.time()
     api.init(nodes=real_nodes, placement=sched["placement"], spillover=sched["spillover"],
              task_time=sched["task_time"], task_time_key=sched["task_time_key"], bandwidth=sched["bandwidth"],
-             bandwidth_key=sched["bandwidth_key"], gcs_shards=c["gcs_shards"],
+             bandwidth_key=sched["bandwidth_key"], decide_at=sched["decide_at"], gcs_shards=c["gcs_shards"],
              heartbeat_interval_s=c["heartbeat_interval_s"], object_store_bytes=int(min(c["object_store_bytes"], api.OBJECT_STORE_BYTES)),
              link_bandwidth_bytes_per_s=c["bandwidth_bytes_per_s"], link_latency_s=c["latency_s"],
              lineage=faults["lineage"], num_heartbeats_timeout=c["num_heartbeats_timeout"],

@@ -25,6 +25,7 @@ from ..core.seeding import policy_rng
 from ..core.task import TaskState
 from ..core.trace import TraceRow
 from ..core.views import LocalView, TaskView
+from ..policy.base import decides_now
 from . import objstore
 from .actors import ONE_CREATION, actor_entry
 from . import params
@@ -187,6 +188,8 @@ class NodeManager:
         self.rebuilds: dict[bytes, dict] = {}
         from ..policy.build import build_policies
         _, self.spillover = build_policies(cfg["scheduler"])
+        #: scheduler.decide_at: place a task with inputs at submission, or once they exist
+        self.decide_at = cfg["scheduler"].get("decide_at", "submit")
         self.rng = policy_rng(cfg["seed"], "spillover", index)
         for kind in ("hello_worker", "hello_driver", "submit", "assign", "infeasible", "done", "get", "wait",
                      "create", "seal", "put_inline", "unpin", "pull", "object", "nodes", "records",
@@ -288,6 +291,29 @@ class NodeManager:
                 self.mark_actor_dead(spec["actor_id"], msg, infeasible=True)
             self.fail(spec, InfeasibleError(msg))
             return
+        refs = [a[1] for a in list(spec["args"]) + list(spec["kwargs"].values()) if a[0] == "r"]
+        pending = [o for o in refs if not self.exists(o)]
+        if pending and not decides_now(self.decide_at, False):
+            # decided once every input exists (policy.base.decides_now)
+            left = set(pending)
+
+            def exists(o):
+                left.discard(o)
+                if not left:
+                    self.decide(spec)
+            for o in pending:
+                self.when_exists(o, lambda o=o: exists(o))
+            return
+        self.decide(spec)
+
+    def exists(self, oid: bytes) -> bool:
+        """Does ``oid`` exist somewhere (here, or a location in the object table)?"""
+        return self.is_local(oid) or bool((self.known.get(oid) or {}).get("locations"))
+
+    def decide(self, spec) -> None:
+        """The local scheduler decides where the task runs (policy.base.decides_now: at
+        submission, or once its inputs exist), pinned tasks aside."""
+        kind = spec.get("kind")
         pin = spec.get("pin_node")
         if pin is not None and pin in self.dead_nodes:
             pin = spec["pin_node"] = None         # a rebuild of work pinned to a node that died
@@ -478,7 +504,7 @@ class NodeManager:
             self.reconstruct(oid)
 
     def when_exists(self, oid: bytes, cb) -> None:
-        if self.is_local(oid) or (self.known.get(oid) or {}).get("locations"):
+        if self.exists(oid):
             cb()
             return
         self.exists_waiters.setdefault(oid, []).append(cb)

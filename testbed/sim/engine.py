@@ -2,13 +2,19 @@
 
 Data flow of one task (d: the submitting driver's node, m: the node that runs it)::
 
-  driver(d) --submit--> local scheduler(d) --SpilloverPolicy--+-- keep ----> GCS task write --> queue(d)
+  driver(d) --submit--> local scheduler(d) --SpilloverPolicy--+-- keep ----> node d
                                                               `-- forward --> global scheduler replica
                                                                   (service time, PlacementPolicy on the
-                                                                   ClusterView of the last heartbeat) --> queue(m)
-  queue(m) --resources free--> fetch remote inputs over m's link --> compute duration x slowdown(m)
-           --> finish: GCS object write --> dependents become ready / driver sees the result
+                                                                   ClusterView of the last heartbeat) --> node m
+  node m: each remote input is fetched over m's link as soon as it exists (a task with inputs
+          waits here, holding no worker slot) --> GCS task write --> queue(m)
+  queue(m) --resources free--> compute duration x slowdown(m)
+           --> finish: GCS object write --> inputs of dependents appear / driver sees the result
                                          --> closed loop: the driver submits its next job
+
+The local scheduler decides at submission, before a task's inputs exist (an input not made
+yet is size 0 with no location in the TaskView), or once they all exist: scheduler.decide_at,
+one rule with the runtime (:func:`testbed.policy.base.decides_now`).
   heartbeat tick (every heartbeat_interval_s): node loads --> a new, immutable ClusterView;
            each node's task run times and transfer times since the last tick --> the
            placement policy's estimators (policy.base.deliver_reports, as in the runtime)
@@ -56,7 +62,7 @@ import numpy as np
 
 from ..core.errors import ConfigError
 from ..core.faults import driver_nodes
-from ..policy.base import deliver_reports
+from ..policy.base import decides_now, deliver_reports
 from ..core.resources import EPS, fits
 from ..core.seeding import policy_rng
 from ..core.result import RunResult
@@ -81,7 +87,7 @@ class _Task:
     __slots__ = ("tid", "job", "job_id", "driver", "idx", "function", "duration", "demand", "dkey",
                  "out_bytes", "deps", "dependents", "remaining", "inputs_at", "submitted", "placed",
                  "ready_at", "started", "node", "spilled", "pred", "bytes_in", "transfers", "state",
-                 "submitter", "attempt")
+                 "submitter", "attempt", "seq")
 
     def __init__(self, tid, job, job_id, driver, idx, function, duration, demand, dkey, out_bytes, deps,
                  submitted, submitter):
@@ -117,9 +123,13 @@ class _Task:
         self.submitter = submitter
         #: 1, then 2, 3, ... when a failure makes it run again (the Trace's attempt column)
         self.attempt = 1
+        #: bumped whenever a scheduled move of the task (its inputs' arrival) is superseded
+        self.seq = 0
 
 
 _NO_DEPENDENTS: list = []
+#: the view of an input that does not exist yet
+_NO_INPUT = InputView(0, ())
 
 
 class FifoServers:
@@ -276,8 +286,11 @@ class Simulation:
 
     def __init__(self, cluster: dict, workload, placement: PlacementPolicy, spillover: SpilloverPolicy,
                  seed: int = 0, keep_rows: bool = True, validate: bool = False,
-                 max_sim_time_s: float = 1e7, faults: dict | None = None):
+                 max_sim_time_s: float = 1e7, faults: dict | None = None, decide_at: str = "submit"):
         self.cfg = cluster
+        #: scheduler.decide_at: a task with inputs is decided at submission (True) or once
+        #: its inputs exist (False) — policy.base.decides_now
+        self._at_submit = decides_now(decide_at, False)
         #: the [faults] table as given (None: no faults)
         self.faults = faults
         self.workload = workload
@@ -584,8 +597,9 @@ class Simulation:
             for t in tasks:
                 if t.remaining:
                     self._to(t, TaskState.WAITING_FOR_INPUTS)
+        at_submit = self._at_submit
         for t in tasks:
-            if not t.remaining and t.state is not TaskState.FAILED:
+            if (at_submit or not t.remaining) and t.state is not TaskState.FAILED:
                 self._ready(t)
         return True
 
@@ -601,11 +615,13 @@ class Simulation:
         if not t.deps:
             return TaskView(t.tid, t.function, t.demand, (), t.submitter)
         j = t.job
-        inputs = tuple(InputView(j.size[d], (j.loc[d],)) for d in t.deps)
+        # an input not produced yet: size 0, no location (as the runtime's view of it)
+        inputs = tuple(InputView(j.size[d], (j.loc[d],)) if j.loc[d] >= 0 else _NO_INPUT for d in t.deps)
         return TaskView(t.tid, t.function, t.demand, inputs, t.submitter)
 
     def _ready(self, t: _Task) -> None:
-        """All inputs of ``t`` exist (visible from ``t.inputs_at``): the local scheduler decides."""
+        """The local scheduler decides where ``t`` runs: at its submission, or once all its
+        inputs exist (visible from ``t.inputs_at``), by ``scheduler.decide_at``."""
         now = self.env._now
         ok = self._feasible_cache.get(t.dkey)
         if ok is None:
@@ -623,7 +639,10 @@ class Simulation:
                           int(avail.get("CPU", 0.0) + EPS))
         if not self.spillover.forwards(tv, local, now, self.rng):
             t.placed = t_dec
-            self._enqueue(t, d, t_dec)
+            if t.deps:
+                self._assign(t, d, t_dec)
+            else:
+                self._enqueue(t, d, t_dec)
             return
         t.spilled = True
         r = self.gs_next
@@ -660,7 +679,63 @@ class Simulation:
         t.placed = now
         if p[1] is not None:
             t.pred = p[1]
-        self._enqueue(t, m, now + self._lat)
+        if t.deps:
+            self._assign(t, m, now + self._lat)
+        else:
+            self._enqueue(t, m, now + self._lat)
+
+    # -- inputs ----------------------------------------------------------------------------
+    def _assign(self, t: _Task, m: int, at: float) -> None:
+        """The decision to run ``t`` (it has inputs) reaches node ``m`` at ``at``: the node
+        pulls each input that exists now, and the others as each appears
+        (:meth:`_input_arrived`); ``t`` queues when the last one is local, holding no worker
+        slot before (policy.base.decides_now)."""
+        t.node = m
+        t.ready_at = at
+        j = t.job
+        for d in t.deps:
+            if j.loc[d] >= 0:
+                a = j.avail[d]
+                self._fetch(t, m, d, a if a > at else at)
+        if not t.remaining:
+            self._inputs_local(t)
+
+    def _fetch(self, t: _Task, m: int, d: int, asked: float) -> None:
+        """Node ``m`` asks at ``asked`` for input ``d`` of ``t``: where it is (a GCS read),
+        then its bytes over ``m``'s link, one transfer after another; ``t.ready_at`` moves
+        to the last byte. The observed time of a fetch (an estimator sample) runs from the
+        lookup to the last byte, link queueing included."""
+        j = t.job
+        src, size = j.loc[d], j.size[d]
+        if src == m or size <= 0:
+            return
+        found = self._gcs_read(j.tasks[d].tid, asked)
+        t1 = _serve(self.link_free, m, self.env._now, found, size / self.cfg["bandwidth_bytes_per_s"]) + self._lat
+        t.bytes_in += size
+        if t.transfers is None:
+            t.transfers = []
+        t.transfers.append((src, size, t1 - found))
+        self._store(j, m, size)
+        if t1 > t.ready_at:
+            t.ready_at = t1
+
+    def _inputs_local(self, t: _Task) -> None:
+        """Every input of ``t`` exists and is on its way to (or on) ``t.node``: queue it there
+        when the last one has arrived."""
+        r = t.ready_at if t.ready_at > t.inputs_at else t.inputs_at
+        t.ready_at = r
+        now = self.env._now
+        if t.bytes_in and r > now:          # inputs in transit: no slot is held meanwhile
+            t.seq += 1
+            self._later(r - now, (t, t.seq), self._inputs_landed)
+        else:
+            self._enqueue(t, t.node, r)
+
+    def _inputs_landed(self, arg) -> None:
+        self.pending -= 1
+        t, seq = arg
+        if seq == t.seq:                    # not superseded (a failure moved the task meanwhile)
+            self._enqueue(t, t.node, t.ready_at)
 
     def _gcs_write(self, key: int, t: float) -> float:
         """A write issued at ``t`` to the shard owning ``key``; returns when it is acknowledged."""
@@ -729,26 +804,6 @@ class Simulation:
         start = t.ready_at if t.ready_at > now else now
         if start < self._wstart:
             start = self._wstart
-        if t.deps:
-            j = t.job
-            bw, lat = self.cfg["bandwidth_bytes_per_s"], self._lat
-            asked = start
-            for d in t.deps:
-                src, size = j.loc[d], j.size[d]
-                if src == m or size <= 0:
-                    continue
-                # the object table tells where the input is (a GCS read), then inputs are
-                # fetched one after another over m's link; the observed time of a fetch runs
-                # from the lookup to the last byte (link queueing included)
-                found = self._gcs_read(j.tasks[d].tid, asked)
-                t1 = _serve(self.link_free, m, now, found, size / bw) + lat
-                t.bytes_in += size
-                if t.transfers is None:
-                    t.transfers = []
-                t.transfers.append((src, size, t1 - found))
-                self._store(j, m, size)
-                if t1 > start:
-                    start = t1
         start += self._overhead                    # the slot is held from here (dispatch, turnaround)
         t.started = start
         if self.validate:
@@ -806,19 +861,27 @@ class Simulation:
         self._store(j, m, t.out_bytes)
         j.avail[i] = visible
         for dep in t.dependents:
-            self._input_arrived(dep, visible)
+            self._input_arrived(dep, i, visible)
         j.outstanding -= 1
         if not j.outstanding:
             self._job_done(j)
         if self.qlen[m]:
             self._dispatch(m)
 
-    def _input_arrived(self, dep: _Task, visible: float) -> None:
-        """One input of ``dep`` became visible at ``visible``; ready it once all are."""
+    def _input_arrived(self, dep: _Task, i: int, visible: float) -> None:
+        """Input ``i`` of ``dep`` became visible at ``visible``: a node ``dep`` is placed on
+        pulls it now; once all are visible, ``dep`` queues there (placed at submission) or
+        its local scheduler decides (``decide_at = "inputs_ready"``)."""
         dep.remaining -= 1
         if visible > dep.inputs_at:
             dep.inputs_at = visible
-        if not dep.remaining and dep.state is not TaskState.FAILED:
+        if dep.state is TaskState.FAILED:
+            return
+        if dep.node >= 0:
+            self._fetch(dep, dep.node, i, visible if visible > dep.ready_at else dep.ready_at)
+            if not dep.remaining:
+                self._inputs_local(dep)
+        elif not dep.remaining and not self._at_submit:
             self._ready(dep)
 
     def _store_free(self, m: int, size: int) -> None:

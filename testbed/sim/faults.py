@@ -36,8 +36,12 @@ Choices where the Ray paper is silent (see also the README of [faults]):
   or its output rebuilt. ``max_retries = 0``: no task ever runs twice.
 - An object lives on the node that produced it; copies fetched by readers are not
   locations (the object table holds the creator's node), so it is lost with that node.
-  A reader dispatched but not yet computing when a node holding one of its inputs dies
-  loses its attempt (its fetch is assumed unfinished).
+  A reader placed on a node and still waiting for its inputs there (it holds no worker
+  slot: ``scheduler.decide_at``, testbed.policy.base.decides_now) waits again for an input
+  lost meanwhile, and is decided again if that input's loss reaches it in transit; a reader
+  dispatched but not yet computing (its worker start or dispatch overhead) loses its attempt.
+  A task waiting on a node that dies is lost with it, and its retry is decided at once,
+  like a new task.
 - Without lineage (``lineage = false``) a task whose attempt was lost is still retried
   (its owner holds the spec), but a lost object is never rebuilt: readers that still
   need it end "failed" (with their dependents). A producer whose object cannot be rebuilt
@@ -98,10 +102,11 @@ class FaultySimulation(Simulation):
     """A :class:`~testbed.sim.engine.Simulation` that injects the ``[faults]`` table's failures."""
 
     def __init__(self, cluster: dict, workload, placement, spillover, seed: int = 0, keep_rows: bool = True,
-                 validate: bool = False, max_sim_time_s: float = 1e7, faults: dict | None = None):
+                 validate: bool = False, max_sim_time_s: float = 1e7, faults: dict | None = None,
+                 decide_at: str = "submit"):
         f = resolve_faults(faults, cluster)
         super().__init__(cluster, workload, placement, spillover, seed=seed, keep_rows=keep_rows,
-                         validate=validate, max_sim_time_s=max_sim_time_s, faults=f)
+                         validate=validate, max_sim_time_s=max_sim_time_s, faults=f, decide_at=decide_at)
         #: check transitions (run.validate); states are tracked either way (the base class
         #: records them only when ``validate`` is true)
         self._check = validate
@@ -271,7 +276,7 @@ class FaultySimulation(Simulation):
         if t.state is S.FAILED:             # failed while the global scheduler held it
             self._pipeline.discard(t)
             return
-        if t.remaining:                     # an input was lost meanwhile: wait for it again
+        if t.remaining and not self._at_submit:   # an input was lost meanwhile: wait for it again
             self._pipeline.discard(t)
             self._wait_again(t)
             return
@@ -293,6 +298,12 @@ class FaultySimulation(Simulation):
         for t in parked:
             tv = TaskView(t.tid, t.function, t.demand, (), t.submitter) if not t.deps else None
             self._global_place(t, tv)
+
+    def _assign(self, t: _Task, m: int, at: float) -> None:
+        if not self.alive[m]:               # lost on arrival (or it waits again), as _enqueue
+            self._enqueue(t, m, at)
+            return
+        super()._assign(t, m, at)
 
     def _enqueue(self, t: _Task, m: int, ready_at: float) -> None:
         if not self.alive[m]:
@@ -321,7 +332,10 @@ class FaultySimulation(Simulation):
         if not self._still_wanted(t):
             return
         if self.alive[m]:                   # restored meanwhile
-            super()._enqueue(t, m, self.env._now)
+            if t.deps:                      # its inputs come to m first
+                self._assign(t, m, self.env._now)
+            else:
+                super()._enqueue(t, m, self.env._now)
             return
         self._to(t, S.QUEUED)
         retry = self._can_retry(t)
@@ -346,6 +360,7 @@ class FaultySimulation(Simulation):
         if t.state is RECONSTRUCTING:
             self._to(t, WAITING)
         t.node = -1
+        t.seq += 1
         t.placed = t.pred = NAN
         t.spilled = False
 
@@ -364,7 +379,7 @@ class FaultySimulation(Simulation):
             self._objects_on[t.node][t] = None
         super()._finish(t)
 
-    def _input_arrived(self, dep: _Task, visible: float) -> None:
+    def _input_arrived(self, dep: _Task, i: int, visible: float) -> None:
         # only a task not dispatched yet counts its missing inputs (a retried or rebuilt
         # reader may already have this one), and one in the pipeline is readied already
         if dep.state not in _UNDISPATCHED:
@@ -372,7 +387,14 @@ class FaultySimulation(Simulation):
         dep.remaining -= 1
         if visible > dep.inputs_at:
             dep.inputs_at = visible
-        if not dep.remaining and dep not in self._pipeline:
+        m = dep.node
+        if m >= 0:
+            if self.alive[m]:               # placed on m (at submission): m pulls it now
+                self._fetch(dep, m, i, visible if visible > dep.ready_at else dep.ready_at)
+                if not dep.remaining:
+                    self._inputs_local(dep)
+            # else: on its way to a node that died; it is lost on arrival (_arrive)
+        elif not dep.remaining and dep not in self._pipeline:
             self._ready(dep)
 
     def _job_done(self, j: _Job) -> None:
@@ -439,6 +461,13 @@ class FaultySimulation(Simulation):
         self._undetected[m] = [0, report, []]
         # the node's processes die: its queue, its workers, its resources, its store
         victims = [t for q in self.queues[m].values() for t in q] + list(self._running_on[m].values())
+        # ... and the tasks placed there waiting for their inputs (decided at submission)
+        for j in self._jobs_live:
+            for t in j.tasks:
+                if t.node == m and t.state in _UNDISPATCHED:
+                    self._pipeline.discard(t)
+                    t.seq += 1              # an arrival of its inputs there does not happen
+                    victims.append(t)
         cancel = list(self._running_on[m].values())
         self.queues[m] = {}
         self.qlen[m] = self.running[m] = 0
@@ -648,6 +677,7 @@ class FaultySimulation(Simulation):
         """``t`` (LOST) becomes its next attempt, RECONSTRUCTING, with per-attempt fields reset."""
         t.attempt += 1
         t.node = -1
+        t.seq += 1
         t.placed = t.started = t.pred = NAN
         t.spilled = False
         t.bytes_in = 0
@@ -720,6 +750,8 @@ class FaultySimulation(Simulation):
             for p in missing:
                 if p.state is S.FINISHED and self._rebuild(p):
                     work.append(p)
+            if self._at_submit and t.state is WAITING:
+                self._ready(t)              # resubmitted: decided now, like a new task
 
     def _fail(self, t: _Task) -> None:
         """``t`` (not dispatched) can never run: record it "failed", and every task waiting

@@ -21,7 +21,7 @@ def make_simulation(cfg: dict[str, Any], seed: int, keep_rows: bool | None = Non
             mode == "auto" and workload.total_jobs * workload.tasks_per_job <= AUTO_ROWS_MAX_TASKS)
     return Simulation(cfg["cluster"], workload, placement, spillover, seed=seed, keep_rows=keep_rows,
                       validate=cfg["run"]["validate"], max_sim_time_s=cfg["run"]["max_sim_time_s"],
-                      faults=cfg.get("faults"))
+                      faults=cfg.get("faults"), decide_at=cfg["scheduler"]["decide_at"])
 
 
 def run_once(cfg: dict[str, Any], seed: int, keep_rows: bool | None = None):
