@@ -219,3 +219,22 @@ def test_compare_family_holm_adjusts_and_is_reproducible():
     assert [got[k].p_wilcoxon_holm for k in fam] == pytest.approx(S.holm([got[k].p_wilcoxon for k in fam]).tolist())
     assert got["real"].verdict() == S.WORSE
     assert got == S.compare_family(fam, 1, n_resamples=500)
+
+
+def test_pairs_align_a_runs_table_on_the_seed():
+    import pandas as pd
+    runs = pd.DataFrame({"est": ["A", "A", "B", "B", "B"], "seed": [1, 0, 0, 1, 2],
+                         "p99": [1.5, 1.0, 2.0, 2.5, 9.0]})
+    a, b, seeds = S.pairs(runs, "est", "A", "B", "p99")
+    assert seeds.tolist() == [0, 1, 2]
+    assert a[:2].tolist() == [1.0, 1.5] and math.isnan(a[2]) and b.tolist() == [2.0, 2.5, 9.0]
+    assert S.compare(a, b, 0, n_resamples=100).n == 2              # seed 2 has no pair
+    with pytest.raises(ValueError, match="more than once"):
+        S.pairs(pd.concat([runs, runs]), "est", "A", "B", "p99")
+
+
+def test_sign_interval_covers_the_median_at_least_at_its_level():
+    """Exponential differences (skewed, median ln 2): coverage >= 95% over 1000 samples of 10."""
+    rng = np.random.default_rng(8)
+    hits = sum(S.median_diff_ci(rng.exponential(1.0, 10), np.zeros(10)).contains(math.log(2)) for _ in range(1000))
+    assert hits / 1000 >= 0.94

@@ -5,6 +5,7 @@ is one value per seed (a run's metric); a paired sample is two values per seed f
 share their random numbers (the same workload draws), so the noise common to both cancels in
 the difference ``candidate - reference``.
 
+    runs.csv table ───> pairs                   one arm against another, aligned on the seed
     values per seed ──> mean_ci (t)            the mean and its Student-t interval
     (cand, ref) pairs ─> compare ─> Comparison  t interval, bootstrap interval (pairs resampled
                                                 together), Wilcoxon signed-rank p, median
@@ -245,6 +246,26 @@ def median_diff_ci(a: Sequence[float], b: Sequence[float], level: float = LEVEL)
         return Interval(med, med, med, len(d), level, "sign", "median")
     ci = _st.quantile_test(d, q=0.0, p=0.5).confidence_interval(level)
     return Interval(med, float(ci.low), float(ci.high), len(d), level, "sign", "median")
+
+
+def pairs(runs, arm: str, candidate, reference, metric: str, seed: str = "seed"
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """From a runs table (``runs.csv``: one row per point x seed), the paired sample of
+    ``metric`` for the rows where column ``arm`` is ``candidate`` against those where it is
+    ``reference``, aligned on ``seed``: ``(candidate values, reference values, seeds)``, seeds
+    sorted, NaN where one side lacks that seed (the comparisons drop such pairs). A seed twice
+    in one arm means the rows mix other factors (filter them first): ValueError."""
+    out = []
+    for value in (candidate, reference):
+        rows = runs[runs[arm] == value]
+        dup = rows[seed][rows[seed].duplicated()]
+        if len(dup):
+            raise ValueError(f"{arm} = {value!r} has seed {dup.iloc[0]!r} more than once: "
+                             f"filter the other factors before pairing")
+        out.append(rows.set_index(seed)[metric].astype(float))
+    seeds = sorted(set(out[0].index) | set(out[1].index))
+    a, b = (x.reindex(seeds).to_numpy(float) for x in out)
+    return a, b, np.asarray(seeds)
 
 
 # --- families and outliers -----------------------------------------------------------------
