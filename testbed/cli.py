@@ -1,6 +1,6 @@
 """The ``testbed`` command.
 
-    testbed run CONFIG [--set KEY=VALUE ...] [--out DIR] [--jobs N] [--quiet]
+    testbed run CONFIG [--set KEY=VALUE ...] [--out DIR] [--jobs N] [--quiet] [--resume DIR]
     testbed validate CONFIG...
     testbed list [--plugin pkg.module:Name ...]
     testbed bench sim|real [--json] [--tasks N] [--cases a,b]
@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--jobs", type=_positive_int, default=None,
                    help="parallel processes (default: one per core, at most one per run)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--resume", metavar="DIR", default=None,
+                   help="run only the points and seeds missing from DIR's runs.csv (same config; run.seeds may "
+                        "add seeds) and write the combined result to --out or the default folder; DIR is kept")
 
     v = sub.add_parser("validate", help="check configs without running them")
     v.add_argument("configs", nargs="+", metavar="CONFIG")
@@ -114,12 +117,22 @@ def _run(args) -> int:
     from .studies.experiment import load_experiment
     from .studies.runner import default_out_dir, run_experiment
     exp = load_experiment(args.config, args.overrides)
+    resume = None
+    if args.resume is not None:
+        from .studies.resume import load_resume
+        resume = load_resume(exp, args.resume)
+        exp = resume.experiment
+        if not resume.missing:
+            print(f"{args.resume}: nothing to resume, it has all {resume.planned} run(s)", file=sys.stderr)
+            print(f"results: {args.resume}")
+            return 0
     out = Path(args.out) if args.out else default_out_dir(exp)
     n = len(exp.points) * len(exp.seeds)
     if not args.quiet:
-        print(f"{exp.name}: {len(exp.points)} point(s) x {len(exp.seeds)} seed(s) = {n} run(s), "
+        todo = f"; {len(resume.missing)} missing from {args.resume}" if resume is not None else ""
+        print(f"{exp.name}: {len(exp.points)} point(s) x {len(exp.seeds)} seed(s) = {n} run(s){todo}, "
               f"study '{exp.study}'", file=sys.stderr)
-    out = run_experiment(exp, out, jobs=args.jobs, progress=not args.quiet)
+    out = run_experiment(exp, out, jobs=args.jobs, progress=not args.quiet, resume=resume)
     print(f"results: {out}")
     summary = (out / "summary.md").read_text()
     if not args.quiet:

@@ -295,6 +295,77 @@ def test_a_sweep_may_reach_into_a_policy_table():
                                             {"scheduler.spillover.threshold": 4}]
 
 
+SIZE = {"cluster.nodes": [10, 100, 1000], "workload.drivers": [1, 10, 100], "cluster.global_schedulers": [1, 4, 16]}
+
+
+def test_a_linked_axis_sets_its_keys_together():
+    points = C.sweep_points({"linked": {"size": SIZE}}, KNOWN)
+    assert [over for _, over in points] == [
+        {"cluster.nodes": n, "workload.drivers": d, "cluster.global_schedulers": g}
+        for n, d, g in zip(*SIZE.values())]
+    assert points[0][0] == "nodes=10, drivers=1, global_schedulers=1"
+
+
+def test_linked_axes_are_grid_axes_in_written_order_crossed_with_the_cases():
+    sweep = {"scheduler.placement": ["Random", "PaperWaitTime"],
+             "linked": {"size": {"cluster.nodes": [10, 100], "workload.drivers": [1, 10], "label": ["small", "big"]},
+                        "load": {"workload.rate_per_s": [5.0, 9.0], "workload.jobs": [50, 90]}},
+             "cases": [{"label": "A", "cluster.cpus_per_node": 2.0}, {"label": "B", "cluster.cpus_per_node": 4.0}]}
+    points = C.sweep_points(sweep, KNOWN)
+    assert len(points) == 2 * 2 * 2 * 2
+    assert points[0] == ("A | placement=Random, small, rate_per_s=5.0, jobs=50",
+                         {"cluster.cpus_per_node": 2.0, "scheduler.placement": "Random", "cluster.nodes": 10,
+                          "workload.drivers": 1, "workload.rate_per_s": 5.0, "workload.jobs": 50})
+    assert [lbl for lbl, _ in points[:4]] == [
+        "A | placement=Random, small, rate_per_s=5.0, jobs=50", "A | placement=Random, small, rate_per_s=9.0, jobs=90",
+        "A | placement=Random, big, rate_per_s=5.0, jobs=50", "A | placement=Random, big, rate_per_s=9.0, jobs=90"]
+    assert all(over["workload.jobs"] == {5.0: 50, 9.0: 90}[over["workload.rate_per_s"]] for _, over in points)
+    assert all(over["workload.drivers"] == {10: 1, 100: 10}[over["cluster.nodes"]] for _, over in points)
+    assert len({lbl for lbl, _ in points}) == len(points)
+
+
+@pytest.mark.parametrize("linked, key, message", [
+    ({"size": {"cluster.nodes": [1, 2, 3], "workload.drivers": [1, 2]}}, "sweep.linked.size.workload.drivers",
+     "has 2 values but 'cluster.nodes' has 3"),
+    ({"size": {"cluster.nodez": [1, 2]}}, "sweep.linked.size", "'cluster.nodez', which is not a config key"),
+    ({"size": {"run.seeds": [[1], [2]]}}, "sweep.linked.size", "cannot be swept"),
+    ({"size": {"cluster.nodes": 3}}, "sweep.linked.size.cluster.nodes", "non-empty list"),
+    ({"size": {"cluster.nodes": []}}, "sweep.linked.size.cluster.nodes", "non-empty list"),
+    ({"size": {"label": ["a"]}}, "sweep.linked.size", "at least one"),
+    ({"size": [1, 2]}, "sweep.linked.size", "must be a table"),
+    ({}, "sweep.linked", "must be a table of linked axes"),
+    ({"size": {"cluster.nodes": [1, 2], "label": ["a"]}}, "sweep.linked.size.label", "list of 2 non-empty strings"),
+    ({"size": {"cluster.nodes": [1, 2], "label": ["a", 3]}}, "sweep.linked.size.label", "list of 2"),
+    ({"size": {"cluster.nodes": [1, 2]}, "other": {"cluster.nodes": [3, 4]}}, "sweep.linked.other",
+     "'cluster.nodes' is already set by sweep.linked.size"),
+])
+def test_bad_linked_axes_name_the_key(linked, key, message):
+    err = config_error(C.sweep_points, {"linked": linked}, KNOWN)
+    assert err.key == key
+    assert message in err.message
+
+
+def test_a_key_on_a_grid_axis_and_a_linked_axis_is_refused():
+    err = config_error(C.sweep_points, {"cluster.nodes": [1, 2], "linked": {"size": {"cluster.nodes": [3, 4]}}}, KNOWN)
+    assert err.key == "sweep.linked.size" and "already set by sweep.cluster.nodes" in err.message
+
+
+def test_a_linked_axis_in_a_file_expands_and_its_errors_name_the_file(tmp_path):
+    text = TINY + '[sweep.linked.size]\n"cluster.nodes" = [2, 3]\n"workload.jobs" = [4, 6]\n'
+    exp = load_experiment(write(tmp_path, text))
+    assert [(p.config["cluster"]["nodes"], p.config["workload"]["jobs"]) for p in exp.points] == [(2, 4), (3, 6)]
+    assert exp.resolved["sweep"] == {"linked": {"size": {"cluster.nodes": [2, 3], "workload.jobs": [4, 6]}}}
+    bad = write(tmp_path, TINY + '[sweep.linked.size]\n"cluster.nodes" = [2, 3]\n"workload.jobs" = [4]\n', "bad.toml")
+    err = config_error(load_experiment, bad)
+    assert err.file == str(bad) and err.key == "sweep.linked.size.workload.jobs"
+    assert "\n" not in str(err)
+    # a linked value that is itself invalid is caught at its sweep point
+    worse = write(tmp_path, TINY + '[sweep.linked.size]\n"cluster.nodes" = [2, 0]\n"workload.jobs" = [4, 6]\n',
+                  "worse.toml")
+    err = config_error(load_experiment, worse)
+    assert err.key == "cluster.nodes" and "nodes=0" in err.message
+
+
 @pytest.mark.parametrize("sweep, key, message", [
     ({"cluster.nodez": [1, 2]}, "sweep", "'cluster.nodez', which is not a config key"),
     ({"clutser.nodes": [1, 2]}, "sweep", "'clutser.nodes', which is not a config key"),

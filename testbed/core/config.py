@@ -379,15 +379,21 @@ def _check_gcs_failures(f: dict, cluster: dict) -> list[dict]:
 def sweep_points(sweep: Mapping[str, Any] | None, known: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """Expand ``[sweep]`` into ``(label, {dotted key: value})`` points.
 
-    Grid axes are ``"section.key" = [values]``; ``cases = [{label = ..., "section.key" =
-    value, ...}, ...]`` is a list of override sets crossed with the grid. Every key must
-    exist in ``known`` (the resolved config), so a sweep over a typo fails early.
+    Grid axes are ``"section.key" = [values]``; a linked axis ``[sweep.linked.NAME]`` sets
+    several keys together (``"section.key" = [values]`` each, all of one length, with an
+    optional ``label = [strings]`` of that length) and counts as one grid axis; ``cases =
+    [{label = ..., "section.key" = value, ...}, ...]`` is a list of override sets crossed with
+    the grid. Axes vary in the order they are written, the first slowest. Every key must exist
+    in ``known`` (the resolved config), so a sweep over a typo fails early, and no key may be
+    set by two axes.
     """
     if not sweep:
         return [("", {})]
     if not isinstance(sweep, Mapping):
         raise ConfigError("must be a table", key="sweep")
-    axes: list[tuple[str, list]] = []
+    #: each axis is its list of options: (label part, {dotted key: value})
+    axes: list[list[tuple[str, dict[str, Any]]]] = []
+    owner: dict[str, str] = {}          # dotted key -> the axis that sets it
     cases: list[tuple[str, dict]] = []
     for key, values in sweep.items():
         if key == "cases":
@@ -404,18 +410,67 @@ def sweep_points(sweep: Mapping[str, Any] | None, known: Mapping[str, Any]) -> l
                     _check_known(k, known, f"sweep.cases[{i}]")
                 cases.append((label or ", ".join(f"{_leaf(k)}={_short(v)}" for k, v in over.items()), dict(over)))
             continue
+        if key == "linked":
+            axes.extend(_linked_axes(values, known, owner))
+            continue
         _check_known(key, known, "sweep")
         if not isinstance(values, list) or not values:
             raise ConfigError("a sweep axis must be a non-empty list of values", key=f"sweep.{key}")
-        axes.append((key, values))
-    grid = [dict(zip([k for k, _ in axes], combo)) for combo in itertools.product(*[v for _, v in axes])]
+        _claim(owner, key, f"sweep.{key}")
+        axes.append([(f"{_leaf(key)}={_short(v)}", {key: v}) for v in values])
+    grid = [(", ".join(lbl for lbl, _ in combo), {k: v for _, over in combo for k, v in over.items()})
+            for combo in itertools.product(*axes)]
     cases = cases or [("", {})]
     points = []
     for label, over in cases:
-        for g in grid:
-            glabel = ", ".join(f"{_leaf(k)}={_short(v)}" for k, v in g.items())
+        for glabel, g in grid:
             points.append((" | ".join(x for x in (label, glabel) if x), {**over, **g}))
     return points
+
+
+def _linked_axes(linked: Any, known: Mapping[str, Any], owner: dict[str, str]) -> list[list[tuple[str, dict]]]:
+    """``[sweep.linked.NAME]`` tables -> one axis each, its i-th option setting every key's i-th value."""
+    shape = 'a table of linked axes, e.g. [sweep.linked.size] with "section.key" = [values]'
+    if not isinstance(linked, Mapping) or not linked:
+        raise ConfigError(f"must be {shape}", key="sweep.linked")
+    axes = []
+    for name, axis in linked.items():
+        where = f"sweep.linked.{name}"
+        if not isinstance(axis, Mapping):
+            raise ConfigError(f"must be a table of \"section.key\" = [values] ({shape})", key=where)
+        keys = {k: v for k, v in axis.items() if k != "label"}
+        if not keys:
+            raise ConfigError('a linked axis must set at least one "section.key" = [values]', key=where)
+        length, first = None, None
+        for k, values in keys.items():
+            _check_known(k, known, where)
+            if not isinstance(values, list) or not values:
+                raise ConfigError("a sweep axis must be a non-empty list of values", key=f"{where}.{k}")
+            if length is None:
+                length, first = len(values), k
+            elif len(values) != length:
+                raise ConfigError(f"has {len(values)} values but {first!r} has {length}: every list of a linked "
+                                  f"axis must have the same length", key=f"{where}.{k}")
+            _claim(owner, k, where)
+        labels = axis.get("label")
+        if labels is not None and (not isinstance(labels, list) or len(labels) != length
+                                   or not all(isinstance(x, str) and x for x in labels)):
+            raise ConfigError(f"must be a list of {length} non-empty strings, one per value", key=f"{where}.label")
+        options = []
+        for i in range(length):
+            over = {k: v[i] for k, v in keys.items()}
+            auto = ", ".join(f"{_leaf(k)}={_short(v)}" for k, v in over.items())
+            options.append((labels[i] if labels else auto, over))
+        axes.append(options)
+    return axes
+
+
+def _claim(owner: dict[str, str], dotted: str, where: str) -> None:
+    """Record that axis ``where`` sets ``dotted``; two axes setting one key is an error."""
+    if dotted in owner:
+        raise ConfigError(f"{dotted!r} is already set by {owner[dotted]}; a key can be on one sweep axis only",
+                          key=where)
+    owner[dotted] = where
 
 
 #: keys that hold for the whole experiment, so they cannot be swept

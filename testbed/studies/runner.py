@@ -29,6 +29,7 @@ import tomli_w
 
 from ..core.errors import TestbedError
 from .experiment import Experiment, Point
+from .resume import Resume
 
 
 class RunFailed(TestbedError):
@@ -107,14 +108,18 @@ def _quiet_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def run_experiment(exp: Experiment, out: Path, jobs: int | None = None, progress: bool = True) -> Path:
+def run_experiment(exp: Experiment, out: Path, jobs: int | None = None, progress: bool = True,
+                   resume: "Resume | None" = None) -> Path:
     """Run all points x seeds; write ``out``; return it. On Ctrl-C, save what finished in
-    ``<out>-interrupted`` and raise KeyboardInterrupt(that folder)."""
+    ``<out>-interrupted`` and raise KeyboardInterrupt(that folder). With ``resume``
+    (:func:`.resume.load_resume`), run only the pairs its folder lacks and write the combined
+    result (``exp`` is then ``resume.experiment``)."""
     from . import studies
     study = studies.STUDIES[exp.study]
     out = Path(out)
     check_out_dir(out)
-    tasks = [(i, p, s) for i, p in enumerate(exp.points) for s in exp.seeds]
+    done = resume.done if resume is not None else set()
+    tasks = [(i, p, s) for i, p in enumerate(exp.points) for s in exp.seeds if (i, s) not in done]
     jobs = jobs or min(len(tasks), os.cpu_count() or 1)
     if any(p.config["run"]["engine"] == "real" for p in exp.points):
         jobs = 1          # each real run starts a whole cluster on this machine: one at a time
@@ -155,7 +160,7 @@ def run_experiment(exp: Experiment, out: Path, jobs: int | None = None, progress
     old = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
     tmp = out.parent / f".{out.name}.partial"
     try:
-        _write(exp, study, rows, tmp, wall, len(tasks), interrupted)
+        _write(exp, study, rows, tmp, wall, len(tasks) + len(done), interrupted, resume)
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.exists():
             out.rmdir()           # checked empty above
@@ -196,7 +201,8 @@ def _guarded(args: tuple[int, Point, int]) -> dict[str, Any]:
                         f"(set TESTBED_DEBUG=1 for the traceback)") from None
 
 
-def _write(exp: Experiment, study, rows: list[dict], tmp: Path, wall: float, planned: int, interrupted: bool) -> None:
+def _write(exp: Experiment, study, rows: list[dict], tmp: Path, wall: float, planned: int, interrupted: bool,
+           resume: "Resume | None" = None) -> None:
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
@@ -211,9 +217,18 @@ def _write(exp: Experiment, study, rows: list[dict], tmp: Path, wall: float, pla
         else:
             trace.to_csv(tmp / name, index=False)
     series = [r for row in rows for r in row.pop("_timeseries", ())]
-    if series:
-        pd.DataFrame(series).to_csv(tmp / "timeseries.csv", index=False)
+    ts = pd.DataFrame(series)
     runs = pd.DataFrame(rows) if rows else pd.DataFrame(columns=["point", "label", "seed"])
+    resumed = ""
+    if resume is not None:        # DIR's runs (and their traces, time series) beside the new ones
+        for f in resume.trace_files():
+            shutil.copy2(f, tmp / f.name)
+        if resume.timeseries is not None:
+            ts = pd.concat([resume.timeseries, ts], ignore_index=True) if len(ts) else resume.timeseries
+        runs = pd.concat([resume.runs, runs], ignore_index=True) if rows else resume.runs.copy()
+        resumed = f"Resumed from `{resume.dir}` ({len(resume.done)} run(s) there, {len(rows)} run now). "
+    if len(ts):
+        ts.to_csv(tmp / "timeseries.csv", index=False)
     if len(runs):
         runs = runs.sort_values(["point", "seed"], kind="stable").reset_index(drop=True)
     runs.to_csv(tmp / "runs.csv", index=False)
@@ -222,7 +237,7 @@ def _write(exp: Experiment, study, rows: list[dict], tmp: Path, wall: float, pla
         figures = study.figures(runs, exp, tmp)
     head = [f"# {exp.name}", "",
             f"Config: `{exp.path}` · study: `{exp.study}` · engine: `{_engines(exp)}` · "
-            f"seeds: {exp.seeds} · {len(runs)} of {planned} runs in {wall:.1f} s wall",
+            f"seeds: {exp.seeds} · {resumed}{len(runs)} of {planned} runs in {wall:.1f} s wall",
             ""]
     if interrupted:
         head += [f"**Interrupted**: {len(runs)} of {planned} runs finished; the tables cover those only.", ""]
