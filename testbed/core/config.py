@@ -145,7 +145,9 @@ RUN: dict[str, Field] = {
 #: [faults]: failures both engines inject, at times in seconds from the run's start
 FAULTS: dict[str, Field] = {
     "node_failures": Field((list,), [], None, "", "nodes to kill: a list of {at_s, node} (node index); "
-                           "the node's processes die as in a crash and its objects are lost", items=(dict,)),
+                           "the node's processes die as in a crash and its objects are lost. The simulator "
+                           "kills any node; on the real engine node k is node k % real_nodes, and one that is "
+                           "node 0 there (the driver's) is a config error", items=(dict,)),
     "node_additions": Field((list,), [], None, "", "nodes to add: a list of {at_s, cpus, gpus, resources, speed}",
                             items=(dict,)),
     "kill_every_s": Field(_num, 0.0, non_negative, ">= 0", "> 0: kill a random live node every this many "
@@ -341,7 +343,16 @@ def validate_core(cfg: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     f["node_additions"] = [check_table(x, NODE_ADDITION, f"faults.node_additions[{i}]")
                            for i, x in enumerate(f["node_additions"])]
     f["gcs_replica_failures"] = _check_gcs_failures(f, out["cluster"])
+    if out["run"]["engine"] == "real":
+        from .faults import check_real_node_failures
+        check_real_node_failures(f["node_failures"], real_node_count(out["cluster"], out["run"]))
     return out
+
+
+def real_node_count(cluster: Mapping[str, Any], run: Mapping[str, Any]) -> int:
+    """Logical nodes of the real engine's cluster: the first ``run.real_nodes`` of ``[cluster]``."""
+    n = sum(g["count"] for g in cluster["node_groups"]) if cluster["node_groups"] else cluster["nodes"]
+    return min(n, run["real_nodes"])
 
 
 def _check_gcs_failures(f: dict, cluster: dict) -> list[dict]:
