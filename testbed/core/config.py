@@ -82,8 +82,8 @@ CLUSTER: dict[str, Field] = {
     "result_return_s": Field(_num, 0.0, non_negative, ">= 0", "simulator: seconds from a task's end until its result "
                              "is visible to its dependents and its driver, beyond the GCS write and the hop"),
     "heartbeat_delay_s": Field(_num, 0.0, non_negative, ">= 0", "simulator: age of a heartbeat's view when the global "
-                               "scheduler gets it (the view of the tick at t is used from t + heartbeat_delay_s; not yet "
-                               "applied in runs with [faults])"),
+                               "scheduler gets it (the view of the tick at t, the estimator samples sent with it and, "
+                               "with [faults], the nodes declared dead at t reach it at t + heartbeat_delay_s)"),
     "worker_start_s": Field(_num, 0.0, non_negative, ">= 0", "simulator: seconds from the run's start until a node's "
                             "workers accept tasks (no task starts before it)"),
     "calibration": Field(_str, "", None, "", "a calibration file (TOML, from `testbed calibrate`) whose [cluster] "
