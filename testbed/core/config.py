@@ -74,13 +74,14 @@ CLUSTER: dict[str, Field] = {
                              "examples/gcs_memory.py)"),
     # overheads of the real runtime the simulator can model (0: none; `testbed calibrate` measures them)
     "task_overhead_s": Field(_num, 0.0, non_negative, ">= 0", "simulator: seconds a worker slot is held per task "
-                             "before the task starts (dispatch to the worker and the slot's turnaround after the "
-                             "previous task); the Trace's started_s is after it"),
+                             "(and an actor per call or replay) before it starts (dispatch to the worker and the "
+                             "slot's turnaround after the previous task); the Trace's started_s is after it"),
     "duration_inflation_s": Field(_num, 0.0, non_negative, ">= 0", "simulator: seconds each task runs beyond its "
                                   "drawn duration x the node's slowdown (a constant added to its run time; it holds "
-                                  "the slot and estimators observe it)"),
-    "result_return_s": Field(_num, 0.0, non_negative, ">= 0", "simulator: seconds from a task's end until its result "
-                             "is visible to its dependents and its driver, beyond the GCS write and the hop"),
+                                  "the slot and estimators observe it); actor calls and replays too"),
+    "result_return_s": Field(_num, 0.0, non_negative, ">= 0", "simulator: seconds from a task's (or actor call's) end "
+                             "until its result is visible to its dependents and its driver, beyond the GCS write "
+                             "and the hop"),
     "heartbeat_delay_s": Field(_num, 0.0, non_negative, ">= 0", "simulator: age of a heartbeat's view when the global "
                                "scheduler gets it (the view of the tick at t, the estimator samples sent with it and, "
                                "with [faults], the nodes declared dead at t reach it at t + heartbeat_delay_s)"),

@@ -26,6 +26,13 @@ it covers. A call's ``placed_s`` is when it reached the actor's node (after a re
 actor was placed again); replays and checkpoints run with ``submitted_s = placed_s`` = the
 moment they were decided.
 
+The runtime's overheads ([cluster] task_overhead_s, duration_inflation_s, result_return_s)
+apply to actor calls as to tasks, since the runtime dispatches each call (and each replay) to
+the actor's worker like a task: the actor is held task_overhead_s before a call or replay
+starts (its row's started_s is after it), it runs duration x slowdown + duration_inflation_s,
+and a call's result reaches its caller result_return_s after its object-table write (then
+the hop). Creations and checkpoints pay none of them (actor_checkpoint_s models a restore).
+
 Choices where the paper is silent: actors hold no CPU (Ray's 0-CPU actors) and run beside
 tasks; a checkpoint is written and read in ``actor_checkpoint_s`` and survives any node
 (it is in the GCS); a node restored before the timeout counts as declared dead then; a
@@ -237,10 +244,11 @@ class ActorSimulation(FaultySimulation):
         elif a.replay:
             c = a.replay.popleft()
             c.attempt += 1
-            self._begin(a, REPLAY, c, now, c.duration * slow)
+            self._begin(a, REPLAY, c, now + self._overhead, c.duration * slow + self._inflation)
         elif a.mailbox:
             c = a.mailbox[0]
-            self._begin(a, CALL, c, c.ready_at if c.ready_at > now else now, c.duration * slow)
+            start = c.ready_at if c.ready_at > now else now
+            self._begin(a, CALL, c, start + self._overhead, c.duration * slow + self._inflation)
 
     def _step_done(self, arg) -> None:
         self.pending -= 1
@@ -258,7 +266,7 @@ class ActorSimulation(FaultySimulation):
             self.calls_done += 1
             self._row(c.tid, c.tid, STEP, c.submitter, m, c.submitted, c.placed, start, now, c.attempt, FINISHED)
             ack = self._gcs_write(c.tid, now)      # object table: the result's location
-            visible = ack if self._critical else now
+            visible = (ack if self._critical else now) + self._ret
             self._deliver(c, visible + (self._lat if m != c.submitter else 0.0))
         elif kind is REPLAY:
             a.applied += 1
