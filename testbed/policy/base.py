@@ -11,7 +11,8 @@ A placement policy owns two keyed estimators, ``self.task_time`` (seconds per ta
 and ``self.bandwidth`` (bytes per second), bound by the engine from the config's
 ``[scheduler]`` section; the default ``observe_task`` / ``observe_transfer`` feed them.
 Both engines call those through :func:`deliver_reports`, which fixes *when* a sample
-arrives: with the heartbeat that follows the finish.
+arrives: with the heartbeat that follows the finish; :func:`reports_run_time` fixes *which*
+attempts give one: the finished ones.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from typing import Callable, Iterable, NamedTuple
 import numpy as np
 
 from ..core.resources import fits
+from ..core.task import TaskState
 from ..core.views import ClusterView, LocalView, TaskView
 
 #: How one estimate is shared: one for everything, one per node, per function, per both.
@@ -241,6 +243,22 @@ def deliver_reports(policy: PlacementPolicy, node: int, durations: Iterable[tupl
         policy.observe_task(function, node, secs, now)
     for src, dst, size, secs in transfers:
         policy.observe_transfer(src, dst, size, secs, now)
+
+
+def reports_run_time(state: str) -> bool:
+    """**Which ended attempts give the estimators a run time** — one rule, both engines:
+    only a finished attempt's (Trace state ``"finished"``), gathered by its node for its
+    next heartbeat (:func:`deliver_reports`). An attempt that *failed* — its function raised,
+    or an input's error reached it and it failed at once — or was *lost* with its node or
+    worker is no sample of how long the function runs: an early error, or a failed input's
+    instant one, would pull the estimate toward 0. (Ray's 2018 local scheduler reports the
+    durations of the tasks it completed.) The simulator's tasks end failed or lost without
+    running to their end, so it has only finished run times to report; the runtime's node
+    managers drop the others with this function."""
+    return state == _FINISHED
+
+
+_FINISHED = TaskState.FINISHED.value
 
 
 def place_rebuild(policy: PlacementPolicy, task_id: int, name: str, demand: dict, dead: int,

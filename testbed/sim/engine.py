@@ -58,7 +58,7 @@ import numpy as np
 
 from ..core.errors import ConfigError
 from ..core.faults import driver_nodes
-from ..policy.base import deliver_reports
+from ..policy.base import deliver_reports, reports_run_time
 from ..core.resources import EPS, fits
 from ..core.seeding import policy_rng
 from ..core.result import RunResult
@@ -77,6 +77,9 @@ PRUNE_BOOKINGS = 32
 MEMORY_SAMPLES = 2048
 
 _FINISHED = TaskState.FINISHED.value
+#: a finish reports its run time to the estimators (policy.base.reports_run_time: only
+#: finished attempts do; the simulator's failed and lost attempts never reach _finish)
+_REPORTS_FINISH = reports_run_time(_FINISHED)
 
 
 class _Task:
@@ -805,7 +808,8 @@ class Simulation:
         if self.validate:
             self._to(t, TaskState.FINISHED)
         # the estimators get these samples with m's next heartbeat (_deliver_reports)
-        self._durs[m].append((t.function, now - t.started))
+        if _REPORTS_FINISH:
+            self._durs[m].append((t.function, now - t.started))
         if t.transfers:
             self._xfers[m].extend((src, m, size, secs) for src, size, secs in t.transfers)
         buf = self._rows
