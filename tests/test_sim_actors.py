@@ -251,3 +251,29 @@ def test_the_runtime_overheads_apply_to_actor_calls_and_replays():
     starts = np.sort(rep.started_s.to_numpy())
     assert starts[0] == pytest.approx(float(init.finished_s.iloc[0]) + ov, abs=EPS)
     np.testing.assert_allclose(np.diff(starts), dur + inf + ov, atol=EPS)
+
+
+def test_a_lost_actor_with_no_live_node_waits_and_is_placed_by_the_policy_when_nodes_join():
+    """One rule in both engines (policy.base.place_rebuild; test_real_faults checks the
+    runtime): an actor whose rebuild finds no live node waits — it is not given up, and its
+    restarts are not spent — and is placed again, by the placement policy, at the first view
+    whose membership changes (here: the heartbeat after two nodes join; HighestLiveNode puts
+    every actor on the highest)."""
+    hb = 0.1
+    cfg = resolve({
+        "cluster": {"nodes": 2, "heartbeat_interval_s": hb, "num_heartbeats_timeout": 2, **NO_OVERHEADS},
+        "workload": {"shape": "actors", "actors": 4, "jobs": 200, "in_flight": 4, "drivers": 1,
+                     "duration": {"dist": "constant", "value": 0.02}, "actor_max_restarts": 1},
+        "faults": {"node_failures": [{"at_s": 0.505, "node": 0}, {"at_s": 0.505, "node": 1}],
+                   "node_additions": [{"at_s": 1.03}, {"at_s": 1.03}]},
+        "scheduler": {"placement": "tests.report_plugins:HighestLiveNode"},
+        "run": {"trace": "rows", "validate": True}})
+    sim = make_simulation(cfg, 0, keep_rows=True)
+    res = sim.run()
+    tr = res.trace
+    assert res.info["complete"] and res.info["actors_rebuilt"] == 4 and res.info["actor_calls_failed"] == 0
+    rebuilt = tr[(tr.function == "Actor.__init__") & (tr.attempt == 2)]
+    assert len(rebuilt) == 4
+    assert (rebuilt.node == 3).all()                              # where the policy puts them
+    np.testing.assert_allclose(rebuilt.submitted_s, 1.1, atol=EPS)  # the first view showing the joins
+    assert len(delivered(tr)) == 200

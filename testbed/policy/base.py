@@ -269,7 +269,10 @@ def place_rebuild(policy: PlacementPolicy, task_id: int, name: str, demand: dict
     in which ``dead`` is no longer alive — as the 2018 Ray design resubmits an actor's
     creation task to be scheduled again. Lost actors are placed one after another (in actor
     order), so a policy that counts its recent assignments spreads them. None: no live
-    node can hold it."""
+    node can hold it — then the actor *waits* (both engines; it is not given up and spends no
+    restart, as Ray keeps an actor restarting until a node can hold it) and this function is
+    called again at the first view whose membership (``ClusterView.membership``) differs
+    from the one it was tried on."""
     return policy.place(TaskView(task_id, name, demand, (), dead), view, now, rng)
 
 

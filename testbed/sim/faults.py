@@ -136,7 +136,7 @@ class FaultySimulation(Simulation):
         #: attempts that finished (the lineage a flush may move to disk)
         self._finished_count = 0
         #: the membership (nodes, alive) of the last view the global scheduler got
-        self._members = (self.view.n_nodes, self.view.alive.tobytes())
+        self._members = self.view.membership
         if f["gcs_replica_failures"]:
             self._gcs_write = self._gcs_write_failing
             self._gcs_read = self._gcs_read_failing
@@ -244,10 +244,17 @@ class FaultySimulation(Simulation):
         for m, lost in declared:
             self._settle_lost_on_arrival(lost)
             self._node_declared_dead(m)
-        members = (self.view.n_nodes, self.view.alive.tobytes())
-        if self._parked and members != self._members:
+        members = self.view.membership
+        if members != self._members:
+            self._members = members
+            self._membership_changed()
+
+    def _membership_changed(self) -> None:
+        """The global scheduler's view shows other nodes, or other nodes alive, than the last
+        one (ClusterView.membership): what waits for a node is tried again (a subclass adds
+        what it keeps waiting)."""
+        if self._parked:
             self._place_parked()
-        self._members = members
 
     def _to(self, t: _Task, state: TaskState) -> None:
         if self._check:
