@@ -45,7 +45,16 @@ CLUSTER: dict[str, Field] = {
     "slow_factor": Field(_num, 1.0, lambda x: x >= 1, ">= 1", "slowdown of the slow nodes (task time multiplier)"),
     "bandwidth_bytes_per_s": Field(_num, 3.125e9, positive, "> 0",
                                    "each node's network link, bytes/s (25 Gbit/s, the paper's AWS network, §5.1)"),
-    "latency_s": Field(_num, 1e-4, non_negative, ">= 0", "one-way network latency between nodes, seconds"),
+    "latency_s": Field(_num, 1e-4, non_negative, ">= 0", "one-way network latency between nodes, seconds. "
+                       "Simulator: every hop between processes on different nodes pays it once — a task "
+                       "forwarded to the global scheduler, its assignment to a node, a result (or actor "
+                       "call result) sent to a driver on another node, an actor call sent to another "
+                       "node, each input fetched from another node (after its object-table read), each "
+                       "GCS chain member after the head, a GCS client's request and its reply (the "
+                       "scheduler's and nodes' own GCS reads and writes pay none). Real engine: only the "
+                       "emulated link's latency (tb.init link_latency_s), added once to each object "
+                       "fetched from another node; its messages cost their natural hop on this machine "
+                       "(~0.03 ms, the latency_s `testbed calibrate` measures)"),
     "object_store_bytes": Field(_num, 8e9, positive, "> 0", "object store capacity per node, bytes (LRU spill beyond it)"),
     "heartbeat_interval_s": Field(_num, 0.1, positive, "> 0",
                                   "how often nodes report load to the global scheduler (paper's code: 100 ms)"),
