@@ -9,7 +9,9 @@ from conftest import run_toml
 
 from test_sim_faults import config, kills, simulate
 
-from testbed.core.faults import RANDOM_KILL_PROTECTED, driver_nodes, random_kill_rng, random_victim
+from testbed.core.errors import ConfigError
+from testbed.core.faults import (RANDOM_KILL_PROTECTED, check_real_node_failures, driver_nodes,
+                                  random_kill_rng, random_victim)
 from testbed.real.engine import _driver_nodes
 from testbed.workloads import Workload, parse_workload
 
@@ -97,6 +99,28 @@ def test_both_engines_put_the_drivers_on_the_same_nodes(faults, want):
     assert _driver_nodes(dict(full["workload"]), full["faults"], 4) == want
     assert driver_nodes((), 4, 4, [3, 1]) == [0, 0, 2, 2]
     assert driver_nodes((5, 2), 2, 4) == [1, 2]            # given: node k is k % n
+
+
+@pytest.mark.parametrize("node, real_nodes", [(0, 4), (4, 4), (2, 2)])
+def test_a_scheduled_failure_the_real_engine_cannot_honour_is_a_config_error(node, real_nodes):
+    """A scheduled failure of what is node 0 on the real engine (node k is k % real_nodes
+    there; node 0 holds the driver) is rejected before anything runs, naming the key — never
+    skipped, which would give a fault-free run with drivers placed as if it had a fault. The
+    simulator carries it out."""
+    faults = {"node_failures": [{"at_s": 0.1, "node": 1}, {"at_s": 0.2, "node": node}]}
+    cluster = {"nodes": 8}
+    with pytest.raises(ConfigError) as exc:
+        config(cluster, {"jobs": 8}, None, faults, engine="real", real_nodes=real_nodes)
+    assert exc.value.key == "faults.node_failures[1].node"
+    assert "node 0 of the real engine" in str(exc.value) and "\n" not in str(exc.value)
+    with pytest.raises(ConfigError, match=r"faults.node_failures\[1\].node"):
+        check_real_node_failures(faults["node_failures"], real_nodes)   # run_real's own check
+    sim, _ = simulate(cluster, {"jobs": 40, "drivers": 2, "duration": {"dist": "constant", "value": 0.5}},
+                      None, faults)
+    assert (0.2, node) in kills(sim)                     # the simulator carries it out
+    ok = config(cluster, {"jobs": 8}, None, {"node_failures": [{"at_s": 1.0, "node": 3}]}, engine="real",
+                real_nodes=4)
+    assert ok["faults"]["node_failures"] == [{"at_s": 1.0, "node": 3}]
 
 
 def test_random_kills_spare_the_same_nodes_in_both_engines():

@@ -352,3 +352,38 @@ def test_a_lost_actor_is_rebuilt_where_the_placement_policy_puts_it():
         rebuilt = [r["node"] for r in _rows("Tally.__init__") if r["attempt"] == 2]
         assert rebuilt == [2]                                   # node 3 is dead: the highest live one
     assert_cluster_gone(c)
+
+
+@tb.remote(max_restarts=1, resources={"accel": 1})
+class AccelTally(_Counting):
+    pass
+
+
+def test_a_lost_actor_no_live_node_can_hold_waits_for_one():
+    """The rule both engines share (test_sim_actors checks the simulator): an actor whose
+    rebuild finds no live node that can hold it is not given up — its entry says restarting,
+    on no node — and a node that joins and can hold it gets it (placed by the policy); the
+    call made meanwhile returns."""
+    from testbed.real import api
+    with tb.init(nodes=[{"CPU": 1}, {"CPU": 1, "accel": 1}], **FAST) as c:
+        a = AccelTally.remote()
+        assert tb.get([a.incr.remote() for _ in range(2)], timeout=30) == [1, 2]
+        victim = tb.nodes()[1]["NodeID"]
+        tb.kill_node(victim)
+        g = api._gcs_client()
+        try:
+            entry = {}
+
+            def tried():                      # the global scheduler has tried to rebuild it
+                entry.update(g.read("actor", a._actor_id))
+                return entry["node"] != 1 or entry["state"] == "dead"
+            poll_until(tried, "the rebuild was tried", timeout=30.0)
+        finally:
+            g.close()
+        assert entry["state"] == "restarting" and entry["node"] == -1, entry
+        ref = a.incr.remote()
+        tb.add_node(num_cpus=1, resources={"accel": 1})
+        assert tb.get(ref, timeout=60) == 3
+        rebuilt = [r["node"] for r in _rows("AccelTally.__init__") if r["attempt"] == 2]
+        assert rebuilt == [2]
+    assert_cluster_gone(c)

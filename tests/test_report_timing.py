@@ -102,3 +102,46 @@ def test_the_runtime_delivers_each_nodes_samples_with_its_heartbeats(tmp_path):
     # about one report per interval (a busy global scheduler may read two of a node's
     # heartbeats back to back now and then)
     assert spaced >= 0.8 * gaps
+
+
+def _task_samples(log: Path) -> list[float]:
+    if not log.exists():
+        return []
+    return [float(x.split()[3]) for x in log.read_text().splitlines() if x.startswith("task ")]
+
+
+def test_the_runtime_reports_only_finished_run_times(tmp_path):
+    """Which attempts give a run time (policy.base.reports_run_time, both engines): only the
+    finished ones. A task that raises after 60 ms and its consumer (failed at once by its
+    input's error) give none; a 20 ms task that finishes after them gives one."""
+    import testbed as tb
+    from testbed.policy.base import reports_run_time
+    assert reports_run_time("finished") and not reports_run_time("failed") and not reports_run_time("lost")
+    log = tmp_path / "samples.txt"
+
+    def bad():
+        import time
+        time.sleep(0.06)
+        raise ValueError("no")
+
+    def good(x=None):
+        import time
+        time.sleep(0.02)
+        return 1
+
+    def consumer(x):
+        return x
+
+    with tb.init(num_cpus=1, placement={"name": PLUGIN, "path": str(log)}, heartbeat_interval_s=0.05):
+        f_bad, f_good, f_cons = tb.remote(bad), tb.remote(good), tb.remote(consumer)
+        b = f_bad.remote()
+        with pytest.raises(tb.TaskError):
+            tb.get(f_cons.remote(b), timeout=30)
+        assert tb.get(f_good.remote(), timeout=30) == 1     # finished after both failures
+        deadline = 200                                       # heartbeats, at most
+        while not _task_samples(log) and deadline:
+            tb.get(f_good.remote(), timeout=30)              # more finishes, more heartbeats
+            deadline -= 1
+    samples = _task_samples(log)
+    assert samples, "the finished task's run time must be reported"
+    assert all(0.02 <= s < 0.05 for s in samples), samples

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -221,3 +222,58 @@ def test_gcs_memory_counts_the_calls():
     _, res = run(kills=())
     t, b = res.info["gcs_memory"][-1]
     assert math.isclose(b, JOBS * resolve({})["cluster"]["gcs_entry_bytes"])
+
+
+def test_the_runtime_overheads_apply_to_actor_calls_and_replays():
+    """task_overhead_s, duration_inflation_s and result_return_s cost an actor call what they
+    cost a task (the runtime dispatches each call to the actor's worker): the actor is held
+    task_overhead_s before each call starts, it runs duration + duration_inflation_s, and its
+    caller sees the result result_return_s after its finish (one actor, one caller, closed
+    loop: the next call is made then). A replay pays the overhead and the inflation too."""
+    ov, inf, ret, dur = 0.003, 0.002, 0.005, 0.1
+    over = {"task_overhead_s": ov, "duration_inflation_s": inf, "result_return_s": ret}
+    _, res = run(actors=1, jobs=20, nodes=1, kills=(), cluster=over)
+    calls = steps(res.trace).sort_values("task_id")
+    assert len(calls) == 20 and (calls.state == "finished").all()
+    np.testing.assert_allclose(calls.started_s - calls.placed_s, ov, atol=EPS)
+    np.testing.assert_allclose(calls.finished_s - calls.started_s, dur + inf, atol=EPS)
+    np.testing.assert_allclose(calls.submitted_s.iloc[1:].to_numpy() - calls.finished_s.iloc[:-1].to_numpy(),
+                               ret, atol=EPS)
+    _, base = run(actors=1, jobs=20, nodes=1, kills=())
+    assert res.info["sim_end_s"] == pytest.approx(base.info["sim_end_s"] + 20 * (ov + inf) + 19 * ret, abs=EPS)
+    # replays after a rebuild: the calls since creation, one after another, each held ov first
+    _, res = run(actors=2, jobs=200, nodes=2, cluster=over)
+    tr = res.trace
+    rep = replays(tr)
+    assert len(rep) > 0
+    np.testing.assert_allclose(rep.finished_s - rep.started_s, dur + inf, atol=EPS)
+    init = tr[(tr.function == "Actor.__init__") & (tr.attempt == 2)]
+    starts = np.sort(rep.started_s.to_numpy())
+    assert starts[0] == pytest.approx(float(init.finished_s.iloc[0]) + ov, abs=EPS)
+    np.testing.assert_allclose(np.diff(starts), dur + inf + ov, atol=EPS)
+
+
+def test_a_lost_actor_with_no_live_node_waits_and_is_placed_by_the_policy_when_nodes_join():
+    """One rule in both engines (policy.base.place_rebuild; test_real_faults checks the
+    runtime): an actor whose rebuild finds no live node waits — it is not given up, and its
+    restarts are not spent — and is placed again, by the placement policy, at the first view
+    whose membership changes (here: the heartbeat after two nodes join; HighestLiveNode puts
+    every actor on the highest)."""
+    hb = 0.1
+    cfg = resolve({
+        "cluster": {"nodes": 2, "heartbeat_interval_s": hb, "num_heartbeats_timeout": 2, **NO_OVERHEADS},
+        "workload": {"shape": "actors", "actors": 4, "jobs": 200, "in_flight": 4, "drivers": 1,
+                     "duration": {"dist": "constant", "value": 0.02}, "actor_max_restarts": 1},
+        "faults": {"node_failures": [{"at_s": 0.505, "node": 0}, {"at_s": 0.505, "node": 1}],
+                   "node_additions": [{"at_s": 1.03}, {"at_s": 1.03}]},
+        "scheduler": {"placement": "tests.report_plugins:HighestLiveNode"},
+        "run": {"trace": "rows", "validate": True}})
+    sim = make_simulation(cfg, 0, keep_rows=True)
+    res = sim.run()
+    tr = res.trace
+    assert res.info["complete"] and res.info["actors_rebuilt"] == 4 and res.info["actor_calls_failed"] == 0
+    rebuilt = tr[(tr.function == "Actor.__init__") & (tr.attempt == 2)]
+    assert len(rebuilt) == 4
+    assert (rebuilt.node == 3).all()                              # where the policy puts them
+    np.testing.assert_allclose(rebuilt.submitted_s, 1.1, atol=EPS)  # the first view showing the joins
+    assert len(delivered(tr)) == 200

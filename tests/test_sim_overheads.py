@@ -143,3 +143,56 @@ def test_heartbeat_delay_is_the_age_of_the_view_when_it_arrives(delay):
         assert as_of == pytest.approx(expected, abs=1e-9), (now, as_of)
     if delay:
         assert any(now - as_of >= delay - 1e-12 for now, as_of in pol.seen if as_of > 0)
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.03])
+def test_heartbeat_delay_applies_in_runs_with_faults(delay):
+    """The same rule in a run with [faults] (one heartbeat round, shared with the fault model):
+    a node killed after the last task leaves the Trace unchanged, and every decision uses the
+    view of the last tick at or before t - heartbeat_delay_s."""
+    hb = 0.1
+    pol = RecordViews()
+    cfg = resolve({"cluster": {"nodes": 3, "cpus_per_node": 1, **NO_OVERHEADS, "heartbeat_interval_s": hb,
+                               "heartbeat_delay_s": delay},
+                   "workload": {"jobs": 40, "in_flight": 1, "duration": {"dist": "constant", "value": 0.013}},
+                   "scheduler": {"spillover": "AlwaysGlobal"},
+                   "faults": {"node_failures": [{"at_s": 0.35, "node": 2}]},
+                   "run": {"trace": "rows", "validate": True}})
+    pl, sp = build_policies(cfg["scheduler"])
+    pol.bind_estimators(pl.task_time, pl.bandwidth)
+    sim = Simulation(cfg["cluster"], Workload(parse_workload(cfg["workload"]), 0), pol, sp, seed=0,
+                     validate=True, faults=cfg["faults"])
+    res = sim.run()
+    assert type(sim).__name__ == "FaultySimulation" and res.info["nodes_killed"] == 1
+    assert res.info["complete"] and len(pol.seen) == 40
+    for now, as_of in pol.seen:
+        expected = max(0.0, np.floor((now - delay) / hb + 1e-9) * hb) if now >= delay else 0.0
+        assert as_of == pytest.approx(expected, abs=1e-9), (now, as_of)
+    if delay:
+        assert any(now - as_of >= delay - 1e-12 for now, as_of in pol.seen if as_of > 0)
+
+
+def test_heartbeat_delay_delays_what_a_faulty_round_tells_the_global_scheduler():
+    """With [faults], a dead node is declared at the tick of its num_heartbeats_timeout-th
+    missed heartbeat, and the global scheduler learns it (a lost actor is rebuilt, a waiting
+    task is placed) heartbeat_delay_s later: an actor lost with its node is re-created exactly
+    then."""
+    hb, delay, timeout = 0.1, 0.03, 2
+    out = {}
+    for d in (0.0, delay):
+        cfg = resolve({"cluster": {"nodes": 2, "cpus_per_node": 1, **NO_OVERHEADS, "heartbeat_interval_s": hb,
+                                   "heartbeat_delay_s": d, "num_heartbeats_timeout": timeout},
+                       "workload": {"shape": "actors", "actors": 2, "jobs": 60, "in_flight": 1,
+                                    "duration": {"dist": "constant", "value": 0.01}},
+                       "faults": {"node_failures": [{"at_s": 0.205, "node": 1}]},
+                       "run": {"trace": "rows", "validate": True}})
+        pl, sp = build_policies(cfg["scheduler"])
+        res = Simulation(cfg["cluster"], Workload(parse_workload(cfg["workload"]), 0), pl, sp, seed=0,
+                         validate=True, faults=cfg["faults"]).run()
+        tr = res.trace
+        init = tr[(tr.function == "Actor.__init__") & (tr.attempt == 2)]
+        assert len(init) == 1 and res.info["actors_rebuilt"] == 1
+        out[d] = float(init.submitted_s.iloc[0])
+    declared = 0.2 + timeout * hb            # the kill at 0.205 misses the ticks at 0.3 and 0.4
+    assert out[0.0] == pytest.approx(declared, abs=1e-9)
+    assert out[delay] == pytest.approx(declared + delay, abs=1e-9)

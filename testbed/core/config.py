@@ -45,7 +45,16 @@ CLUSTER: dict[str, Field] = {
     "slow_factor": Field(_num, 1.0, lambda x: x >= 1, ">= 1", "slowdown of the slow nodes (task time multiplier)"),
     "bandwidth_bytes_per_s": Field(_num, 3.125e9, positive, "> 0",
                                    "each node's network link, bytes/s (25 Gbit/s, the paper's AWS network, §5.1)"),
-    "latency_s": Field(_num, 1e-4, non_negative, ">= 0", "one-way network latency between nodes, seconds"),
+    "latency_s": Field(_num, 1e-4, non_negative, ">= 0", "one-way network latency between nodes, seconds. "
+                       "Simulator: every hop between processes on different nodes pays it once — a task "
+                       "forwarded to the global scheduler, its assignment to a node, a result (or actor "
+                       "call result) sent to a driver on another node, an actor call sent to another "
+                       "node, each input fetched from another node (after its object-table read), each "
+                       "GCS chain member after the head, a GCS client's request and its reply (the "
+                       "scheduler's and nodes' own GCS reads and writes pay none). Real engine: only the "
+                       "emulated link's latency (tb.init link_latency_s), added once to each object "
+                       "fetched from another node; its messages cost their natural hop on this machine "
+                       "(~0.03 ms, the latency_s `testbed calibrate` measures)"),
     "object_store_bytes": Field(_num, 8e9, positive, "> 0", "object store capacity per node, bytes (LRU spill beyond it)"),
     "heartbeat_interval_s": Field(_num, 0.1, positive, "> 0",
                                   "how often nodes report load to the global scheduler (paper's code: 100 ms)"),
@@ -74,16 +83,17 @@ CLUSTER: dict[str, Field] = {
                              "examples/gcs_memory.py)"),
     # overheads of the real runtime the simulator can model (0: none; `testbed calibrate` measures them)
     "task_overhead_s": Field(_num, 0.0, non_negative, ">= 0", "simulator: seconds a worker slot is held per task "
-                             "before the task starts (dispatch to the worker and the slot's turnaround after the "
-                             "previous task); the Trace's started_s is after it"),
+                             "(and an actor per call or replay) before it starts (dispatch to the worker and the "
+                             "slot's turnaround after the previous task); the Trace's started_s is after it"),
     "duration_inflation_s": Field(_num, 0.0, non_negative, ">= 0", "simulator: seconds each task runs beyond its "
                                   "drawn duration x the node's slowdown (a constant added to its run time; it holds "
-                                  "the slot and estimators observe it)"),
-    "result_return_s": Field(_num, 0.0, non_negative, ">= 0", "simulator: seconds from a task's end until its result "
-                             "is visible to its dependents and its driver, beyond the GCS write and the hop"),
+                                  "the slot and estimators observe it); actor calls and replays too"),
+    "result_return_s": Field(_num, 0.0, non_negative, ">= 0", "simulator: seconds from a task's (or actor call's) end "
+                             "until its result is visible to its dependents and its driver, beyond the GCS write "
+                             "and the hop"),
     "heartbeat_delay_s": Field(_num, 0.0, non_negative, ">= 0", "simulator: age of a heartbeat's view when the global "
-                               "scheduler gets it (the view of the tick at t is used from t + heartbeat_delay_s; not yet "
-                               "applied in runs with [faults])"),
+                               "scheduler gets it (the view of the tick at t, the estimator samples sent with it and, "
+                               "with [faults], the nodes declared dead at t reach it at t + heartbeat_delay_s)"),
     "worker_start_s": Field(_num, 0.0, non_negative, ">= 0", "simulator: seconds from the run's start until a node's "
                             "workers accept tasks (no task starts before it)"),
     "calibration": Field(_str, "", None, "", "a calibration file (TOML, from `testbed calibrate`) whose [cluster] "
@@ -150,7 +160,9 @@ RUN: dict[str, Field] = {
 #: [faults]: failures both engines inject, at times in seconds from the run's start
 FAULTS: dict[str, Field] = {
     "node_failures": Field((list,), [], None, "", "nodes to kill: a list of {at_s, node} (node index); "
-                           "the node's processes die as in a crash and its objects are lost", items=(dict,)),
+                           "the node's processes die as in a crash and its objects are lost. The simulator "
+                           "kills any node; on the real engine node k is node k % real_nodes, and one that is "
+                           "node 0 there (the driver's) is a config error", items=(dict,)),
     "node_additions": Field((list,), [], None, "", "nodes to add: a list of {at_s, cpus, gpus, resources, speed}",
                             items=(dict,)),
     "kill_every_s": Field(_num, 0.0, non_negative, ">= 0", "> 0: kill a random live node every this many "
@@ -346,7 +358,16 @@ def validate_core(cfg: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     f["node_additions"] = [check_table(x, NODE_ADDITION, f"faults.node_additions[{i}]")
                            for i, x in enumerate(f["node_additions"])]
     f["gcs_replica_failures"] = _check_gcs_failures(f, out["cluster"])
+    if out["run"]["engine"] == "real":
+        from .faults import check_real_node_failures
+        check_real_node_failures(f["node_failures"], real_node_count(out["cluster"], out["run"]))
     return out
+
+
+def real_node_count(cluster: Mapping[str, Any], run: Mapping[str, Any]) -> int:
+    """Logical nodes of the real engine's cluster: the first ``run.real_nodes`` of ``[cluster]``."""
+    n = sum(g["count"] for g in cluster["node_groups"]) if cluster["node_groups"] else cluster["nodes"]
+    return min(n, run["real_nodes"])
 
 
 def _check_gcs_failures(f: dict, cluster: dict) -> list[dict]:

@@ -5,6 +5,8 @@ from collections.abc import Collection, Iterable
 
 import numpy as np
 
+from .errors import ConfigError
+
 
 def may_run_again(done: int, limit: int) -> bool:
     """Whether a task may be re-executed (an actor rebuilt) once more, after ``done`` re-runs
@@ -38,6 +40,35 @@ def random_victim(live: Iterable[int], min_live_nodes: int, rng: np.random.Gener
 #: connection to the cluster (losing it ends the run), and the simulator spares it too so
 #: that both engines draw their victims from the same set with the same generator.
 RANDOM_KILL_PROTECTED = frozenset({0})
+
+
+#: The node the real runtime can never kill: node 0 holds the driver's connection to the
+#: cluster (losing it ends the run). Random kills spare it in both engines
+#: (:data:`RANDOM_KILL_PROTECTED`); a *scheduled* failure of it is a config error on the real
+#: engine (:func:`check_real_node_failures`) and carried out by the simulator, which can.
+REAL_DRIVER_NODE = 0
+
+
+def real_node(node: int, n: int) -> int:
+    """Node ``node`` of a config is node ``node % n`` of a real cluster of ``n`` nodes (a
+    config written for a larger cluster runs on the scaled-down one, ``run.real_nodes``)."""
+    return node % n
+
+
+def check_real_node_failures(node_failures: Iterable[dict], n: int) -> None:
+    """**Which scheduled node failures the real runtime carries out** — all of them, or the
+    config is rejected: a failure of a node that is node 0 there (``node % n`` == 0, ``n``
+    the real cluster's nodes) cannot be honoured (:data:`REAL_DRIVER_NODE`), so it is a
+    ConfigError naming ``faults.node_failures[i].node``, before anything runs. Never skipped
+    silently: a skipped failure would give a fault-tolerance result with no fault in it, and
+    drivers placed as if it happened. The simulator carries out every scheduled failure, node
+    0's too (its drivers then move to a live node)."""
+    for i, x in enumerate(node_failures):
+        if real_node(x["node"], n) == REAL_DRIVER_NODE:
+            via = "" if x["node"] == REAL_DRIVER_NODE else f" ({x['node']} % {n} real nodes)"
+            raise ConfigError(f"node {x['node']} is node 0 of the real engine{via}, which holds the driver and "
+                              f"cannot fail there; kill another node, or run it with run.engine = \"sim\"",
+                              key=f"faults.node_failures[{i}].node")
 
 
 def driver_nodes(given: Iterable[int], n_drivers: int, n: int, scheduled_kills: Iterable[int] = (),

@@ -107,6 +107,13 @@ class ClusterView:
     def n_nodes(self) -> int:
         return len(self.queue_length)
 
+    @property
+    def membership(self) -> tuple[int, bytes]:
+        """Which nodes the view holds and which of them are alive: what a task or a lost
+        actor waiting for a node watches — both engines try it again at the first view whose
+        membership differs from the last one's (a node joined, or one was declared dead)."""
+        return self.n_nodes, self.alive.tobytes()
+
     def column(self, name: str) -> int | None:
         """Column of a resource in ``total``/``available``; None if no node has it."""
         return self._col.get(name)

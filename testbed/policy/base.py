@@ -11,7 +11,8 @@ A placement policy owns two keyed estimators, ``self.task_time`` (seconds per ta
 and ``self.bandwidth`` (bytes per second), bound by the engine from the config's
 ``[scheduler]`` section; the default ``observe_task`` / ``observe_transfer`` feed them.
 Both engines call those through :func:`deliver_reports`, which fixes *when* a sample
-arrives: with the heartbeat that follows the finish.
+arrives: with the heartbeat that follows the finish; :func:`reports_run_time` fixes *which*
+attempts give one: the finished ones.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from typing import Callable, Iterable, NamedTuple
 import numpy as np
 
 from ..core.resources import fits
+from ..core.task import TaskState
 from ..core.views import ClusterView, LocalView, TaskView
 
 #: How one estimate is shared: one for everything, one per node, per function, per both.
@@ -266,6 +268,22 @@ def decides_now(decide_at: str, inputs_exist: bool) -> bool:
     return inputs_exist or decide_at == "submit"
 
 
+def reports_run_time(state: str) -> bool:
+    """**Which ended attempts give the estimators a run time** — one rule, both engines:
+    only a finished attempt's (Trace state ``"finished"``), gathered by its node for its
+    next heartbeat (:func:`deliver_reports`). An attempt that *failed* — its function raised,
+    or an input's error reached it and it failed at once — or was *lost* with its node or
+    worker is no sample of how long the function runs: an early error, or a failed input's
+    instant one, would pull the estimate toward 0. (Ray's 2018 local scheduler reports the
+    durations of the tasks it completed.) The simulator's tasks end failed or lost without
+    running to their end, so it has only finished run times to report; the runtime's node
+    managers drop the others with this function."""
+    return state == _FINISHED
+
+
+_FINISHED = TaskState.FINISHED.value
+
+
 def place_rebuild(policy: PlacementPolicy, task_id: int, name: str, demand: dict, dead: int,
                   view: ClusterView, now: float, rng: np.random.Generator) -> Placement | None:
     """**Where a lost actor is rebuilt** — one rule, both engines: its creation is placed
@@ -274,7 +292,10 @@ def place_rebuild(policy: PlacementPolicy, task_id: int, name: str, demand: dict
     in which ``dead`` is no longer alive — as the 2018 Ray design resubmits an actor's
     creation task to be scheduled again. Lost actors are placed one after another (in actor
     order), so a policy that counts its recent assignments spreads them. None: no live
-    node can hold it."""
+    node can hold it — then the actor *waits* (both engines; it is not given up and spends no
+    restart, as Ray keeps an actor restarting until a node can hold it) and this function is
+    called again at the first view whose membership (``ClusterView.membership``) differs
+    from the one it was tried on."""
     return policy.place(TaskView(task_id, name, demand, (), dead), view, now, rng)
 
 

@@ -53,7 +53,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..core.faults import RANDOM_KILL_PROTECTED, driver_nodes, random_kill_rng, random_victim
+from ..core.faults import (RANDOM_KILL_PROTECTED, check_real_node_failures, driver_nodes, random_kill_rng,
+                           random_victim, real_node)
 from ..core.task import TaskState
 from ..core.trace import TraceRow
 from ..workloads import Workload, parse_workload
@@ -351,10 +352,10 @@ class _MemorySampler:
 
 
 def _driver_nodes(wl_table: dict, faults: dict, n: int) -> list[int]:
-    """Each driver's node, by the rule both engines share (:func:`testbed.core.faults.driver_nodes`).
-    A failure of node 0 is skipped here (it holds the driver's connection), so it does not
-    count as a scheduled kill."""
-    killed = {f["node"] % n for f in faults["node_failures"]} - RANDOM_KILL_PROTECTED
+    """Each driver's node, by the rule both engines share (:func:`testbed.core.faults.driver_nodes`),
+    over the same scheduled kills as the simulator's (every one is carried out here:
+    :func:`testbed.core.faults.check_real_node_failures`)."""
+    killed = [real_node(f["node"], n) for f in faults["node_failures"]]
     return driver_nodes(wl_table.get("driver_nodes") or [], wl_table["drivers"], n, killed,
                         faults["kill_every_s"], faults["min_live_nodes"])
 
@@ -374,6 +375,7 @@ def run_real(cfg: dict, seed: int):
     for i in range(max(0, n_all - c["slow_nodes"]), n_all):
         speeds[i] *= c["slow_factor"]
     n = min(n_all, r["real_nodes"])
+    check_real_node_failures(faults["node_failures"], n)      # before anything starts
     # keep the slow share of the cluster when scaling down
     slow_share = sum(1 for s in speeds if s > 1.0) / n_all
     n_slow = int(round(slow_share * n))
@@ -521,8 +523,9 @@ def _inject_faults(api, faults: dict, n: int, nodes: list, seed: int, scale: flo
     ``finished(timeout)`` waits at most ``timeout`` seconds for the workload to end and says
     whether it has.
 
-    Node k of the config is node k % n here; node 0 holds the driver's connection, so a
-    failure of node 0 is skipped (and logged). Restored nodes come back as new nodes. A GCS
+    Node k of the config is node k % n here (core.faults.real_node); none is node 0, which
+    holds the driver's connection (run_real has checked: core.faults.check_real_node_failures,
+    and random kills spare it). A kill of a node already dead is skipped (and logged). Restored nodes come back as new nodes. A GCS
     replica failure kills the chain member at that position (0 the head, -1 the tail) with
     tb.kill_gcs_replica; one the chain cannot lose then (its replacement has not joined yet)
     is skipped and logged. Returns [(time, action, node or (shard, replica))].
@@ -531,7 +534,7 @@ def _inject_faults(api, faults: dict, n: int, nodes: list, seed: int, scale: flo
     for f in faults["gcs_replica_failures"]:
         events.append((f["at_s"] * scale, "gcs_kill", (f["shard"], f["replica"])))
     for f in faults["node_failures"]:
-        events.append((f["at_s"] * scale, "kill_node", f["node"] % n))
+        events.append((f["at_s"] * scale, "kill_node", real_node(f["node"], n)))
     for f in faults["worker_failures"]:
         events.append((f["at_s"] * scale, "kill_worker", f["node"] % n))
     for f in faults["node_additions"]:
@@ -567,7 +570,7 @@ def _inject_faults(api, faults: dict, n: int, nodes: list, seed: int, scale: flo
             continue
         _, action, arg = events.pop(0)
         if action == "kill_node":
-            if arg == 0 or arg not in alive:
+            if arg not in alive:
                 log.append((now, "skipped_kill", arg))
                 continue
             alive.discard(arg)

@@ -60,6 +60,9 @@ class GlobalScheduler:
                             "Alive": True, "Resources": res, "Available": res, "queue_length": 0, "running": 0}
             # a node that never reports is declared dead too, after a start-up grace
             self.last_seen[i] = start + params.of(ctx, "node_startup_grace_s")
+        #: lost actors no live node could hold: (creation spec, TaskView, the view
+        #: membership they were last tried on), in the order they were lost
+        self.waiting_rebuilds: list[tuple[dict, TaskView, tuple]] = []
         self.gcs.subscribe("node", None, self.on_heartbeat)
         self.loop.on("forward", self.on_forward)
         interval = ctx.config["heartbeat_interval_s"]
@@ -80,6 +83,21 @@ class GlobalScheduler:
         # both engines share: policy.base.deliver_reports)
         deliver_reports(self.placement, i, info.get("durations", ()), info.get("transfers", ()), self.now())
         self.view = None     # rebuilt on the next decision
+        self.retry_rebuilds()
+
+    def retry_rebuilds(self) -> None:
+        """Lost actors waiting for a node are placed again (policy.base.place_rebuild) at the
+        first view whose membership (ClusterView.membership: nodes, alive) differs from the
+        one each was last tried on — a node joined, or one was declared dead."""
+        if not self.waiting_rebuilds:
+            return
+        members = self.current_view().membership
+        waiting, self.waiting_rebuilds = self.waiting_rebuilds, []
+        for spec, tv, tried in waiting:
+            if tried == members:
+                self.waiting_rebuilds.append((spec, tv, tried))
+            else:
+                self.on_forward(None, spec, tv, rebuild=True)
 
     def check_liveness(self) -> None:
         now = time.monotonic()
@@ -107,11 +125,13 @@ class GlobalScheduler:
             self.info[i] = info
             self.gcs.put("node", info["NodeID"], info)
         self.gcs.scan_all("actor", lambda table: self.rebuild_actors(i, table))
+        self.retry_rebuilds()
 
     def rebuild_actors(self, dead: int, table: dict) -> None:
         """Actors that lived on a dead node: each is placed again like a task (restored there
         from its last checkpoint, then replaying its later calls), while it has restarts
-        left; otherwise it is dead, and calls on it fail."""
+        left; otherwise it is dead, and calls on it fail. One no live node can hold waits for
+        one (on_forward, retry_rebuilds); waiting spends no restart."""
         for aid, info in table.items():
             state = info.get("state")
             if state not in ("pending", "alive", "restarting") or info.get("node") != dead or "spec" not in info:
@@ -164,10 +184,12 @@ class GlobalScheduler:
             msg = f"task {spec['name']} asks for {spec['resources']}, which no live node can hold"
             if ch is not None:
                 self.loop.send(ch, ("infeasible", spec, msg))
-            elif spec.get("kind") == "actor_create":          # a rebuild with nowhere to go
-                self.gcs.put("actor", spec["actor_id"], {"node": -1, "state": "dead", "name": spec["class_name"],
-                                                         "error": f"actor {spec['class_name']} cannot be rebuilt: {msg}",
-                                                         "infeasible": True})
+            elif spec.get("kind") == "actor_create":
+                # a rebuild with no live node to hold it waits (restarting, on no node; its
+                # callers hold their calls) and is tried again by the same rule when the
+                # view's membership changes (retry_rebuilds), as in the simulator
+                self.waiting_rebuilds.append((spec, tv, self.current_view().membership))
+                self.gcs.put("actor", spec["actor_id"], actor_entry(spec, -1))
             return
         spec["pred"] = None if p.predicted_wait_s is None else float(p.predicted_wait_s)
         try:

@@ -25,7 +25,7 @@ from ..core.seeding import policy_rng
 from ..core.task import TaskState
 from ..core.trace import TraceRow
 from ..core.views import LocalView, TaskView
-from ..policy.base import decides_now
+from ..policy.base import decides_now, reports_run_time
 from . import objstore
 from .actors import ONE_CREATION, actor_entry
 from . import params
@@ -722,9 +722,10 @@ class NodeManager:
                     self.dispatch_actor(a)
             return
         if t is not None:
-            self.durations.append((t.spec["name"], end - start))
-            self.gcs.task_update(task_id, {"node": self.index, "state": TaskState.FAILED.value if failed else TaskState.FINISHED.value,
-                                           "attempt": t.attempt}, later=True)
+            state = TaskState.FAILED.value if failed else TaskState.FINISHED.value
+            if reports_run_time(state):       # a failed attempt's time is no sample (policy.base)
+                self.durations.append((t.spec["name"], end - start))
+            self.gcs.task_update(task_id, {"node": self.index, "state": state, "attempt": t.attempt}, later=True)
         w.task = None
         w.blocked = False
         self._give_back(w)

@@ -13,8 +13,9 @@
       ("lost"; "failed" once actor_max_restarts rebuilds are used up, and so does every
       later call to it); calls made meanwhile wait, held by their callers
   heartbeat timeout: m declared dead --> each lost actor is rebuilt (in actor order) where
-      the placement policy puts it (policy.base.place_rebuild, as in the runtime; a node that
-      joins while none is alive takes them, fewest actors first): a global-scheduler decision,
+      the placement policy puts it (policy.base.place_rebuild, as in the runtime; with no live
+      node to hold it, it waits and is placed by the same rule at the first view whose
+      membership changes, e.g. shows a node that joined): a global-scheduler decision,
       a GCS read of its lineage, restoring its checkpoint (actor_checkpoint_s, if it has
       one) = row Actor.__init__ with attempt = rebuild + 1; then the calls applied since its
       last checkpoint are replayed in order (rows Actor.step with attempt > 1; their callers
@@ -25,6 +26,13 @@ jobs + a (job -1); the k-th checkpoint (0, 1, ...) is task jobs + actors + k, jo
 it covers. A call's ``placed_s`` is when it reached the actor's node (after a rebuild: when the
 actor was placed again); replays and checkpoints run with ``submitted_s = placed_s`` = the
 moment they were decided.
+
+The runtime's overheads ([cluster] task_overhead_s, duration_inflation_s, result_return_s)
+apply to actor calls as to tasks, since the runtime dispatches each call (and each replay) to
+the actor's worker like a task: the actor is held task_overhead_s before a call or replay
+starts (its row's started_s is after it), it runs duration x slowdown + duration_inflation_s,
+and a call's result reaches its caller result_return_s after its object-table write (then
+the hop). Creations and checkpoints pay none of them (actor_checkpoint_s models a restore).
 
 Choices where the paper is silent: actors hold no CPU (Ray's 0-CPU actors) and run beside
 tasks; a checkpoint is written and read in ``actor_checkpoint_s`` and survives any node
@@ -125,8 +133,9 @@ class ActorSimulation(FaultySimulation):
         self._actors_on: list[dict[int, _Actor]] = [{} for _ in range(self.n)]
         #: per dead node not declared yet: its actors waiting to be rebuilt
         self._awaiting: dict[int, list[_Actor]] = {}
-        #: actors to rebuild when a node joins (none was alive)
-        self._homeless: list[_Actor] = []
+        #: (actor, the node it died with, the view membership it was last tried on) waiting
+        #: for a live node to rebuild it on
+        self._homeless: list[tuple[_Actor, int, tuple]] = []
         self.calls_done = self.actors_rebuilt = self.replays = self.checkpoints = self.calls_failed = 0
 
     def run(self):
@@ -237,10 +246,11 @@ class ActorSimulation(FaultySimulation):
         elif a.replay:
             c = a.replay.popleft()
             c.attempt += 1
-            self._begin(a, REPLAY, c, now, c.duration * slow)
+            self._begin(a, REPLAY, c, now + self._overhead, c.duration * slow + self._inflation)
         elif a.mailbox:
             c = a.mailbox[0]
-            self._begin(a, CALL, c, c.ready_at if c.ready_at > now else now, c.duration * slow)
+            start = c.ready_at if c.ready_at > now else now
+            self._begin(a, CALL, c, start + self._overhead, c.duration * slow + self._inflation)
 
     def _step_done(self, arg) -> None:
         self.pending -= 1
@@ -258,7 +268,7 @@ class ActorSimulation(FaultySimulation):
             self.calls_done += 1
             self._row(c.tid, c.tid, STEP, c.submitter, m, c.submitted, c.placed, start, now, c.attempt, FINISHED)
             ack = self._gcs_write(c.tid, now)      # object table: the result's location
-            visible = ack if self._critical else now
+            visible = (ack if self._critical else now) + self._ret
             self._deliver(c, visible + (self._lat if m != c.submitter else 0.0))
         elif kind is REPLAY:
             a.applied += 1
@@ -342,30 +352,29 @@ class ActorSimulation(FaultySimulation):
             self.pending -= 1
             self._rebuild_actor(a, m)
 
-    def _node_joined(self, m: int) -> None:
+    def _membership_changed(self) -> None:
+        super()._membership_changed()
+        members = self.view.membership
         homeless, self._homeless = self._homeless, []
-        for a in homeless:
-            self._rebuild_actor(a, None)
+        for a, dead, tried in homeless:
+            if tried == members:                   # tried on this membership already: wait on
+                self._homeless.append((a, dead, tried))
+            else:
+                self._rebuild_actor(a, dead)
 
-    def _rebuild_actor(self, a: _Actor, dead: int | None) -> None:
+    def _rebuild_actor(self, a: _Actor, dead: int) -> None:
         """Re-create ``a``, lost with node ``dead``, where the placement policy puts it (the
         rule both engines share, :func:`testbed.policy.base.place_rebuild`), then replay its
-        log. ``dead`` None: it had nowhere to go, and a node just joined (the view shows it only at the next heartbeat):
-        it goes to the live node with the fewest actors — the runtime gives such an actor up
-        instead (a remaining difference)."""
-        live = [k for k in range(self.n) if self.alive[k]]
-        if not live:
-            self._homeless.append(a)               # waits for a node to join
-            return
+        log. With no live node in the view to hold it (or the one chosen is dead, which the
+        view does not show yet) it waits, and is placed again by the same rule at the first
+        view whose membership changes (:meth:`_membership_changed`), as the runtime's global
+        scheduler does."""
         now = self.env._now
-        if dead is None:
-            target = min(live, key=lambda k: (len(self._actors_on[k]), k))
-        else:
-            p = place_rebuild(self.placement, a.tid, INIT, {}, dead, self.view, now, self.rng)
-            if p is None or not self.alive[p.node]:
-                self._homeless.append(a)           # no live node in the view: wait for one to join
-                return
-            target = int(p.node)
+        p = place_rebuild(self.placement, a.tid, INIT, {}, dead, self.view, now, self.rng)
+        if p is None or not self.alive[p.node]:
+            self._homeless.append((a, dead, self.view.membership))   # waits for a node
+            return
+        target = int(p.node)
         a.restarts += 1
         self.actors_rebuilt += 1
         self._place(a, target, now)

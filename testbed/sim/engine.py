@@ -17,7 +17,9 @@ yet is size 0 with no location in the TaskView), or once they all exist: schedul
 one rule with the runtime (:func:`testbed.policy.base.decides_now`).
   heartbeat tick (every heartbeat_interval_s): node loads --> a new, immutable ClusterView;
            each node's task run times and transfer times since the last tick --> the
-           placement policy's estimators (policy.base.deliver_reports, as in the runtime)
+           placement policy's estimators (policy.base.deliver_reports, as in the runtime);
+           both reach the global scheduler heartbeat_delay_s after the tick (one round,
+           _heartbeat_round, which the fault model extends through two hooks)
 
 Event flow (the simulator's speed is its event flow): a task costs one event (its
 finish) plus one per forwarded decision and one per open-loop arrival. Servers with a fixed
@@ -62,7 +64,7 @@ import numpy as np
 
 from ..core.errors import ConfigError
 from ..core.faults import driver_nodes
-from ..policy.base import decides_now, deliver_reports
+from ..policy.base import decides_now, deliver_reports, reports_run_time
 from ..core.resources import EPS, fits
 from ..core.seeding import policy_rng
 from ..core.result import RunResult
@@ -81,6 +83,9 @@ PRUNE_BOOKINGS = 32
 MEMORY_SAMPLES = 2048
 
 _FINISHED = TaskState.FINISHED.value
+#: a finish reports its run time to the estimators (policy.base.reports_run_time: only
+#: finished attempts do; the simulator's failed and lost attempts never reach _finish)
+_REPORTS_FINISH = reports_run_time(_FINISHED)
 
 
 class _Task:
@@ -510,24 +515,46 @@ class Simulation:
                             f.get("kill_every_s", 0.0), f.get("min_live_nodes", 1))
 
     def _heartbeats(self):
+        """The heartbeat rounds, one every ``heartbeat_interval_s`` (:meth:`_heartbeat_round`);
+        after a round that leaves nothing pending while jobs remain, the run ends "stuck"."""
         interval = self.cfg["heartbeat_interval_s"]
         while not self.done:
             yield self.env.timeout(interval)
+            self._heartbeat_round()
             if not self.pending and not self.done:
                 # nothing can ever happen again, yet jobs remain: never wait forever
                 self.stuck = True
                 self._stop()
                 return
-            if self._hb_delay:
-                # the round's view and reports reach the global scheduler heartbeat_delay_s later
-                reports = (self._durs, self._xfers)
-                self._durs = [[] for _ in range(self.n)]
-                self._xfers = [[] for _ in range(self.n)]
-                self.env.call_in(self._hb_delay, self._deliver_view, (self._snapshot(), reports))
-            else:
-                self.view = self._snapshot()
-                self._deliver_reports()
-            self._sample_gcs_memory()
+
+    def _heartbeat_round(self) -> None:
+        """One tick: every node's load becomes a new ClusterView and its samples since its
+        last heartbeat are sent with it; both reach the global scheduler now, or
+        ``heartbeat_delay_s`` later (:meth:`_deliver_view`). A subclass adds to a round with
+        two hooks: :meth:`_heartbeat_tick` (at the tick, before the view is taken; what it
+        returns travels with the view) and :meth:`_view_arrived` (when the view arrives)."""
+        news = self._heartbeat_tick()
+        if self._hb_delay:
+            # the round's view and reports reach the global scheduler heartbeat_delay_s later
+            # (counted as pending: what arrives with it may unblock a task)
+            reports = (self._durs, self._xfers)
+            self._durs = [[] for _ in range(self.n)]
+            self._xfers = [[] for _ in range(self.n)]
+            self._later(self._hb_delay, (self._snapshot(), reports, news), self._deliver_view)
+        else:
+            self.view = self._snapshot()
+            self._deliver_reports()
+            self._view_arrived(news)
+        self._sample_gcs_memory()
+
+    def _heartbeat_tick(self) -> Any:
+        """Hook: called at each heartbeat tick before its view is taken; the value is passed
+        to :meth:`_view_arrived` when that view reaches the global scheduler."""
+        return None
+
+    def _view_arrived(self, news: Any) -> None:
+        """Hook: a heartbeat round's view (``self.view``) and reports reached the global
+        scheduler; ``news`` is what :meth:`_heartbeat_tick` returned at its tick."""
 
     def _deliver_reports(self, reports: tuple[list, list] | None = None) -> None:
         """The heartbeat round: each node's samples since its last one reach the placement
@@ -545,10 +572,12 @@ class Simulation:
     def _deliver_view(self, arg) -> None:
         """A heartbeat's view (and the reports sent with it) reach the global scheduler
         ``heartbeat_delay_s`` after its tick."""
-        view, reports = arg
+        self.pending -= 1
+        view, reports, news = arg
         if view.version > self.view.version:
             self.view = view
         self._deliver_reports(reports)
+        self._view_arrived(news)
 
     def _stop(self) -> None:
         self.done = True
@@ -834,7 +863,8 @@ class Simulation:
         if self.validate:
             self._to(t, TaskState.FINISHED)
         # the estimators get these samples with m's next heartbeat (_deliver_reports)
-        self._durs[m].append((t.function, now - t.started))
+        if _REPORTS_FINISH:
+            self._durs[m].append((t.function, now - t.started))
         if t.transfers:
             self._xfers[m].extend((src, m, size, secs) for src, size, secs in t.transfers)
         buf = self._rows

@@ -140,6 +140,8 @@ class FaultySimulation(Simulation):
         self.gcs_retries = 0
         #: attempts that finished (the lineage a flush may move to disk)
         self._finished_count = 0
+        #: the membership (nodes, alive) of the last view the global scheduler got
+        self._members = self.view.membership
         if f["gcs_replica_failures"]:
             self._gcs_write = self._gcs_write_failing
             self._gcs_read = self._gcs_read_failing
@@ -227,31 +229,37 @@ class FaultySimulation(Simulation):
         for i, x in enumerate(f["gcs_replica_failures"]):
             self.env.call_in(x["at_s"], self._gcs_replica_failure, (i, x))
 
-    def _heartbeats(self):
-        interval = self.cfg["heartbeat_interval_s"]
-        members = (self.view.n_nodes, self.view.alive.tobytes())
-        while not self.done:
-            yield self.env.timeout(interval)
-            declared = []
-            for m, st in list(self._undetected.items()):
-                st[0] += 1
-                if st[0] >= self._detect_after:
-                    del self._undetected[m]     # declared dead: the view drops it
-                    declared.append((m, st[2]))
-            self.view = self._snapshot()
-            self._deliver_reports()
-            self._sample_gcs_memory()
-            for m, lost in declared:
-                self._settle_lost_on_arrival(lost)
-                self._node_declared_dead(m)
-            now_members = (self.view.n_nodes, self.view.alive.tobytes())
-            if self._parked and now_members != members:
-                self._place_parked()
-            members = now_members
-            if not self.pending and not self.done:
-                self.stuck = True
-                self._stop()
-                return
+    # -- heartbeat rounds (the base round, engine.Simulation._heartbeat_round, plus liveness)
+    def _heartbeat_tick(self) -> list:
+        """Each dead node misses this heartbeat; one that has missed num_heartbeats_timeout
+        is declared dead (the view taken now drops it). Returns [(node, its lost-on-arrival
+        tasks)] declared, settled when this round's view reaches the global scheduler."""
+        declared = []
+        for m, st in list(self._undetected.items()):
+            st[0] += 1
+            if st[0] >= self._detect_after:
+                del self._undetected[m]     # declared dead: the view drops it
+                declared.append((m, st[2]))
+        return declared
+
+    def _view_arrived(self, declared: list) -> None:
+        """The global scheduler learns of the nodes declared dead (their lost-on-arrival tasks
+        are settled, what lived there is rebuilt), and places the tasks waiting for a node if
+        the view's membership changed."""
+        for m, lost in declared:
+            self._settle_lost_on_arrival(lost)
+            self._node_declared_dead(m)
+        members = self.view.membership
+        if members != self._members:
+            self._members = members
+            self._membership_changed()
+
+    def _membership_changed(self) -> None:
+        """The global scheduler's view shows other nodes, or other nodes alive, than the last
+        one (ClusterView.membership): what waits for a node is tried again (a subclass adds
+        what it keeps waiting)."""
+        if self._parked:
+            self._place_parked()
 
     def _to(self, t: _Task, state: TaskState) -> None:
         if self._check:

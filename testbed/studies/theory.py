@@ -116,8 +116,9 @@ def service_moments(dist: dict) -> tuple[float, float]:
     raise ValueError(f"no closed form for duration dist {kind!r}")
 
 
-def textbook_case(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Which textbook system a resolved config is, and its closed-form values.
+def textbook_case(cfg: dict[str, Any], lam: float | None = None) -> dict[str, Any]:
+    """Which textbook system a resolved config is, and its closed-form values (at arrival
+    rate ``lam``, 1/s; default the config's ``rate_per_s`` x ``drivers``).
 
     Returns ``{"system", "quantity", "theory", "lam", ...}`` where ``quantity`` names the
     per-task time the simulated value is the mean of: ``response`` (finished - submitted),
@@ -127,7 +128,7 @@ def textbook_case(cfg: dict[str, Any]) -> dict[str, Any]:
     ``Random`` are N independent queues, under ``PowerOfTwoChoices`` the mean-field limit.
     """
     c, w, sch = cfg["cluster"], cfg["workload"], cfg["scheduler"]
-    lam = float(w["rate_per_s"]) * int(w["drivers"])
+    lam = float(w["rate_per_s"]) * int(w["drivers"]) if lam is None else float(lam)
     es, es2 = service_moments(w["duration"])
     n, slots = int(c["nodes"]), int(c["cpus_per_node"])
     place, place_args = split_spec(sch["placement"], "scheduler.placement")
@@ -161,6 +162,15 @@ def textbook_case(cfg: dict[str, Any]) -> dict[str, Any]:
                 "quantity": "response", "lam": lam, "rho": rho, "d": d,
                 "theory": power_of_d_response(rho, d, 1 / es), "effect": not fresh}
     raise ValueError(f"no closed form for placement {place!r} on {n} nodes")
+
+
+def theory_at_rate(cfg: dict[str, Any], lam: float) -> float:
+    """The config's closed-form value at arrival rate ``lam`` (e.g. the rate a run realized),
+    NaN where the system is not stable at that rate."""
+    try:
+        return float(textbook_case(cfg, lam)["theory"])
+    except ValueError:
+        return math.nan
 
 
 def time_average_in_system(submitted: np.ndarray, finished: np.ndarray, t0: float, t1: float,
