@@ -496,3 +496,33 @@ def test_shipped_configs_resolve_and_round_trip(tmp_path, name):
     again = load_experiment(write(tmp_path, text, f"{name}.toml"))
     assert [p.config for p in again.points] == [p.config for p in exp.points]
     assert [p.label for p in again.points] == [p.label for p in exp.points]
+
+
+def test_case_groups_are_crossed_with_each_other_and_named_per_point():
+    """[[sweep.cases.estimator]] x [[sweep.cases.workload]] x a linked axis: every combination,
+    the first group slowest; sweep_factors names each point's case per group and option per
+    linked axis, which runs.csv records (case_<group> columns) for studies to pair on."""
+    sweep = {"cases": {"estimator": [{"label": "EWMA", "scheduler.task_time": {"name": "ExponentialAverage"}},
+                                     {"label": "mean", "scheduler.task_time": {"name": "CumulativeMean"}}],
+                       "workload": [{"label": "exp", "cluster.nodes": 2}, {"label": "slow", "cluster.nodes": 3}]},
+             "linked": {"size": {"workload.drivers": [1, 2], "label": ["small", "big"]}}}
+    points = C.sweep_points(sweep, KNOWN)
+    factors = C.sweep_factors(sweep, KNOWN)
+    assert len(points) == len(factors) == 8
+    assert [lbl for lbl, _ in points][:3] == ["EWMA | exp | small", "EWMA | exp | big", "EWMA | slow | small"]
+    assert factors[5] == {"estimator": "mean", "workload": "exp", "size": "big"}
+    assert points[5][1] == {"scheduler.task_time": {"name": "CumulativeMean"}, "cluster.nodes": 2,
+                            "workload.drivers": 2}
+    from testbed.studies.experiment import factor_column
+    assert [factor_column(g) for g in ("", "estimator")] == ["case", "case_estimator"]
+
+
+@pytest.mark.parametrize("sweep, says", [
+    ({"cases": {}}, "at least one case group"),
+    ({"cases": {"e": [{"label": "a", "cluster.nodes": 2}, {"label": "a", "cluster.nodes": 3}]}}, "two cases"),
+    ({"cases": {"size": [{"label": "a", "cluster.nodes": 2}]}, "linked": {"size": {"workload.drivers": [1]}}},
+     "both a case group and a linked axis"),
+])
+def test_bad_case_groups_are_refused_naming_the_key(sweep, says):
+    with pytest.raises(ConfigError, match=says):
+        C.sweep_points(sweep, KNOWN)

@@ -140,6 +140,11 @@ RUN: dict[str, Field] = {
                        "folder as trace-<point>-<seed>.csv or .parquet (parquet needs pyarrow)",
                        choices=("none", "csv", "parquet")),
     "validate": Field((bool,), False, None, "", "check every task-state transition (slower; for tests)"),
+    "track_estimates": Field((bool,), False, None, "", "measure the task-time estimator's one-step-ahead error: "
+                             "when a sample arrives, the estimate its key had against the sample "
+                             "(policy.base.EstimateError; ~1 us per task; simulator)"),
+    "baseline": Field(_str, "", None, "", "studies that compare (estimator_study): the case every other case "
+                      "of its group is compared with, paired per seed (its label; '' = the group's first case)"),
     "max_sim_time_s": Field(_num, 1e7, positive, "> 0", "stop a simulation at this simulated time"),
     "warmup_fraction": Field(_num, 0.1, lambda x: 0 <= x < 1, "in [0, 1)", "study theory: the first this fraction "
                              "of tasks (by submission) is left out of its means, as the queues' warm-up transient"),
@@ -404,48 +409,88 @@ def sweep_points(sweep: Mapping[str, Any] | None, known: Mapping[str, Any]) -> l
     several keys together (``"section.key" = [values]`` each, all of one length, with an
     optional ``label = [strings]`` of that length) and counts as one grid axis; ``cases =
     [{label = ..., "section.key" = value, ...}, ...]`` is a list of override sets crossed with
-    the grid. Axes vary in the order they are written, the first slowest. Every key must exist
-    in ``known`` (the resolved config), so a sweep over a typo fails early, and no key may be
-    set by two axes.
+    the grid. Cases may come in named groups instead — ``[[sweep.cases.estimator]]``,
+    ``[[sweep.cases.workload]]``, ... — crossed with each other in the order written (a later
+    group's key wins over an earlier one's) and with the grid. Axes vary in the order they are
+    written, the first slowest. Every key must exist in ``known`` (the resolved config), so a
+    sweep over a typo fails early, and no key may be set by two axes. :func:`sweep_factors`
+    names each point's case per group and option per linked axis.
     """
+    return [(label, over) for label, over, _ in _sweep(sweep, known)]
+
+
+def sweep_factors(sweep: Mapping[str, Any] | None, known: Mapping[str, Any]) -> list[dict[str, str]]:
+    """Per point of :func:`sweep_points` (same order): the case label of each case group and
+    the option label of each linked axis (``{"estimator": "EWMA", "size": "1k nodes"}``; an
+    ungrouped ``cases`` list is group ``""``)."""
+    return [factors for _, _, factors in _sweep(sweep, known)]
+
+
+def _cases(values: Any, key: str, known: Mapping[str, Any]) -> list[tuple[str, dict]]:
+    """One ``cases`` list -> (label, {dotted key: value}) per case; labels must differ."""
+    if not isinstance(values, list) or not values or not all(isinstance(c, Mapping) for c in values):
+        raise ConfigError("must be a non-empty list of tables", key=key)
+    out = []
+    for i, case in enumerate(values):
+        label = case.get("label")
+        if label is not None and not isinstance(label, str):
+            raise ConfigError("label must be a string", key=f"{key}[{i}].label")
+        over = {k: v for k, v in case.items() if k != "label"}
+        if not over:
+            raise ConfigError("a case must set at least one key", key=f"{key}[{i}]")
+        for k in over:
+            _check_known(k, known, f"{key}[{i}]")
+        out.append((label or ", ".join(f"{_leaf(k)}={_short(v)}" for k, v in over.items()), dict(over)))
+    labels = [lbl for lbl, _ in out]
+    dup = next((lbl for lbl in labels if labels.count(lbl) > 1), None)
+    if dup is not None:
+        raise ConfigError(f"two cases have the label {dup!r}; labels tell cases apart in the results", key=key)
+    return out
+
+
+def _sweep(sweep: Mapping[str, Any] | None, known: Mapping[str, Any]) -> list[tuple[str, dict, dict]]:
     if not sweep:
-        return [("", {})]
+        return [("", {}, {})]
     if not isinstance(sweep, Mapping):
         raise ConfigError("must be a table", key="sweep")
-    #: each axis is its list of options: (label part, {dotted key: value})
+    #: each axis is its list of options: (label part, {dotted key: value}); named: a linked axis
     axes: list[list[tuple[str, dict[str, Any]]]] = []
+    names: list[str | None] = []
     owner: dict[str, str] = {}          # dotted key -> the axis that sets it
-    cases: list[tuple[str, dict]] = []
+    groups: list[tuple[str, list[tuple[str, dict]]]] = []
     for key, values in sweep.items():
         if key == "cases":
-            if not isinstance(values, list) or not values or not all(isinstance(c, Mapping) for c in values):
-                raise ConfigError("must be a non-empty list of tables", key="sweep.cases")
-            for i, case in enumerate(values):
-                label = case.get("label")
-                if label is not None and not isinstance(label, str):
-                    raise ConfigError("label must be a string", key=f"sweep.cases[{i}].label")
-                over = {k: v for k, v in case.items() if k != "label"}
-                if not over:
-                    raise ConfigError("a case must set at least one key", key=f"sweep.cases[{i}]")
-                for k in over:
-                    _check_known(k, known, f"sweep.cases[{i}]")
-                cases.append((label or ", ".join(f"{_leaf(k)}={_short(v)}" for k, v in over.items()), dict(over)))
+            if isinstance(values, Mapping):
+                if not values:
+                    raise ConfigError("must name at least one case group", key="sweep.cases")
+                groups.extend((g, _cases(v, f"sweep.cases.{g}", known)) for g, v in values.items())
+            else:
+                groups.append(("", _cases(values, "sweep.cases", known)))
             continue
         if key == "linked":
-            axes.extend(_linked_axes(values, known, owner))
+            linked = _linked_axes(values, known, owner)
+            axes.extend(linked)
+            names.extend(list(values)[:len(linked)])
             continue
         _check_known(key, known, "sweep")
         if not isinstance(values, list) or not values:
             raise ConfigError("a sweep axis must be a non-empty list of values", key=f"sweep.{key}")
         _claim(owner, key, f"sweep.{key}")
         axes.append([(f"{_leaf(key)}={_short(v)}", {key: v}) for v in values])
-    grid = [(", ".join(lbl for lbl, _ in combo), {k: v for _, over in combo for k, v in over.items()})
+        names.append(None)
+    clash = {g for g, _ in groups} & {n for n in names if n}
+    if clash:
+        raise ConfigError(f"{sorted(clash)[0]!r} names both a case group and a linked axis", key="sweep")
+    grid = [(", ".join(lbl for lbl, _ in combo), {k: v for _, over in combo for k, v in over.items()},
+             {n: lbl for n, (lbl, _) in zip(names, combo) if n})
             for combo in itertools.product(*axes)]
-    cases = cases or [("", {})]
     points = []
-    for label, over in cases:
-        for glabel, g in grid:
-            points.append((" | ".join(x for x in (label, glabel) if x), {**over, **g}))
+    for combo in itertools.product(*[cases for _, cases in groups]):
+        label = " | ".join(lbl for lbl, _ in combo if lbl)
+        over = {k: v for _, o in combo for k, v in o.items()}
+        factors = {g: lbl for (g, _), (lbl, _) in zip(groups, combo)}
+        for glabel, g, gfactors in grid:
+            points.append((" | ".join(x for x in (label, glabel) if x), {**over, **g}, {**factors, **gfactors}))
     return points
 
 

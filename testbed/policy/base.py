@@ -188,12 +188,50 @@ class Placement(NamedTuple):
     predicted_wait_s: float | None = None
 
 
+class EstimateError:
+    """An estimator's one-step-ahead error, gathered where samples are delivered
+    (:func:`deliver_reports`): for each task-time sample x, the estimate e its key (function,
+    node) had just before x arrived — what the scheduler would have used for the next task
+    of that key. ``result()``: ``est_count`` samples compared, ``est_cold`` samples that
+    came with no estimate yet (not compared), ``est_mae_s`` mean |e - x|, ``est_bias_s``
+    mean (e - x) (> 0: over-estimates), ``est_rmse_s``, ``est_rel_error`` sum |e - x| / sum x.
+    An Oracle's error is the samples' own spread around their true mean: the floor."""
+
+    __slots__ = ("n", "cold", "abs", "signed", "sq", "total")
+
+    def __init__(self):
+        self.n = self.cold = 0
+        self.abs = self.signed = self.sq = self.total = 0.0
+
+    def add(self, estimate: float | None, x: float) -> None:
+        if estimate is None or estimate != estimate:
+            self.cold += 1
+            return
+        e = estimate - x
+        self.n += 1
+        self.abs += abs(e)
+        self.signed += e
+        self.sq += e * e
+        self.total += x
+
+    def result(self) -> dict[str, float]:
+        n = self.n
+        nan = float("nan")
+        return {"est_count": n, "est_cold": self.cold,
+                "est_mae_s": self.abs / n if n else nan, "est_bias_s": self.signed / n if n else nan,
+                "est_rmse_s": (self.sq / n) ** 0.5 if n else nan,
+                "est_rel_error": self.abs / self.total if n and self.total > 0 else nan}
+
+
 class PlacementPolicy:
     """The global scheduler's rule: pick a node for a task among those that can hold it.
 
     Return None only when no node in ``view`` can ever satisfy the task's resources
     (the engine then records the task as infeasible).
     """
+
+    #: set by the engine when the run measures estimator error (``run.track_estimates``)
+    estimate_error: EstimateError | None = None
 
     #: bound by the engine (``bind_estimators``); default: global exponential averages
     task_time: KeyedEstimator
@@ -239,7 +277,10 @@ def deliver_reports(policy: PlacementPolicy, node: int, durations: Iterable[tupl
     function, so both engines' estimators see the same samples at the same moment (within
     one heartbeat's propagation).
     """
+    acc = policy.estimate_error
     for function, secs in durations:
+        if acc is not None:     # run.track_estimates: the estimate this sample's key had before it
+            acc.add(policy.task_time.estimate(function, node, now), secs)
         policy.observe_task(function, node, secs, now)
     for src, dst, size, secs in transfers:
         policy.observe_transfer(src, dst, size, secs, now)

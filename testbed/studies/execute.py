@@ -5,6 +5,7 @@ from typing import Any
 
 from ..workloads import Workload, parse_workload
 from ..core.result import RunResult
+from ..policy.base import EstimateError
 from ..policy.build import build_policies
 
 #: run.trace = "auto" keeps per-task rows up to this many tasks
@@ -19,6 +20,8 @@ def make_simulation(cfg: dict[str, Any], seed: int, keep_rows: bool | None = Non
         mode = cfg["run"]["trace"]
         keep_rows = mode == "rows" or (
             mode == "auto" and workload.total_jobs * workload.tasks_per_job <= AUTO_ROWS_MAX_TASKS)
+    if cfg["run"]["track_estimates"]:
+        placement.estimate_error = EstimateError()
     return Simulation(cfg["cluster"], workload, placement, spillover, seed=seed, keep_rows=keep_rows,
                       validate=cfg["run"]["validate"], max_sim_time_s=cfg["run"]["max_sim_time_s"],
                       faults=cfg.get("faults"), decide_at=cfg["scheduler"]["decide_at"])
@@ -31,4 +34,8 @@ def run_once(cfg: dict[str, Any], seed: int, keep_rows: bool | None = None):
         from ..real.engine import run_real
         trace, metrics, info = run_real(cfg, seed)
         return RunResult(trace=trace if keep_rows is not False else None, metrics=metrics, info=info)
-    return make_simulation(cfg, seed, keep_rows).run()
+    sim = make_simulation(cfg, seed, keep_rows)
+    res = sim.run()
+    if sim.placement.estimate_error is not None:
+        res.metrics.update(sim.placement.estimate_error.result())
+    return res

@@ -20,6 +20,12 @@ from ..workloads import parse_workload
 VARIANT_SEP = " · "
 
 
+def factor_column(group: str) -> str:
+    """runs.csv column of a case group's (or linked axis's) labels (``""``: the ungrouped
+    ``[[sweep.cases]]``)."""
+    return f"case_{group}" if group else "case"
+
+
 @dataclass
 class Point:
     #: human label of the sweep point ("" when there is no sweep)
@@ -28,6 +34,8 @@ class Point:
     overrides: dict[str, Any]
     #: the resolved config (all sections, defaults filled)
     config: dict[str, Any]
+    #: the point's case label per case group (config.sweep_factors; "" = the ungrouped list)
+    factors: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -90,14 +98,14 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
         from . import studies
         study = studies.STUDIES[resolved["run"]["study"]]
         points = []
-        for label, over in C.sweep_points(sweep, resolved):
+        for (label, over), factors in zip(C.sweep_points(sweep, resolved), C.sweep_factors(sweep, resolved)):
             # a study may run each point in several variants (e.g. on both engines)
             for suffix, extra in study.variants or (("", {}),):
                 lbl = f"{label}{VARIANT_SEP}{suffix}" if label and suffix else label or suffix
                 over_v = {**over, **extra}
                 cfg = C.apply_calibration(C.apply_point(raw, over_v, resolved), base)
                 try:
-                    point = Point(lbl, over_v, resolve(cfg))
+                    point = Point(lbl, over_v, resolve(cfg), dict(factors))
                     study.check_config(point.config, lbl)
                 except ConfigError as exc:
                     raise ConfigError(f"at sweep point [{lbl}]: {exc.message}", key=exc.key) from None

@@ -28,7 +28,7 @@ import pandas as pd
 import tomli_w
 
 from ..core.errors import TestbedError
-from .experiment import Experiment, Point
+from .experiment import Experiment, Point, factor_column
 from .resume import Resume
 
 
@@ -45,6 +45,8 @@ def _one(args: tuple[int, Point, int]) -> dict[str, Any]:
     res = run_once(point.config, seed, keep_rows=True if trace_out != "none" else study.keeps_rows(point.config))
     c = point.config["cluster"]
     row: dict[str, Any] = {"point": i, "label": point.label}
+    for g, lbl in point.factors.items():     # the case of each case group: "case" / "case_<group>"
+        row[factor_column(g)] = lbl
     for k, v in point.overrides.items():
         row[k] = _flat(v)
     row["seed"] = seed
@@ -244,6 +246,9 @@ def _write(exp: Experiment, study, rows: list[dict], tmp: Path, wall: float, pla
     body = study.summary(runs, exp) if len(runs) else "No run finished."
     figs = "".join(f"\n![{f}]({f})\n" for f in figures)
     (tmp / "summary.md").write_text("\n".join(head) + body + "\n" + figs)
+    report = getattr(study, "report_name", None)
+    if report:                    # a study whose summary is a report of its own (e.g. report.md)
+        shutil.copyfile(tmp / "summary.md", tmp / report)
 
 
 class _NoBar:

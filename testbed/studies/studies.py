@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import theory, validation
+from . import estimator_study, theory, validation
 from .stats import mean_ci, paired_rel_error_ci, rel_error
 
 #: metric -> (column title, scale, format)
@@ -777,5 +777,28 @@ class Validation(Study):
         return validation.figures(runs, exp, out)
 
 
+class EstimatorStudy(Study):
+    """Estimators (a case group) against a baseline, paired per seed, per stratum
+    (:mod:`.estimator_study`)."""
+    name = "estimator_study"
+    description = ("estimators against a baseline (run.baseline), paired per seed in every workload / size / "
+                   "grid stratum: intervals, Holm-corrected verdicts, herding, estimate error; report.md")
+    wants_trace = True
+    report_name = "report.md"
+
+    def timeseries(self, trace, info, cfg):
+        return estimator_study.latency_quantiles(trace)
+
+    def run_metrics(self, trace, info, cfg):
+        return estimator_study.run_metrics(trace, cfg)
+
+    def summary(self, runs, exp) -> str:
+        return estimator_study.summary(runs, exp)
+
+    def figures(self, runs, exp, out) -> list[str]:
+        return estimator_study.figures(runs, exp, out)
+
+
 STUDIES: dict[str, Study] = {s.name: s for s in (Compare(), Estimators(), Scalability(), Recovery(),
-                                                 ActorRecovery(), Gcs(), Theory(), Validation())}
+                                                 ActorRecovery(), Gcs(), Theory(), Validation(),
+                                                 EstimatorStudy())}
