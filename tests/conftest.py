@@ -62,6 +62,11 @@ _record_clusters()
 
 
 def _ours(name: str) -> bool:
+    if name.startswith("sem.mp-"):
+        # multiprocessing's POSIX semaphores carry no owner in their names, so another
+        # process's (a concurrent test run's process pool) cannot be told from ours; Python's
+        # resource tracker unlinks the ones our processes leave
+        return False
     m = _CLUSTER_FILE.match(name)
     return m is None or m.group(0) in _OUR_CLUSTERS
 
