@@ -15,8 +15,11 @@ def build_policies(sched: dict[str, Any]):
     """(placement, spillover) from a resolved [scheduler] table, estimators bound."""
     def factory(key: str):
         spec = sched[key]
-        registry.build("estimator", spec, f"scheduler.{key}")   # fail early, with the key
-        return lambda: registry.build("estimator", spec, f"scheduler.{key}")
+        first = registry.build("estimator", spec, f"scheduler.{key}")   # fail early, with the key
+        cls, (_, kwargs) = type(first), registry.split_spec(spec, f"scheduler.{key}")
+        # one estimator per key (10,000 at 10,000 nodes): checked once above, so each later
+        # one is a plain construction (re-checking the signature cost 50 us apiece)
+        return lambda: cls(**kwargs)
 
     task_time = KeyedEstimator(factory("task_time"), sched["task_time_key"], "task_time")
     bandwidth = KeyedEstimator(factory("bandwidth"), sched["bandwidth_key"], "bandwidth")

@@ -11,6 +11,7 @@ per node is a numpy vector over the view's arrays; no Python loop over nodes.
 """
 from __future__ import annotations
 
+import heapq
 import math
 from numbers import Integral, Real
 
@@ -72,6 +73,8 @@ class WaitModel(PlacementPolicy):
             raise ValueError(f"count_recent must be true or false, got {count_recent!r}")
         self.per_slot = per_slot
         self.count_recent = count_recent
+        #: bumped by every task-time sample (observe_task): caches derived from estimates check it
+        self._estimates_version = 0
         #: view version the recent counts belong to, and tasks sent per node since it
         self._recent_version: int | None = None
         self._recent = np.zeros(0)
@@ -85,6 +88,10 @@ class WaitModel(PlacementPolicy):
 
     def reset(self) -> None:
         """Forget any decision state (subclasses that keep some override this)."""
+
+    def observe_task(self, function: str, node: int, duration_s: float, now: float) -> None:
+        self._estimates_version += 1        # what was derived from the estimates is stale
+        super().observe_task(function, node, duration_s, now)
 
     def recent(self, view: ClusterView) -> np.ndarray:
         """Tasks this policy sent to each node since ``view``'s heartbeat."""
@@ -149,12 +156,67 @@ class PaperWaitTime(WaitModel):
                          default_bandwidth_bytes_per_s=default_bandwidth_bytes_per_s,
                          count_recent=count_recent)
 
+    #: decide tasks without inputs from per-view heaps (see :meth:`_place_heap`); False: always
+    #: the vector computation (the reference the heaps are tested against)
+    use_heaps = True
+
+    def reset(self) -> None:
+        #: (function, demand) -> [stamp, heap of (wait, node, recent count used), q, tt, slots]
+        self._heaps: dict = {}
+
     def place(self, task, view, now, rng):
         idx = view.feasible_nodes(task.demand)
         if not len(idx):
             return None
+        if not task.inputs and self.use_heaps and self.task_time.changes_only_on_update:
+            p = self._place_heap(task, view, now, idx)
+            if p is not None:
+                return p
         waits = self.predicted_waits(task, view, now)
+        self._heaps.clear()                 # the recent count this decision adds is not in them
         return self._placement(task, view, now, _argmin_among(waits, idx), waits)
+
+    def _place_heap(self, task, view, now, idx) -> Placement | None:
+        """The same decision as the vector path (least predicted wait, ties to the lowest
+        node), in O(log n): between two views and two estimator updates a node's wait
+        changes only by this policy's own assignments, so a heap of (wait, node) per
+        (function, demand) is built once per view (O(n)) and each decision pops its top. A
+        decision for another function raises a node's recent count under this heap's entry,
+        which then under-states that node's wait; such stale entries are refreshed when they
+        reach the top, so the fresh top is the true minimum. None (use the vector path): a
+        NaN or infinite wait somewhere."""
+        key = (task.function, tuple(task.demand.items()))
+        stamp = (id(view), view.version, self._estimates_version)
+        h = self._heaps.get(key)
+        recent = self.recent(view) if self.count_recent else None
+        if h is None or h[0] != stamp:
+            waits = self.predicted_waits(task, view, now)
+            if not np.isfinite(waits[idx]).all():
+                return None
+            n = view.n_nodes
+            tt = self.task_time.estimate_nodes(task.function, n, now, default=self.default_task_time_s).tolist()
+            q = view.queue_length.tolist()
+            slots = view.slots.tolist() if self.per_slot else None
+            r = recent.tolist() if recent is not None else [0.0] * n
+            heap = [(w, i, r[i]) for w, i in zip(waits[idx].tolist(), idx.tolist())]
+            heapq.heapify(heap)
+            h = self._heaps[key] = [stamp, heap, q, tt, slots]
+        heap, q, tt, slots = h[1], h[2], h[3], h[4]
+        if recent is None:
+            w, m, _ = heap[0]
+            return Placement(m, w)
+        while True:
+            w, m, used = heap[0]
+            cur = float(recent[m])
+            if cur == used:
+                break
+            fresh = (q[m] + cur) * tt[m]    # the vector path's (queue + recent) * tt / slots
+            heapq.heapreplace(heap, (fresh / slots[m] if slots is not None else fresh, m, cur))
+        cur += 1.0
+        recent[m] = cur
+        nxt = (q[m] + cur) * tt[m]
+        heapq.heapreplace(heap, (nxt / slots[m] if slots is not None else nxt, m, cur))
+        return Placement(m, w)
 
 
 @register("placement")

@@ -5,6 +5,8 @@ workload: independent tasks with exponential durations (mean 10 ms) arriving as 
 streams from one driver per node at 90% of the cluster's capacity, scheduled by the
 paper's rules (QueueThreshold spillover, PaperWaitTime placement with exponential
 averages keyed per function x node) with one global scheduler replica and one GCS shard per 10 nodes. Only streaming aggregates are kept, as in any large run.
+The ``-global`` cases send every task through the global scheduler (AlwaysGlobal), where the
+placement decision is the cost that grows with the cluster.
 """
 from __future__ import annotations
 
@@ -14,19 +16,22 @@ import subprocess
 import sys
 import time
 
-#: case name -> (nodes, CPUs per node, tasks as a multiple of --tasks)
+#: case name -> (nodes, CPUs per node, tasks as a multiple of --tasks, spillover: None = the paper's)
 CASES = {
-    "sim-100-nodes": (100, 8, 1),
-    "sim-1000-nodes": (1000, 8, 1),
+    "sim-100-nodes": (100, 8, 1, None),
+    "sim-1000-nodes": (1000, 8, 1, None),
     # ten times the tasks: peak memory must stay where the 1x case has it (streaming)
-    "sim-100-nodes-10x": (100, 8, 10),
+    "sim-100-nodes-10x": (100, 8, 10, None),
+    # every task placed by the global scheduler
+    "sim-1000-nodes-global": (1000, 8, 1, "AlwaysGlobal"),
+    "sim-10000-nodes-global": (10000, 8, 1, "AlwaysGlobal"),
 }
 DEFAULT_TASKS = 200_000
 MEAN_TASK_S = 0.01
 LOAD = 0.9
 
 
-def bench_config(nodes: int, cpus: int, tasks: int) -> dict:
+def bench_config(nodes: int, cpus: int, tasks: int, spillover: str | None = None) -> dict:
     from ..studies.experiment import resolve
     rate = LOAD * cpus / MEAN_TASK_S
     raw = {
@@ -42,13 +47,15 @@ def bench_config(nodes: int, cpus: int, tasks: int) -> dict:
                      "rate_per_s": rate, "duration": {"dist": "exponential", "mean": MEAN_TASK_S}},
         "run": {"trace": "aggregate"},
     }
+    if spillover is not None:
+        raw["scheduler"]["spillover"] = spillover
     return resolve(raw)
 
 
 def _case(name: str, tasks: int) -> dict:
     from .execute import make_simulation
-    nodes, cpus, mult = CASES[name]
-    sim = make_simulation(bench_config(nodes, cpus, tasks * mult), seed=0, keep_rows=False)
+    nodes, cpus, mult, spillover = CASES[name]
+    sim = make_simulation(bench_config(nodes, cpus, tasks * mult, spillover), seed=0, keep_rows=False)
     t0 = time.perf_counter()
     res = sim.run()
     wall = time.perf_counter() - t0
