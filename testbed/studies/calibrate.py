@@ -344,7 +344,9 @@ def derive_loaded(rows: list[dict], drawn: dict[int, float], probes: list[dict],
     submission order); ``ages``: heartbeat ages seen; ``hop``: one message hop (latency_s).
     Seconds. ``global_service_s``: the global scheduler's time per decision (one FIFO server,
     :func:`server_times`; a forwarded task reaches it the mean local decision and one hop after
-    its submission, and its node records it as placed one hop after the decision); result returns are made net of the GCS write by :func:`to_table`."""
+    its submission, and its node records it as placed one hop after the decision; its estimated
+    arrival makes single values noisy, even negative, not their mean); result returns are made net
+    of the GCS write by :func:`to_table`."""
     idle, queued = slot_waits(rows)
     local = [r for r in rows if not r["spilled"]]
     spilled = [r for r in rows if r["spilled"]]
@@ -550,8 +552,8 @@ METHODS = {
     "local_decision_s": (BY_LOAD, "task records: placed - submitted of tasks the local scheduler kept"
                          + _LOADED_RULE),
     "global_decision_s": (BY_LOAD, "task records of forwarded tasks. in_flight_* (AlwaysGlobal, 2 nodes): "
-                          "placed - submitted, less local_decision_s at in_flight_1 and two hops (latency_s: to the global "
-                          "scheduler and back to the chosen node, which records placed_s); "
+                          "placed - submitted, less local_decision_s at in_flight_1 and two hops (latency_s: "
+                          "to the global scheduler and back to the chosen node, which records placed_s); "
                           "load_* (the tasks QueueThreshold spilled): the global scheduler as one FIFO server, "
                           "decided - max(arrival, the previous decision), decided = placed - one hop, arrival = "
                           "submitted + the load's mean local decision + one hop (its queue is the simulator's "
