@@ -4,7 +4,7 @@
     testbed validate CONFIG...
     testbed list [--plugin pkg.module:Name ...]
     testbed bench sim|real [--json] [--tasks N] [--cases a,b]
-    testbed calibrate [--out FILE] [--quiet]
+    testbed calibrate [--out FILE] [--nodes N] [--cpus-per-node C] [--quiet]
 
 Every user error is one line on stderr (``testbed: error: ...``) and exit status 2.
 """
@@ -61,6 +61,10 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("calibrate", help="measure the real runtime here; write the simulator's overheads (TOML)")
     c.add_argument("--out", default="calibration.toml", help="file to write (default calibration.toml)")
+    c.add_argument("--nodes", type=_positive_int, default=4,
+                   help="nodes of the loaded measurement (default 4: experiments/validate_sim.toml's)")
+    c.add_argument("--cpus-per-node", type=_positive_int, default=2,
+                   help="CPUs per node of the loaded measurement (default 2: validate_sim.toml's)")
     c.add_argument("--quiet", action="store_true", help="no progress or table on stderr")
     return p
 
@@ -107,7 +111,7 @@ def _dispatch(args) -> int:
         return bench_sim(json_out=args.json, tasks=args.tasks, cases=args.cases)
     if args.cmd == "calibrate":
         from .studies.calibrate import calibrate
-        return calibrate(args.out, quiet=args.quiet)
+        return calibrate(args.out, quiet=args.quiet, nodes=args.nodes, cpus_per_node=args.cpus_per_node)
     raise AssertionError(args.cmd)
 
 

@@ -180,15 +180,15 @@ def test_empty_calibration_gives_exactly_the_schema_defaults(tmp_path):
 
 
 def test_the_committed_calibration_is_usable_from_experiments(tmp_path):
-    """experiments/calibration.toml (measured here by `testbed calibrate`) loads as a
+    """experiments/calibration/this_machine.toml (measured here by `testbed calibrate`) loads as a
     calibration and fills the [cluster] keys a shipped experiment leaves unset."""
     from pathlib import Path
 
     from testbed.core.config import load_calibration
     exp_dir = Path(__file__).resolve().parents[1] / "experiments"
-    table = load_calibration(exp_dir / "calibration.toml")
+    table = load_calibration(exp_dir / "calibration" / "this_machine.toml")
     assert table["task_overhead_s"] > 0 and table["duration_inflation_s"] > 0
     cfg = exp_dir / "quickstart.toml"
-    c = load_experiment(cfg, ["cluster.calibration=" + str(exp_dir / "calibration.toml")]).points[0].config["cluster"]
+    c = load_experiment(cfg, ["cluster.calibration=" + str(exp_dir / "calibration" / "this_machine.toml")]).points[0].config["cluster"]
     for k, v in table.items():
         assert c[k] == v or k in tomllib.loads(cfg.read_text()).get("cluster", {}), k

@@ -173,6 +173,16 @@ def test_validate_accepts_both_shipped_configs(capsys):
     assert err == ""
 
 
+def test_validate_accepts_every_toml_in_experiments(capsys):
+    """`testbed validate experiments/*.toml` passes: every file there is an experiment (the
+    calibration lives in experiments/calibration/, not beside them)."""
+    paths = sorted(str(p) for p in EXPERIMENTS.glob("*.toml"))
+    assert len(paths) >= 8
+    assert main(["validate", *paths]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == len(paths) and err == ""
+
+
 def test_list_names_every_built_in(capsys):
     from testbed.policy import registry
     from testbed.studies.studies import STUDIES

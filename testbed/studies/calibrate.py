@@ -1,9 +1,10 @@
-"""``testbed calibrate [--out FILE]``: measure the real runtime on this machine and write the
-simulator's overhead parameters as a calibration file (``cluster.calibration = "FILE"``).
+"""``testbed calibrate [--out FILE] [--nodes N] [--cpus-per-node C]``: measure the real runtime on
+this machine and write the simulator's overhead parameters as a calibration file
+(``cluster.calibration = "FILE"``).
 
-Three small clusters (``tb.init``, 2 CPUs per node), each measured from the runtime's own
-task records (``submitted / placed / started / finished`` per attempt, with the worker's
-pid), the GCS client, and the node table's heartbeats — no new instrumentation:
+Four clusters (``tb.init``), each measured from the runtime's own task records
+(``submitted / placed / started / finished`` per attempt, with the worker's pid), the GCS
+client, and the node table's heartbeats — no new instrumentation:
 
   A. one node, local scheduling, sleep tasks of ``TASK_S`` at 1, 2 and 4 jobs in flight
      (idle slot, both slots busy, a queue): local decision, dispatch, per-task slot overhead,
@@ -12,19 +13,33 @@ pid), the GCS client, and the node table's heartbeats — no new instrumentation
   B. two nodes, every task forwarded (AlwaysGlobal), at 1 and 4 in flight: global decision;
      object transfers without an emulated link.
   C. two nodes with an emulated link (``LINK_BPS``, ``LINK_LATENCY_S``): object transfers.
+  D. the runs the calibration is for: ``NODES`` x ``CPUS_PER_NODE`` (experiments/validate_sim.toml's
+     cluster and policies), ``LOADED_DRIVERS`` workload drivers — the real engine's own driver
+     actors — sending Poisson arrivals of exponential tasks at each offered load of ``LOADED``
+     (0.3, 0.6, 0.85 of the CPUs) for ``LOADED_WINDOW_S``: per-task slot overhead, duration
+     inflation, local and global decisions, heartbeat age under load, and result return from a
+     probe task the calibrating driver takes every ``PROBE_S``. On 2 cores these clusters'
+     processes share the machine as the validation's real runs do, so their overheads are
+     those of a loaded machine, not of an idle one.
 
 The file has two sections. ``[cluster]`` holds only [cluster] keys (what a config's
-calibration fills in); each value is the mean at the load the key matters most (said in its
-meta). ``[meta.<key>]`` says how each value was measured and its spread: per load, n, mean,
-median, p10, p90 (seconds). ``[meta.transfer]`` holds transfer times by size, and
-``[meta.run]`` when, where and how long. A measured quantity the simulator has no [cluster]
-key for yet is in ``[meta]`` only (``key_in_schema = false``).
+calibration fills in). The rule for a value: a key phase D measures (task_overhead_s,
+duration_inflation_s, local/global_decision_s, result_return_s, heartbeat_delay_s) takes its
+mean over the loads, each load weighted by its arrival rate (``BY_LOAD``; see there why); the
+others the mean of phase A/B at the level their meta names (the median for ``latency_s``). ``[meta.<key>]`` says how
+each value was measured, ``value_from`` (the level used) and the spread per level — n, mean,
+median, p10, p90 (seconds) under ``in_flight_<k>`` (phases A, B) and ``load_<rho>`` (phase D).
+``[meta.transfer]`` holds transfer times by size, ``[meta.loaded]`` what phase D ran, and
+``[meta.run]`` when, where, how long and the load average before and after. A measured quantity
+the simulator has no [cluster] key for yet is in ``[meta]`` only (``in_schema = false``).
 """
 from __future__ import annotations
 
+import math
 import os
 import platform
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,7 +47,7 @@ from pathlib import Path
 import numpy as np
 import tomli_w
 
-from ..core.config import CLUSTER
+from ..core.config import CLUSTER, default
 from ..core.errors import TestbedError
 
 #: drawn duration of the calibration tasks, seconds (sleep)
@@ -49,10 +64,42 @@ TRANSFER_REPS = 8
 #: the emulated link of cluster C
 LINK_BPS = 1e9
 LINK_LATENCY_S = 1e-3
+#: phase D: the cluster of experiments/validate_sim.toml (``--nodes``, ``--cpus-per-node``)
+NODES = 4
+CPUS_PER_NODE = 2
+#: phase D: offered loads (fraction of the cluster's CPUs), as validate_sim's open-arrival cases
+LOADED = (0.3, 0.6, 0.85)
+#: phase D: workload drivers, mean task duration (exponential, seconds), its policies and
+#: heartbeat interval — validate_sim.toml's
+LOADED_DRIVERS = 2
+LOADED_MEAN_S = 0.02
+LOADED_PLACEMENT = "PaperWaitTime"
+LOADED_SPILLOVER = {"name": "QueueThreshold", "threshold": 2}
+HEARTBEAT_S = 0.1
+#: phase D: seconds of arrivals per load, and of the warm-up before them (workers, estimators)
+LOADED_WINDOW_S = 4.0
+LOADED_WARMUP_S = 1.0
+#: phase D: a probe task (result return) every this many seconds; heartbeats are read from
+#: HB_EARLY_S before a node's expected beat until HB_GIVE_UP_S after it, a window at most every
+#: HB_GAP_S (so the calibrating driver's reads stay a small load)
+PROBE_S = 0.05
+HB_EARLY_S = 0.006
+HB_GIVE_UP_S = 0.02
+HB_GAP_S = 0.08
 
 
 class CalibrationError(TestbedError):
     pass
+
+
+def in_flight(k: int) -> str:
+    """The label of a measurement with ``k`` jobs kept in flight (phases A, B)."""
+    return f"in_flight_{k}"
+
+
+def at_load(rho: float) -> str:
+    """The label of a measurement under Poisson arrivals offering ``rho`` of the CPUs (phase D)."""
+    return f"load_{rho:g}"
 
 
 def _stats(xs) -> dict:
@@ -123,18 +170,19 @@ def _phase_local(tb, meas: dict) -> None:
         a, b = _keep_in_flight(tb, calib_task, k, TASKS_PER_LOAD, seen)
         rows = sorted(_rows(a, b), key=lambda r: r["submitted_s"])
         local = [r for r in rows if not r["spilled"]]
-        meas.setdefault("local_decision_s", {})[k] = [r["placed_s"] - r["submitted_s"] for r in local]
-        meas.setdefault("dispatch_s", {})[k] = [r["started_s"] - r["placed_s"] for r in local
-                                                if k == 1 or r["placed_s"] >= r["submitted_s"]]
-        meas.setdefault("duration_inflation_s", {})[k] = [r["finished_s"] - r["started_s"] - TASK_S for r in rows]
-        meas.setdefault("task_overhead_s", {})[k] = _slot_gaps(rows) if k > 1 else \
+        lbl = in_flight(k)
+        meas.setdefault("local_decision_s", {})[lbl] = [r["placed_s"] - r["submitted_s"] for r in local]
+        meas.setdefault("dispatch_s", {})[lbl] = [r["started_s"] - r["placed_s"] for r in local
+                                                  if k == 1 or r["placed_s"] >= r["submitted_s"]]
+        meas.setdefault("duration_inflation_s", {})[lbl] = [r["finished_s"] - r["started_s"] - TASK_S for r in rows]
+        meas.setdefault("task_overhead_s", {})[lbl] = _slot_gaps(rows) if k > 1 else \
             [r["started_s"] - r["placed_s"] for r in rows]
         if seen and len(seen) == len(rows):
-            meas["result_return_s"] = {k: [s - r["finished_s"] for s, r in zip(seen, rows)]}
+            meas.setdefault("result_return_s", {})[lbl] = [s - r["finished_s"] for s, r in zip(seen, rows)]
     if first_row:
         r = first_row[0]
-        base = float(np.median(meas["dispatch_s"][1]))
-        meas["worker_start_s"] = {1: [max(0.0, (r["started_s"] - r["placed_s"]) - base)]}
+        base = float(np.median(meas["dispatch_s"][in_flight(1)]))
+        meas["worker_start_s"] = {in_flight(1): [max(0.0, (r["started_s"] - r["placed_s"]) - base)]}
 
     # heartbeats: the driver polls the node table; each new heartbeat's age when seen, and
     # for each task the time from its end to the first heartbeat of its node sent after it
@@ -156,14 +204,14 @@ def _phase_local(tb, meas: dict) -> None:
                 end = now + 0.25       # two more heartbeats after the last task
         tb.get(refs)
         rows = _rows(t_a, time.time())
-        ages = [seen - sent for seen, sent in beats[1:]]
+        ages = [seen - sent for seen, sent in beats[1:]]      # the first may have been waiting
         delays = []
         for r in rows:
             nxt = next((seen for seen, sent in beats if sent >= r["finished_s"]), None)
             if nxt is not None:
                 delays.append(nxt - r["finished_s"])
-        meas["heartbeat_delay_s"] = {2: ages}
-        meas["estimator_report_delay_s"] = {2: delays}
+        meas.setdefault("heartbeat_delay_s", {})[in_flight(2)] = ages
+        meas["estimator_report_delay_s"] = {in_flight(2): delays}
 
         # GCS: round trips of single reads and writes, and bursts (service time per request)
         key = b"calibrate"
@@ -191,12 +239,13 @@ def _phase_local(tb, meas: dict) -> None:
     # whole round trip: then the read's service time is at most half the round trip
     rtt = float(np.median(rt_r))
     svc_r = min(float(np.median(bursts_r)), rtt / 2)
-    meas["gcs_read_s"] = {1: [min(x, rtt / 2) for x in bursts_r]}
-    meas["gcs_write_s"] = {1: bursts_w}
-    meas["gcs_read_burst_s"] = {1: bursts_r}
-    meas["gcs_read_round_trip_s"] = {1: rt_r}
-    meas["gcs_write_round_trip_s"] = {1: rt_w}
-    meas["latency_s"] = {1: [(x - svc_r) / 2 for x in rt_r]}
+    one = in_flight(1)
+    meas["gcs_read_s"] = {one: [min(x, rtt / 2) for x in bursts_r]}
+    meas["gcs_write_s"] = {one: bursts_w}
+    meas["gcs_read_burst_s"] = {one: bursts_r}
+    meas["gcs_read_round_trip_s"] = {one: rt_r}
+    meas["gcs_write_round_trip_s"] = {one: rt_w}
+    meas["latency_s"] = {one: [(x - svc_r) / 2 for x in rt_r]}
 
 
 def _transfers(tb, label: str, meas: dict) -> None:
@@ -250,12 +299,205 @@ def _phase_global(tb, meas: dict) -> None:
     for k in (1, 4):
         a, b = _keep_in_flight(tb, calib_task, k, TASKS_PER_LOAD)
         rows = [r for r in _rows(a, b) if r["spilled"]]
-        meas.setdefault("forwarded_decision_s", {})[k] = [r["placed_s"] - r["submitted_s"] for r in rows]
+        meas.setdefault("forwarded_decision_s", {})[in_flight(k)] = [r["placed_s"] - r["submitted_s"] for r in rows]
     _transfers(tb, "no_link", meas)
 
 
-def measure(progress=print) -> dict:
-    """Every measurement (see the module's docstring): key -> {load: [seconds]}."""
+def slot_waits(rows: list[dict]) -> tuple[list[float], list[float]]:
+    """Per worker (pid), in start order: started - max(placed, the worker's previous finish),
+    the time a task held a free slot before it ran — the simulator's ``task_overhead_s``, which
+    holds the slot from the moment both the task and a slot are there. Returns (tasks that found
+    the worker idle: placed -> started; tasks that waited for it: the slot's turnaround)."""
+    idle, queued = [], []
+    by_pid: dict = {}
+    for r in rows:
+        by_pid.setdefault(r["pid"], []).append(r)
+    for rs in by_pid.values():
+        rs.sort(key=lambda r: r["started_s"])
+        prev = -math.inf
+        for r in rs:
+            if r["placed_s"] >= prev:
+                idle.append(r["started_s"] - r["placed_s"])
+            else:
+                queued.append(r["started_s"] - prev)
+            prev = r["finished_s"]
+    return idle, queued
+
+
+def server_times(arrivals: list[float], departures: list[float]) -> list[float]:
+    """Service times of a single FIFO server from each job's arrival and departure: departure -
+    max(arrival, the previous departure) — what the job took once the server was free for it,
+    not its wait in the server's queue (the simulator models that queue itself)."""
+    out = []
+    prev = -math.inf
+    for a, d in sorted(zip(arrivals, departures), key=lambda x: x[1]):
+        out.append(d - max(a, prev))
+        prev = d
+    return out
+
+
+def derive_loaded(rows: list[dict], drawn: dict[int, float], probes: list[dict], seen: list[float],
+                  ages: list[float], hop: float = 0.0) -> dict[str, list[float]]:
+    """One load level's measurements from the runtime's records. ``rows``: the workload's
+    finished tasks (job_id -> its drawn duration in ``drawn``); ``probes``: the probe tasks the
+    calibrating driver got one at a time, with ``seen`` the times it had each result (in
+    submission order); ``ages``: heartbeat ages seen; ``hop``: one message hop (latency_s).
+    Seconds. ``global_service_s``: the global scheduler's time per decision (one FIFO server,
+    :func:`server_times`; a forwarded task reaches it the mean local decision and one hop after
+    its submission, and its node records it as placed one hop after the decision; its estimated
+    arrival makes single values noisy, even negative, not their mean); result returns are made net
+    of the GCS write by :func:`to_table`."""
+    idle, queued = slot_waits(rows)
+    local = [r for r in rows if not r["spilled"]]
+    spilled = [r for r in rows if r["spilled"]]
+    probes = sorted(probes, key=lambda r: r["submitted_s"])
+    ldec = float(np.mean([r["placed_s"] - r["submitted_s"] for r in local])) if local else 0.0
+    out = {
+        "task_overhead_s": idle + queued,
+        "slot_idle_s": idle,
+        "slot_turnaround_s": queued,
+        "duration_inflation_s": [r["finished_s"] - r["started_s"] - drawn[r["job_id"]] for r in rows
+                                 if r["job_id"] in drawn],
+        "local_decision_s": [r["placed_s"] - r["submitted_s"] for r in local],
+        "forwarded_decision_s": [r["placed_s"] - r["submitted_s"] for r in spilled],
+        "global_service_s": server_times([r["submitted_s"] + ldec + hop for r in spilled],
+                                         [r["placed_s"] - hop for r in spilled]),
+        "heartbeat_delay_s": list(ages),
+        "queue_delay_s": [r["started_s"] - r["placed_s"] for r in rows],
+    }
+    if len(probes) == len(seen):
+        out["result_return_s"] = [s - r["finished_s"] for s, r in zip(seen, probes)]
+    return out
+
+
+def poisson_rate(rho: float, nodes: int, cpus_per_node: float, drivers: int, mean_s: float) -> float:
+    """Jobs per second per driver that offer ``rho`` of the cluster's CPUs (one-CPU tasks of
+    mean ``mean_s``): as experiments/validate_sim.toml's cases (0.3 of 8 CPUs: 60/s x 2)."""
+    return rho * nodes * cpus_per_node / (drivers * mean_s)
+
+
+def _watch_beats(g, node_id: str, interval: float, stop, ages: list, dropped: dict) -> None:
+    """Until ``stop`` is set, the heartbeats of one node: read the node table back to back from
+    HB_EARLY_S before its next expected beat until a new one shows; its age is when it was seen
+    - the time the node stamped on it. A window whose first read already shows the beat started
+    too late (``dropped["late"]``), one that sees none gave up (``dropped["missed"]``)."""
+    info = g.read("node", node_id)
+    last = info.get("time", 0.0) if info else 0.0
+
+    def expected(after: float) -> float:
+        return last + max(1, math.ceil((after - last) / interval)) * interval
+
+    beat_at = expected(time.time() + HB_EARLY_S)
+    while not stop.is_set():
+        pause = beat_at - HB_EARLY_S - time.time()
+        if pause > 0 and stop.wait(pause):
+            break
+        first = True
+        while True:
+            info = g.read("node", node_id)
+            t = time.time()
+            stamp = info.get("time") if info else None
+            if stamp is not None and stamp != last:
+                last = stamp
+                if stamp > beat_at - interval / 2:      # the beat waited for, not an older one
+                    if first:
+                        dropped["late"] += 1
+                    else:
+                        ages.append(t - stamp)
+                break
+            first = False
+            if t > beat_at + HB_GIVE_UP_S:
+                dropped["missed"] += 1
+                break
+        beat_at = expected(time.time() + HB_EARLY_S)
+
+
+def _watch(tb, node_id: str, runs: list, calib_probe, interval: float):
+    """While the drivers' ``runs`` go on: every PROBE_S a probe task, taken with tb.get (the
+    times the driver had its result), and, in a thread with its own GCS client, the heartbeats
+    of node ``node_id`` (:func:`_watch_beats`). Returns (probe result times, heartbeat ages,
+    {"late": .., "missed": ..} heartbeat windows dropped)."""
+    from ..real.api import _gcs_client
+    seen, ages = [], []
+    dropped = {"late": 0, "missed": 0}
+    stop = threading.Event()
+    g = _gcs_client()
+    beats = threading.Thread(target=_watch_beats, args=(g, node_id, interval, stop, ages, dropped),
+                             name="calibrate-heartbeats", daemon=True)
+    beats.start()
+    try:
+        next_probe = time.time() + PROBE_S
+        while len(tb.wait(runs, num_returns=len(runs), timeout=max(0.0, next_probe - time.time()))[0]) < len(runs):
+            if time.time() >= next_probe:
+                tb.get(calib_probe.remote())
+                seen.append(time.time())
+                next_probe = max(next_probe + PROBE_S, time.time())
+    finally:
+        stop.set()
+        beats.join()
+        g.close()
+    return seen, ages, dropped
+
+
+def _phase_loaded(tb, meas: dict, nodes: int, cpus_per_node: float, progress=print) -> None:
+    """Phase D: the cluster and workload of the validation's open-arrival cases — ``nodes`` x
+    ``cpus_per_node``, LOADED_DRIVERS workload drivers (the real engine's own driver actors,
+    pinned as the engine pins them), Poisson arrivals of exponential tasks (mean LOADED_MEAN_S)
+    at each of LOADED for LOADED_WINDOW_S seconds, after a warm-up."""
+    from ..core.faults import driver_nodes
+    from ..real.engine import _Driver
+    from ..workloads import Workload, parse_workload
+
+    @tb.remote
+    def calib_probe():
+        return None
+
+    Driver = tb.remote(_Driver)
+    drivers = [Driver.options(_node=m).remote() for m in driver_nodes((), LOADED_DRIVERS, nodes)]
+    # heartbeats of the last node (without a driver when there are more nodes than drivers)
+    watched = max(tb.nodes(), key=lambda n: n["Index"])["NodeID"]
+    cpus = nodes * cpus_per_node
+    retries = default("faults", "max_retries")
+    hop = float(np.median(meas["latency_s"][in_flight(1)])) if meas.get("latency_s") else 0.0
+    for i, rho in enumerate((LOADED[0], *LOADED)):
+        warm = i == 0
+        rate = poisson_rate(rho, nodes, cpus_per_node, LOADED_DRIVERS, LOADED_MEAN_S)
+        window = LOADED_WARMUP_S if warm else LOADED_WINDOW_S
+        jobs = max(LOADED_DRIVERS, int(round(rate * LOADED_DRIVERS * window)))
+        wl_table = {"shape": "independent", "arrival": "poisson", "drivers": LOADED_DRIVERS, "jobs": jobs,
+                    "rate_per_s": rate, "duration": {"dist": "exponential", "mean": LOADED_MEAN_S}}
+        wl = Workload(parse_workload(wl_table), i)
+        if not warm:
+            progress(f"calibrate:   load {rho:g} ({jobs} jobs, {rate * LOADED_DRIVERS:.0f}/s) ...")
+        a = time.time()
+        runs = [drv.run.remote(d, LOADED_DRIVERS, jobs, wl_table, i, "sleep", 1.0, 1.0, [1.0] * nodes, retries, a)
+                for d, drv in enumerate(drivers)]
+        seen, ages, dropped = _watch(tb, watched, runs, calib_probe, HEARTBEAT_S)
+        tb.get(runs)
+        b = time.time()
+        if warm:
+            continue
+        rows = _rows(a, b)
+        work = [r for r in rows if r["function"] in wl.functions]
+        drawn = {j: wl.job(j, 0, 0.0).tasks[0].duration_s for j in range(jobs)}
+        got = derive_loaded(work, drawn, [r for r in rows if r["function"].endswith("calib_probe")], seen, ages,
+                            hop)
+        for key, xs in got.items():
+            meas.setdefault(key, {})[at_load(rho)] = xs
+        span = max((r["finished_s"] for r in work), default=b) - a
+        busy = sum(r["finished_s"] - r["started_s"] for r in work)
+        meas.setdefault("loaded", {})[at_load(rho)] = {
+            "jobs": jobs, "finished": len(work), "rate_per_s": rate * LOADED_DRIVERS,
+            "busy_fraction": busy / max(1e-9, span * cpus),
+            "spilled_fraction": sum(bool(r["spilled"]) for r in work) / max(1, len(work)),
+            "probes": len(seen), "heartbeats": len(ages),
+            "heartbeat_windows_late": dropped["late"], "heartbeat_windows_missed": dropped["missed"]}
+
+
+def measure(progress=print, nodes: int = NODES, cpus_per_node: float = CPUS_PER_NODE) -> dict:
+    """Every measurement (see the module's docstring): key -> {label: [seconds]}, the label
+    "in_flight_<k>" (phases A, B) or "load_<rho>" (phase D); "transfer" and "loaded" hold
+    tables."""
     import testbed as tb
     meas: dict = {}
     phases = [
@@ -265,6 +507,11 @@ def measure(progress=print) -> dict:
         (f"two nodes, emulated link {LINK_BPS:.0e} B/s + {LINK_LATENCY_S * 1e3:g} ms",
          dict(nodes=[{"CPU": 2, "n0": 1}, {"CPU": 2, "n1": 1}], link_bandwidth_bytes_per_s=LINK_BPS,
               link_latency_s=LINK_LATENCY_S), lambda tb, m: _transfers(tb, "link", m)),
+        (f"{nodes} nodes x {cpus_per_node:g} CPUs, {LOADED_DRIVERS} drivers, Poisson arrivals at "
+         f"{', '.join(f'{x:g}' for x in LOADED)} of the CPUs",
+         dict(nodes=[{"CPU": float(cpus_per_node)}] * nodes, placement=LOADED_PLACEMENT,
+              spillover=LOADED_SPILLOVER, heartbeat_interval_s=HEARTBEAT_S, seed=0),
+         lambda tb, m: _phase_loaded(tb, m, nodes, cpus_per_node, progress)),
     ]
     for what, kwargs, fn in phases:
         progress(f"calibrate: {what} ...")
@@ -276,73 +523,130 @@ def measure(progress=print) -> dict:
     return meas
 
 
-#: [cluster] key -> (the load whose mean is the value, how it was measured)
+#: the value of a key phase D measures: its mean over the loads, each load's mean weighted by
+#: the load (its arrival rate: with equal windows, the mean over every task of phase D). A
+#: constant cannot follow the load, and the overhead grows with it (measured: 2-3x from 0.6 to
+#: 0.85 of the CPUs) while a queue's delay is the more sensitive to it the higher the load; the
+#: mean, not the median, is what a slot's utilisation depends on. [meta.KEY] keeps each load's
+#: mean, so another rule (e.g. the middle load's) is one look away.
+BY_LOAD = "loads, weighted by the load"
+_LOADED_RULE = ("; the value is the mean over loads 0.3, 0.6, 0.85 (Poisson arrivals on the validation's "
+                "cluster, phase D) weighted by the load; the in_flight_* entries are the small, idle clusters'")
+
+
+def weighted_by_load(st: dict) -> float | None:
+    """The mean over the ``load_<rho>`` entries of ``st`` (label -> stats) with samples, each
+    weighted by rho; None if there is none."""
+    pairs = [(float(k.removeprefix("load_")), v["mean"]) for k, v in st.items()
+             if k.startswith("load_") and v.get("n")]
+    if not pairs:
+        return None
+    return sum(w * m for w, m in pairs) / sum(w for w, _ in pairs)
+
+
+#: [cluster] key -> (the label whose mean is the value, how it was measured)
 METHODS = {
-    "latency_s": (1, "GCS read round trip (driver -> shard tail -> driver, 400 sequential reads), less "
-                     "gcs_read_s, halved: one message hop (the value is the median, not the mean: rare "
-                     "multi-ms wake-ups dominate the mean)"),
-    "local_decision_s": (1, "task records: placed - submitted of tasks the local scheduler kept (1 node)"),
-    "global_decision_s": (1, "task records, every task forwarded (AlwaysGlobal, 2 nodes): placed - submitted, "
-                             "less local_decision_s and one hop (latency_s)"),
-    "gcs_read_s": (1, "400 reads of one key sent back to back, time per read (5 bursts), capped at half the "
-                      "read round trip (a burst slower than that is bound by the client, not the shard)"),
-    "gcs_write_s": (1, "400 writes of one key sent back to back, time per acknowledged write (5 bursts); "
-                       "a single blocking write's round trip is much longer (gcs_write_round_trip_s: the "
-                       "acknowledgement waits for the runtime's coalescing window)"),
-    "task_overhead_s": (4, "task records, 4 jobs in flight on 2 slots: per worker pid, started(i+1) - "
-                           "finished(i) when task i+1 was already waiting (the slot's turnaround); at load 1: "
-                           "placed -> started"),
-    "duration_inflation_s": (2, "task records: finished - started - the drawn duration (sleep tasks of 5 ms)"),
-    "result_return_s": (1, "1 job in flight: when tb.get returned in the driver - the task's finished_s, less "
-                           "gcs_write_s (the simulator charges the object-table write on its own); the raw "
-                           "time is result_seen_s"),
-    "heartbeat_delay_s": (2, "the driver polls the node table (GCS reads back to back): when a new heartbeat "
-                             "is first seen - the time the node stamped on it (includes up to one read)"),
-    "worker_start_s": (1, "the first task after tb.init: placed -> started beyond the median at load 1"),
-    "estimator_report_delay_s": (2, "task records + polled heartbeats: from a task's finished_s to the first "
-                                    "heartbeat of its node sent after it (which carries its duration to the "
-                                    "global scheduler's estimators) being visible"),
+    "latency_s": (in_flight(1), "GCS read round trip (driver -> shard tail -> driver, 400 sequential reads), less "
+                                "gcs_read_s, halved: one message hop (the value is the median, not the mean: rare "
+                                "multi-ms wake-ups dominate the mean)"),
+    "local_decision_s": (BY_LOAD, "task records: placed - submitted of tasks the local scheduler kept"
+                         + _LOADED_RULE),
+    "global_decision_s": (BY_LOAD, "task records of forwarded tasks. in_flight_* (AlwaysGlobal, 2 nodes): "
+                          "placed - submitted, less local_decision_s at in_flight_1 and two hops (latency_s: "
+                          "to the global scheduler and back to the chosen node, which records placed_s); "
+                          "load_* (the tasks QueueThreshold spilled): the global scheduler as one FIFO server, "
+                          "decided - max(arrival, the previous decision), decided = placed - one hop, arrival = "
+                          "submitted + the load's mean local decision + one hop (its queue is the simulator's "
+                          "to model)"
+                          + _LOADED_RULE),
+    "gcs_read_s": (in_flight(1), "400 reads of one key sent back to back, time per read (5 bursts), capped at half "
+                                 "the read round trip (a burst slower than that is bound by the client, not the "
+                                 "shard)"),
+    "gcs_write_s": (in_flight(1), "400 writes of one key sent back to back, time per acknowledged write (5 bursts); "
+                                  "a single blocking write's round trip is much longer (gcs_write_round_trip_s: the "
+                                  "acknowledgement waits for the runtime's coalescing window)"),
+    "task_overhead_s": (BY_LOAD, "task records, per worker pid: started - max(placed, the worker's "
+                        "previous finish), the time a task holds a free slot before it runs (load_*: slot_idle_s "
+                        "and slot_turnaround_s together; in_flight_4: turnarounds only; in_flight_1: placed -> "
+                        "started)" + _LOADED_RULE),
+    "duration_inflation_s": (BY_LOAD, "task records: finished - started - the drawn duration (in_flight_*: "
+                             "sleep tasks of 5 ms; load_*: the workload's exponential draws)" + _LOADED_RULE),
+    "result_return_s": (BY_LOAD, "the calibrating driver takes a task's result with tb.get (in_flight_1: "
+                        "1 job in flight; load_*: a probe task every 50 ms beside the load): when tb.get returned "
+                        "- the task's finished_s, less gcs_write_s (the simulator charges the object-table write "
+                        "on its own); the raw time is result_seen_s" + _LOADED_RULE),
+    "heartbeat_delay_s": (BY_LOAD, "the driver reads the node table back to back around a node's next "
+                          "heartbeat: when it is first seen - the time the node stamped on it (includes up to one "
+                          "read; load_*: the last node's, in windows around its expected beats)" + _LOADED_RULE),
+    "worker_start_s": (in_flight(1), "the first task after tb.init: placed -> started beyond the median at 1 in "
+                                     "flight"),
+    "estimator_report_delay_s": (in_flight(2), "task records + polled heartbeats: from a task's finished_s to the "
+                                               "first heartbeat of its node sent after it (which carries its "
+                                               "duration to the global scheduler's estimators) being visible"),
 }
 
+#: raw measurements behind the values, recorded in [meta] only
+RAW = ("dispatch_s", "slot_idle_s", "slot_turnaround_s", "queue_delay_s", "result_seen_s", "gcs_read_burst_s",
+       "gcs_read_round_trip_s", "gcs_write_round_trip_s", "forwarded_decision_s")
 
-def to_table(meas: dict, wall_s: float) -> dict:
+
+def _mean(per: dict, label: str, default: float = 0.0) -> float:
+    xs = per.get(label) or []
+    return float(np.mean(xs)) if len(xs) else default
+
+
+def to_table(meas: dict, wall_s: float, run: dict | None = None) -> dict:
     """The calibration file's content: [cluster] values and [meta] (see the module docstring).
-    ``meas`` is left as measured (the derived entries go in a copy)."""
+    ``meas`` is left as measured (the derived entries go in a copy); ``run`` adds to [meta.run]."""
     meas = dict(meas)
     cluster: dict = {}
     meta: dict = {}
-    hop = float(np.median(meas["latency_s"][1]))
-    ldec = float(np.mean(meas["local_decision_s"][1]))
-    meas["global_decision_s"] = {k: [x - ldec - hop for x in xs] for k, xs in meas["forwarded_decision_s"].items()}
+    one = in_flight(1)
+    hop = float(np.median(meas["latency_s"][one]))
+    idle_ldec = _mean(meas.get("local_decision_s", {}), one)
+    if "forwarded_decision_s" in meas:        # the small clusters: one task forwarded at a time
+        meas["global_decision_s"] = {k: [x - idle_ldec - 2 * hop for x in xs]
+                                     for k, xs in meas["forwarded_decision_s"].items() if k.startswith("in_flight_")}
+    for k, xs in meas.get("global_service_s", {}).items():    # under load: net of the queue
+        meas.setdefault("global_decision_s", {})[k] = xs
     if "result_return_s" in meas:
-        wr = float(np.mean(meas["gcs_write_s"][1]))
+        wr = _mean(meas["gcs_write_s"], one)
         meas["result_seen_s"] = meas["result_return_s"]
         meas["result_return_s"] = {k: [x - wr for x in xs] for k, xs in meas["result_seen_s"].items()}
-    for key, (load, how) in METHODS.items():
+    for key, (label, how) in METHODS.items():
         per = meas.get(key, {})
         if not per:
             continue
-        st = {str(k): _stats(v) for k, v in per.items()}
-        use = st.get(str(load)) or next(iter(st.values()))
-        value = max(0.0, use.get("median" if key == "latency_s" else "mean", 0.0))
-        m = {"method": how, "value_from_load": load, "loads_in_flight": [int(k) for k in per],
-             "in_schema": key in CLUSTER, **{f"load_{k}": v for k, v in st.items()}}
-        meta[key] = m
+        st = {k: _stats(v) for k, v in per.items()}
+        value = weighted_by_load(st) if label == BY_LOAD else None
+        if value is not None:
+            used = label
+        else:                       # the level named, or the first with samples
+            used = label if st.get(label, {}).get("n") else next((k for k, v in st.items() if v["n"]), label)
+            value = st.get(used, {}).get("median" if key == "latency_s" else "mean", 0.0)
+        value = max(0.0, value)
+        meta[key] = {"method": how, "value_from": used, "levels": list(per), "in_schema": key in CLUSTER, **st}
         if key in CLUSTER:
             cluster[key] = round(value, 7)
-    for key in ("dispatch_s", "result_seen_s", "gcs_read_burst_s", "gcs_read_round_trip_s", "gcs_write_round_trip_s", "forwarded_decision_s"):
+    for key in RAW:
         if key in meas:
             meta[key] = {"method": "raw measurement behind the values above", "in_schema": False,
-                         **{f"load_{k}": _stats(v) for k, v in meas[key].items()}}
+                         **{k: _stats(v) for k, v in meas[key].items()}}
     meta["transfer"] = {"method": "task records: a consumer on node 1 of an object made on node 0, placed -> "
                                   "started less that of a consumer without input (seconds; by object size, bytes)",
                         "link_bandwidth_bytes_per_s": LINK_BPS, "link_latency_s": LINK_LATENCY_S,
                         **meas.get("transfer", {})}
+    if "loaded" in meas:
+        meta["loaded"] = {"method": "phase D, per load: jobs submitted and finished, arrival rate (all drivers, "
+                                    "1/s), busy_fraction (task run time / (span x CPUs)), spilled_fraction, probe "
+                                    "tasks and heartbeats seen", **meas["loaded"]}
     meta["run"] = {"date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                    "host": platform.node(), "cpus": os.cpu_count() or 0, "python": platform.python_version(),
                    "wall_s": round(wall_s, 1), "task_s": TASK_S, "tasks_per_load": TASKS_PER_LOAD,
-                   "loads_in_flight": list(LOADS), "command": " ".join(["testbed", *sys.argv[1:]])
-                   if sys.argv and sys.argv[0].endswith("testbed") else "testbed calibrate"}
+                   "loads_in_flight": list(LOADS), "loads_poisson": list(LOADED),
+                   "loaded_drivers": LOADED_DRIVERS, "loaded_mean_s": LOADED_MEAN_S,
+                   "loaded_window_s": LOADED_WINDOW_S, "loaded_placement": LOADED_PLACEMENT,
+                   "loaded_spillover": dict(LOADED_SPILLOVER), **(run or {})}
     return {"cluster": cluster, "meta": meta}
 
 
@@ -356,15 +660,38 @@ def _check_out(out: Path) -> None:
         raise CalibrationError(f"--out {out}: cannot write in {parent}")
 
 
-def calibrate(out: str = "calibration.toml", quiet: bool = False) -> int:
+def _loadavg() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:                       # not on every platform
+        return []
+
+
+def calibrate(out: str = "calibration.toml", quiet: bool = False, nodes: int = NODES,
+              cpus_per_node: float = CPUS_PER_NODE) -> int:
     path = Path(out)
     _check_out(path)
+    if nodes < 1:
+        raise CalibrationError(f"--nodes {nodes}: must be >= 1")
+    if not cpus_per_node >= 1:
+        raise CalibrationError(f"--cpus-per-node {cpus_per_node:g}: must be >= 1")
+    say = (lambda *_: None) if quiet else (lambda s: print(s, file=sys.stderr))
+    before = _loadavg()
+    cpus = os.cpu_count() or 1
+    if before and before[0] > 0.5 * cpus:
+        say(f"calibrate: load average {before[0]:g} on {cpus} CPUs: the machine is busy, so the overheads "
+            f"measured now are those of a busy machine ([meta.run] records the load)")
     t0 = time.perf_counter()
-    meas = measure(progress=(lambda *_: None) if quiet else (lambda s: print(s, file=sys.stderr)))
-    table = to_table(meas, time.perf_counter() - t0)
+    meas = measure(progress=say, nodes=nodes, cpus_per_node=cpus_per_node)
+    run = {"nodes": nodes, "cpus_per_node": cpus_per_node, "loadavg_start": before, "loadavg_end": _loadavg(),
+           "command": " ".join(["testbed", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("testbed")
+           else f"testbed calibrate --nodes {nodes} --cpus-per-node {cpus_per_node:g}"}
+    table = to_table(meas, time.perf_counter() - t0, run)
     text = ("# testbed calibration: simulator parameters measured on the real runtime of this machine\n"
             "# use: [cluster] calibration = \"FILE\" (or --set cluster.calibration=FILE); keys a config sets win\n"
-            "# [cluster]: values (seconds, means); [meta.KEY]: how each was measured and its spread per load\n"
+            "# [cluster]: values (seconds, means at the level [meta.KEY].value_from names); [meta.KEY]: how\n"
+            "# each was measured and its spread per level (in_flight_<k>: small idle clusters; load_<rho>:\n"
+            "# Poisson arrivals on the validation's cluster); [meta.run]: when, where, the load average\n"
             + tomli_w.dumps(table))
     tmp = path.with_name(f".{path.name}.partial")
     tmp.write_text(text)
@@ -372,5 +699,6 @@ def calibrate(out: str = "calibration.toml", quiet: bool = False) -> int:
     if not quiet:
         for k, v in table["cluster"].items():
             print(f"  {k:24s} {v * 1e3:9.3f} ms", file=sys.stderr)
+        print(f"  load average {before} -> {run['loadavg_end']} (1, 5, 15 min)", file=sys.stderr)
     print(f"calibration: {path}")
     return 0
