@@ -7,7 +7,10 @@ wait for the node they choose (the Ray paper's model, :meth:`WaitModel.predicted
     wait(m) = queue_length[m] * task_time[m] / slots[m] + remote_bytes(m) / bandwidth[m]
 
 so placement quality and prediction error can be compared across policies. Everything
-per node is a numpy vector over the view's arrays; no Python loop over nodes.
+per node is a numpy vector over the view's arrays; no Python loop over nodes. Each class
+says what a decision costs; :class:`PaperWaitTime`'s is O(n_nodes) numpy with one
+``estimate_nodes`` per estimator (see :class:`~testbed.policy.base.KeyedEstimator` for
+what that costs per keying and estimator).
 """
 from __future__ import annotations
 
@@ -161,7 +164,8 @@ class PaperWaitTime(WaitModel):
 class RecentAssignments(WaitModel):
     """The 2018 open-source rule: the feasible node with the least queue length plus tasks
     this policy sent it since that node's last heartbeat (a node's count resets when its
-    own report reaches the view: core.views.since_report). Cold start: all counts 0, i.e. least queue length."""
+    own report reaches the view: core.views.since_report). Cold start: all counts 0, i.e. least queue length.
+    Cost per decision: O(n_nodes) numpy (and the reported wait's ``estimate_nodes``)."""
 
     def reset(self) -> None:
         self._version: int | None = None
@@ -184,7 +188,8 @@ class RecentAssignments(WaitModel):
 
 @register("placement")
 class Random(WaitModel):
-    """Uniform among the feasible nodes (``rng.integers``). No state, no cold start."""
+    """Uniform among the feasible nodes (``rng.integers``). No state, no cold start.
+    Cost per decision: O(n_nodes) numpy (the feasible indices; the reported wait)."""
 
     def place(self, task, view, now, rng):
         idx = np.flatnonzero(view.feasible(task.demand))
@@ -196,7 +201,7 @@ class Random(WaitModel):
 @register("placement")
 class RoundRobin(WaitModel):
     """The next feasible node after the last one chosen, cycling by index.
-    Cold start: the lowest feasible index."""
+    Cold start: the lowest feasible index. Cost per decision: O(n_nodes) numpy."""
 
     def reset(self) -> None:
         #: the node chosen last (-1: none yet)
@@ -231,7 +236,8 @@ class LeastLoaded(WaitModel):
 class PowerOfTwoChoices(WaitModel):
     """Sparrow-style: sample ``d`` distinct feasible nodes (all of them if fewer) and take
     the one with the least queue_length + running (ties -> lowest index).
-    No estimates, no cold start."""
+    No estimates, no cold start. Cost per decision: O(n_nodes) numpy (the feasible indices,
+    the sample, the reported wait)."""
 
     def __init__(self, d: int = 2, *, per_slot: bool = True,
                  default_task_time_s: float = 1.0,
@@ -255,7 +261,8 @@ class PowerOfTwoChoices(WaitModel):
 class LocalityFirst(WaitModel):
     """The feasible node holding the most input bytes (Ray 2.x lease locality); ties ->
     least predicted wait -> lowest index. With no inputs it is :class:`PaperWaitTime`.
-    Cold start: as :class:`WaitModel`."""
+    Cold start: as :class:`WaitModel`. Cost per decision: O(inputs x locations) Python plus
+    O(n_nodes) numpy."""
 
     def place(self, task, view, now, rng):
         idx = np.flatnonzero(view.feasible(task.demand))
@@ -275,7 +282,7 @@ class HybridSpread(WaitModel):
     feasible-but-busy ones. The submitter keeps the task if it is a candidate and its
     score is <= the best; otherwise uniform (rng) among the best
     k = max(``top_k_absolute``, floor(``top_k_fraction`` * n_feasible)) by (score, index).
-    No estimates, no cold start."""
+    No estimates, no cold start. Cost per decision: O(n_nodes log n_nodes) numpy (a sort)."""
 
     def __init__(self, spread_threshold: float = 0.5, top_k_fraction: float = 0.2,
                  top_k_absolute: int = 1, *, per_slot: bool = True,
