@@ -211,20 +211,25 @@ class NowDependent(ExponentialAverage):
     estimate_uses_now = True
 
 
+@pytest.mark.parametrize("cold", [{}, {"min_samples": 4}, {"min_samples": 6, "fallback": "coarser"},
+                                  {"floor": 0.3, "reset_factor": 1.5, "min_samples": 2}])
 @pytest.mark.parametrize("keying", ["node", "function_node"])
-def test_cached_per_node_estimates_match_the_uncached_path(keying):
-    """The per-node cache (built-in estimators) gives what asking each key gives."""
+def test_cached_per_node_estimates_match_the_uncached_path(keying, cold):
+    """The per-node cache (built-in estimators) gives what asking each key gives, with and
+    without cold-start options."""
     rng = np.random.default_rng(3)
-    fast = KeyedEstimator(lambda: ExponentialAverage(0.3), keying)
-    slow = KeyedEstimator(lambda: NowDependent(0.3), keying)
+    fast = KeyedEstimator(lambda: ExponentialAverage(0.3), keying, **cold)
+    slow = KeyedEstimator(lambda: NowDependent(0.3), keying, **cold)
     assert fast._cached and not slow._cached
     for i in range(300):
         f, node, x = ("f", "g")[i % 2], int(rng.integers(40)), float(rng.random())
         fast.update(f, node, x, float(i))
         slow.update(f, node, x, float(i))
-    for f in ("f", "g", "h"):
-        for n in (10, 40, 60):
-            np.testing.assert_array_equal(fast.estimate_nodes(f, n), slow.estimate_nodes(f, n))
+        if i in (20, 299):
+            for f in ("f", "g", "h"):
+                for n in (10, 40, 60):
+                    np.testing.assert_array_equal(fast.estimate_nodes(f, n), slow.estimate_nodes(f, n))
+                    assert fast.estimate_nodes(f, n).tolist() == [fast.estimate(f, m) for m in range(n)]
 
 
 def test_keyed_rejects_unknown_keying():
@@ -278,3 +283,135 @@ def test_build_bad_spec_names_key(spec):
 def test_build_plugin_by_module_path():
     est = build("estimator", "testbed.policy.estimators:Holt", key="k")
     assert isinstance(est, Holt)
+
+
+# --- cold start options (KeyedEstimator: min_samples, fallback, floor, reset_factor) --
+
+def ewma_keyed(keying="function_node", **cold):
+    return KeyedEstimator(lambda: ExponentialAverage(0.5), keying, **cold)
+
+
+def test_cold_start_defaults_trust_a_key_from_its_first_sample():
+    """Defaults keep the plain rule: one sample and the key's estimate is its own."""
+    ke = ewma_keyed()
+    assert (ke.min_samples, ke.fallback, ke.floor, ke.reset_factor) == (1, "global", 0.0, 0.0)
+    ke.update("f", 0, 0.001, 0.0)
+    ke.update("f", 1, 1.0, 0.0)
+    assert ke.estimate_nodes("f", 3).tolist() == [0.001, 1.0, 0.5005]
+
+
+@pytest.mark.parametrize("estimator", [ExponentialAverage, NowDependent])
+def test_min_samples_falls_back_until_a_key_has_enough(estimator):
+    """min_samples=3: a node with fewer samples takes the global estimate (cached and
+    uncached paths alike); its third sample makes its own estimate count."""
+    ke = KeyedEstimator(lambda: estimator(0.5), "node", min_samples=3)
+    for x in (0.001, 1.0):
+        ke.update("f", 0, x, 0.0)
+    ke.update("f", 1, 3.0, 0.0)           # global EWMA: 0.001 -> 0.5005 -> 1.75025
+    assert ke.estimate("f", 0) == pytest.approx(1.75025) and ke.estimate("f", 0, fallback=False) is None
+    assert ke.estimate_nodes("f", 3).tolist() == pytest.approx([1.75025] * 3)
+    ke.update("f", 0, 2.0, 0.0)           # node 0: 0.001 -> 0.5005 -> 1.25025 (3 samples)
+    assert ke.estimate("f", 0) == pytest.approx(1.25025)
+    assert ke.estimate_nodes("f", 3).tolist() == pytest.approx([1.25025, 1.875125, 1.875125])
+
+
+@pytest.mark.parametrize("estimator", [ExponentialAverage, NowDependent])
+def test_coarser_fallback_goes_function_node_to_function_to_global(estimator):
+    """fallback="coarser", min_samples=2: an untrusted (function, node) key takes its
+    function's estimate once the function has 2 samples, else the global one."""
+    ke = KeyedEstimator(lambda: estimator(0.5), "function_node", min_samples=2, fallback="coarser")
+    ke.update("f", 0, 1.0, 0.0)
+    ke.update("f", 1, 3.0, 0.0)           # function f: 1 -> 2 (2 samples: trusted)
+    ke.update("g", 0, 10.0, 0.0)          # function g: 1 sample; global: 1 -> 2 -> 6
+    assert ke.estimate("f", 2) == 2.0 and ke.estimate("f", 0) == 2.0
+    assert ke.estimate("g", 2) == 6.0 and ke.estimate("h", 0) == 6.0
+    assert ke.estimate_nodes("f", 3).tolist() == [2.0, 2.0, 2.0]
+    assert ke.estimate_nodes("g", 2).tolist() == [6.0, 6.0]
+    ke.update("f", 0, 5.0, 0.0)           # (f, 0): 1 -> 3 (trusted); f: 2 -> 3.5
+    assert ke.estimate_nodes("f", 3).tolist() == [3.0, 3.5, 3.5]
+    # the same stream with the global fallback: untrusted keys take the global EWMA
+    glob = KeyedEstimator(lambda: estimator(0.5), "function_node", min_samples=2)
+    for f, m, x in (("f", 0, 1.0), ("f", 1, 3.0), ("g", 0, 10.0), ("f", 0, 5.0)):
+        glob.update(f, m, x, 0.0)         # global: 1 -> 2 -> 6 -> 5.5
+    assert glob.estimate_nodes("f", 3).tolist() == [3.0, 5.5, 5.5]
+
+
+def test_floor_bounds_every_value_returned():
+    """floor=0.5: a near-zero sample, the fallback and the policy's default all read >= 0.5."""
+    ke = ewma_keyed("node", floor=0.5)
+    assert ke.estimate_nodes("f", 2, default=0.1).tolist() == [0.5, 0.5]
+    ke.update("f", 0, 0.001, 0.0)
+    ke.update("f", 1, 2.0, 0.0)
+    assert ke.estimate("f", 0) == 0.5 and ke.estimate("f", 1) == 2.0
+    assert ke.estimate_nodes("f", 3).tolist() == [0.5, 2.0, 1.0005]
+    assert np.isnan(ewma_keyed("node", floor=0.5).estimate_nodes("f", 1)).all()  # no value: NaN
+
+
+def test_reset_factor_restarts_a_key_from_a_sample_far_above_its_estimate():
+    """reset_factor=2 (Dask's factor): 0.01 then 1.0 (> 2 x 0.01) restarts the key and
+    the global estimator from 1.0; 1.5 (< 2 x 1.0) is an ordinary update. The key keeps
+    its sample count (min_samples=2 trusts it after the reset)."""
+    ke = KeyedEstimator(lambda: ExponentialAverage(0.1), "node", min_samples=2, reset_factor=2.0)
+    ke.update("f", 0, 0.01, 0.0)
+    ke.update("f", 0, 1.0, 0.1)
+    assert ke.estimate("f", 0) == 1.0 and ke.estimate_nodes("f", 2).tolist() == [1.0, 1.0]
+    ke.update("f", 0, 1.5, 0.2)
+    assert ke.estimate("f", 0) == pytest.approx(1.05, rel=1e-12)
+    plain = KeyedEstimator(lambda: ExponentialAverage(0.1), "node")
+    for x in (0.01, 1.0):
+        plain.update("f", 0, x, 0.0)
+    assert plain.estimate("f", 0) == pytest.approx(0.109, rel=1e-12)
+
+
+@pytest.mark.parametrize("kw, word", [
+    ({"min_samples": 0}, "min_samples"), ({"min_samples": 1.5}, "min_samples"),
+    ({"fallback": "parent"}, "fallback"), ({"floor": -1.0}, "floor"),
+    ({"floor": math.inf}, "floor"), ({"reset_factor": 1.0}, "reset_factor"),
+    ({"reset_factor": -2}, "reset_factor"),
+])
+def test_cold_start_options_are_validated(kw, word):
+    with pytest.raises(ValueError, match=word):
+        ewma_keyed(**kw)
+
+
+def test_cold_start_options_come_from_the_estimator_table():
+    """scheduler.task_time's table carries the options; the estimator gets the rest
+    (its own prior included); a bad option is a ConfigError naming the key."""
+    from testbed.studies.experiment import resolve
+    from testbed.policy.build import build_policies
+    sched = resolve({"scheduler": {"task_time": {"name": "ExponentialAverage", "alpha": 0.2, "prior": 0.05,
+                                                 "min_samples": 3, "fallback": "coarser", "floor": 0.001,
+                                                 "reset_factor": 2.0},
+                                   "bandwidth": {"name": "ExponentialAverage", "min_samples": 2}}})["scheduler"]
+    pl, _ = build_policies(sched)
+    tt = pl.task_time
+    assert (tt.min_samples, tt.fallback, tt.floor, tt.reset_factor) == (3, "coarser", 0.001, 2.0)
+    assert tt.keying == "function_node" and tt.factory().alpha == 0.2
+    assert tt.estimate("f", 0) == 0.05                       # the estimator's prior
+    assert pl.bandwidth.min_samples == 2 and pl.bandwidth.floor == 0.0
+    bad = dict(sched, task_time={"name": "ExponentialAverage", "min_samples": 0})
+    with pytest.raises(ConfigError, match=r"scheduler\.task_time.*min_samples"):
+        build_policies(bad)
+
+
+def test_oracle_uses_the_engines_vectorised_truth_once_per_decision():
+    """set_truth(truth, nodes): estimate_nodes makes one call of ``nodes`` (not one truth
+    call per node) and gives what the scalar truth gives node by node."""
+    scalar, vector = [], []
+
+    def truth(quantity, function, node, now):
+        scalar.append(node)
+        return 0.1 * (1 + node)
+
+    def truth_nodes(quantity, function, n_nodes, now):
+        vector.append((quantity, function, n_nodes, now))
+        return 0.1 * (1 + np.arange(n_nodes, dtype=float))
+
+    p = bind(PaperWaitTime(), Oracle, "function_node", "global")
+    p.set_truth(truth, truth_nodes)
+    got = p.task_time.estimate_nodes("f", 5, 2.0)
+    assert vector == [("task_time", "f", 5, 2.0)] and scalar == []
+    q = bind(PaperWaitTime(), Oracle, "function_node", "global")
+    q.set_truth(truth)                                        # no vectorised form: per node
+    np.testing.assert_array_equal(q.task_time.estimate_nodes("f", 5, 2.0), got)
+    assert scalar == [0, 1, 2, 3, 4]

@@ -1,6 +1,8 @@
 """Placement policies: exact decisions for hand-built views and fixed seeds."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -8,14 +10,14 @@ from testbed.core.errors import ConfigError
 from testbed.core.views import InputView, TaskView, make_cluster_view
 from testbed.policy.base import KeyedEstimator, Placement
 from testbed.policy.estimators import ExponentialAverage, Oracle
-from testbed.policy.placement import (HybridSpread, LeastLoaded, LocalityFirst, PaperWaitTime,
+from testbed.policy.placement import (HybridSpread, LeastLoaded, LocalityFirst, Occupancy, PaperWaitTime,
                                       PowerOfTwoChoices, Random, RecentAssignments,
-                                      RoundRobin)
+                                      ResidualWaitTime, RoundRobin)
 from testbed.policy.registry import build, builtins
 
 CPU1 = {"CPU": 1.0}
 ALL = [PaperWaitTime, RecentAssignments, Random, RoundRobin, LeastLoaded, PowerOfTwoChoices,
-       LocalityFirst, HybridSpread]
+       LocalityFirst, HybridSpread, ResidualWaitTime, Occupancy]
 
 
 def bind(policy, keying="node", alpha=0.5):
@@ -283,3 +285,96 @@ def test_count_recent_spreads_decisions_between_heartbeats():
     v3 = view([0, 0], cpus=1, version=9)
     waits = [p3.place(task(), v3, 0.0, rng()).predicted_wait_s for _ in range(4)]
     assert waits == [0.0, 0.0, 2.0, 2.0]
+
+
+# --- fair baselines, residual wait, occupancy -----------------------------------------
+
+def test_least_loaded_counts_its_own_assignments_since_the_heartbeat():
+    """Between two heartbeats the view does not change: LeastLoaded adds what it sent each
+    node since that node's report (as PaperWaitTime does), so it alternates instead of
+    sending everything to node 0 (loads 0,0,1 -> 1,0,1 -> 1,1,1 -> 2,1,1 -> 2,2,1);
+    count_recent=False is the herding rule."""
+    v = view([0, 0, 1], cpus=1, running=[0, 0, 0])
+    p = bind(LeastLoaded())
+    assert [p.place(task(), v, 0.0, rng()).node for _ in range(5)] == [0, 1, 0, 1, 2]
+    assert p.place(task(), view([0, 0, 1], cpus=1), 0.1, rng()).node == 0    # new heartbeat: reset
+    herd = bind(LeastLoaded(count_recent=False))
+    assert [herd.place(task(), v, 0.0, rng()).node for _ in range(5)] == [0] * 5
+
+
+def trained(policy, times):
+    """``policy`` with a per-node EWMA task time of ``times[m]`` on node m."""
+    p = bind(policy)
+    for m, t in enumerate(times):
+        p.observe_task("f", m, t, 0.0)
+    return p
+
+
+def test_residual_wait_counts_running_tasks():
+    """Node 0's slots are all busy with an empty queue: the paper says wait 0 and picks it;
+    with each running task half an estimate from its end it waits 4 x 0.5 / 4 = 0.5 s,
+    node 1 has a free slot (wait 0), node 2 (1 queued + 4 running) 0.75 s. The prediction
+    reported is the paper's (0 for node 1)."""
+    v = view([0, 0, 1], running=[4, 2, 4])
+    assert trained(PaperWaitTime(), [1.0] * 3).place(task(), v, 0.0, rng()).node == 0
+    p = trained(ResidualWaitTime(), [1.0] * 3)
+    assert p.residual_waits(task(), v, 0.0).tolist() == [0.5, 0.0, 0.75]
+    assert p.place(task(), v, 0.0, rng()) == Placement(1, 0.0)
+    assert trained(ResidualWaitTime(residual_fraction=1.0), [1.0] * 3).residual_waits(
+        task(), v, 0.0).tolist() == [1.0, 0.0, 1.25]
+    literal = trained(ResidualWaitTime(per_slot=False), [1.0] * 3)
+    assert literal.residual_waits(task(), v, 0.0).tolist() == [2.0, 0.0, 3.0]
+    t = task(inputs=[(1.25e9, [1])])               # 1 s to fetch anywhere but node 1
+    assert p.residual_waits(t, v, 0.0).tolist() == [1.5, 0.0, 1.75]
+
+
+def test_residual_wait_counts_recent_assignments():
+    """Node 1 (2 of 4 slots busy) takes two tasks at wait 0, then is full: the third goes
+    to node 0 or 1 by residual wait (0.5 vs (0 + 0.5*2 + 2 recent) / 4 = 0.75)."""
+    v = view([0, 0], running=[4, 2])
+    p = trained(ResidualWaitTime(), [1.0, 1.0])
+    assert [p.place(task(), v, 0.0, rng()).node for _ in range(3)] == [1, 1, 0]
+
+
+def test_occupancy_prefers_the_node_that_finishes_first():
+    """Two idle nodes: the paper ties at wait 0 and takes node 0 (3 s per task); Occupancy
+    takes node 1 (1 s). Inputs on node 0 cost remote_bytes / 1.25e9 B/s elsewhere: 1 GB
+    (0.8 s + 1 s < 3 s) still goes to node 1, 4 GB (3.2 s + 1 s) stays on node 0."""
+    v = view([0, 0], running=[0, 0])
+    assert trained(PaperWaitTime(), [3.0, 1.0]).place(task(), v, 0.0, rng()).node == 0
+    p = trained(Occupancy(), [3.0, 1.0])
+    assert p.place(task(), v, 0.0, rng()) == Placement(1, 0.0)
+    assert p.place(task(inputs=[(1e9, [0])]), view([0, 0]), 0.0, rng()).node == 1
+    assert p.place(task(inputs=[(4e9, [0])]), view([0, 0]), 0.0, rng()).node == 0
+
+
+def test_occupancy_uses_absolute_estimates():
+    """The same estimates x 10 change the choice when weighed against transfer time (4 GB
+    on node 0: 30 s there vs 3.2 s + 10 s on node 1), and submitter_margin_s keeps a task
+    on its submitter within that many seconds of the best."""
+    t = task(inputs=[(4e9, [0])])
+    assert trained(Occupancy(), [30.0, 10.0]).place(t, view([0, 0]), 0.0, rng()).node == 1
+    v = view([0, 0])
+    assert trained(Occupancy(submitter_margin_s=2.5), [3.0, 1.0]).place(
+        task(submitter=0), v, 0.0, rng()).node == 0             # 3 <= 1 + 2.5
+    assert trained(Occupancy(submitter_margin_s=1.5), [3.0, 1.0]).place(
+        task(submitter=0), v, 0.0, rng()).node == 1
+
+
+def test_occupancy_counts_queue_running_and_recent():
+    """finish = (q + 0.5 r) x t / slots + t: nodes (q, r) = (2, 4), (0, 4), (0, 2) with
+    t = 1 and 4 slots: 1.75, 1.5, 1.25 -> node 2; then node 2 with its recent task
+    (1 + 1) / 4 + 1 = 1.5 ties node 1: lowest index."""
+    v = view([2, 0, 0], running=[4, 4, 2])
+    p = trained(Occupancy(), [1.0] * 3)
+    assert [p.place(task(), v, 0.0, rng()).node for _ in range(3)] == [2, 1, 2]
+
+
+@pytest.mark.parametrize("make, word", [
+    (lambda: ResidualWaitTime(residual_fraction=-0.5), "residual_fraction"),
+    (lambda: Occupancy(residual_fraction=math.inf), "residual_fraction"),
+    (lambda: Occupancy(submitter_margin_s=-1), "submitter_margin_s"),
+])
+def test_new_policies_validate_arguments(make, word):
+    with pytest.raises(ValueError, match=word):
+        make()

@@ -12,11 +12,11 @@ from testbed.policy.estimators import ExponentialAverage, Oracle
 from testbed.policy.placement import PaperWaitTime
 
 
-def _pair(keying, **kw):
+def _pair(keying, cold=None, **kw):
     out = []
     for heaps in (True, False):
         p = PaperWaitTime(**kw)
-        p.bind_estimators(KeyedEstimator(lambda: ExponentialAverage(0.3), keying),
+        p.bind_estimators(KeyedEstimator(lambda: ExponentialAverage(0.3), keying, **(cold or {})),
                           KeyedEstimator(lambda: ExponentialAverage(0.3), keying, "bandwidth"))
         p.use_heaps = heaps
         out.append(p)
@@ -34,7 +34,9 @@ def _view(rng, n, version):
 
 
 @pytest.mark.parametrize("keying", ["global", "node", "function", "function_node"])
-@pytest.mark.parametrize("kw", [{}, {"per_slot": False}, {"count_recent": False}])
+@pytest.mark.parametrize("kw", [{}, {"per_slot": False}, {"count_recent": False},
+                                {"cold": {"min_samples": 3, "fallback": "coarser", "floor": 0.05,
+                                          "reset_factor": 2.0}}])
 def test_heaps_decide_as_the_vector_path(keying, kw):
     rng = np.random.default_rng(7)
     fast, ref = _pair(keying, **kw)

@@ -464,6 +464,9 @@ def test_oracle_knows_slow_nodes():
     assert est.estimate("task", 3) == pytest.approx(4 * mean, rel=1e-12)
     assert [est.estimate("task", m) for m in range(3)] == pytest.approx([mean] * 3, rel=1e-12)
     np.testing.assert_allclose(est.estimate_nodes("task", 4), [mean, mean, mean, 4 * mean], rtol=1e-12)
+    assert est.truth_nodes is not None          # that vector came from one vectorised truth call
+    np.testing.assert_array_equal(est.truth_nodes("task_time", "task", 4, 0.0),
+                                  [sim._truth("task_time", "task", m, 0.0) for m in range(4)])
 
 
 def test_slow_node_runs_tasks_slow_factor_times_longer():

@@ -115,11 +115,17 @@ SCHEDULER: dict[str, Field] = {
     "spillover": Field(_spec, {"name": "QueueThreshold", "threshold": 8}, None, "",
                        "local scheduler's spillover policy"),
     "task_time": Field(_spec, {"name": "ExponentialAverage", "alpha": 0.1}, None, "",
-                       "estimator of task execution time, seconds"),
+                       "estimator of task execution time, seconds. Its table also takes the keying's "
+                       "cold-start options (testbed.policy.base.COLD_START): prior (s, the estimator's value "
+                       "before any sample), min_samples (samples a finer key needs before it is trusted, "
+                       "default 1), fallback ('global' or 'coarser': function_node -> function -> global; "
+                       "default 'global'), floor (least estimate, s; default 0), reset_factor (a sample "
+                       "above this x its key's estimate restarts that key's estimator; > 1, default 0 = off)"),
     "task_time_key": Field(_str, "function_node", None, "", "keying of task_time",
                            choices=("global", "node", "function", "function_node")),
     "bandwidth": Field(_spec, {"name": "ExponentialAverage", "alpha": 0.1}, None, "",
-                       "estimator of transfer bandwidth, bytes/s"),
+                       "estimator of transfer bandwidth, bytes/s (the same cold-start options as "
+                       "task_time, floor and prior in bytes/s)"),
     "bandwidth_key": Field(_str, "node", None, "", "keying of bandwidth",
                            choices=("global", "node", "function", "function_node")),
     "decide_at": Field(_str, "submit", None, "", "when the local scheduler decides where a task with inputs "

@@ -59,28 +59,102 @@ class Estimator:
         raise NotImplementedError
 
 
+#: Cold-start options of a keyed estimator, with their defaults (which keep the plain
+#: behaviour: a key is trusted from its first sample, falls back to the global estimate,
+#: no floor, no reset). In a config they are entries of the estimator's table, taken off
+#: before the estimator is built (``policy.build``), e.g.
+#: ``task_time = {name = "ExponentialAverage", alpha = 0.1, prior = 0.05, min_samples = 3,
+#: fallback = "coarser", floor = 0.001, reset_factor = 2.0}``.
+COLD_START: dict[str, object] = {
+    # samples a finer key (node, function, function x node) needs before its estimate is
+    # used; until then the fallback's is (integer >= 1)
+    "min_samples": 1,
+    # where an untrusted key looks next: "global" (the estimate over every sample), or
+    # "coarser" (function_node -> function -> global; node and function -> global)
+    "fallback": "global",
+    # the least estimate ever returned, in the quantity's unit (s for task_time, bytes/s
+    # for bandwidth); 0: none
+    "floor": 0.0,
+    # > 1: a sample more than this many times its key's current estimate restarts that
+    # key's estimator from the sample (the sample-side form of Dask's rule, see
+    # KeyedEstimator); 0: off
+    "reset_factor": 0.0,
+}
+FALLBACKS = ("global", "coarser")
+
+#: The engine's truth for every node at once: (quantity, function, n_nodes, now) -> array of
+#: shape (n_nodes,) (NaN where unknown), a new array the caller may change in place;
+#: function is None when the keying hides it.
+TruthNodes = Callable[[str, "str | None", int, float], np.ndarray]
+
+
 class KeyedEstimator:
     """One estimator per key, made on demand by ``factory``.
 
     ``keying`` is one of :data:`KEYINGS`. A coarser *fallback* estimator of the same
     kind sees every sample, so a key with no samples yet can borrow the overall estimate
     (``estimate(..., fallback=True)``).
+
+    Cold start (:data:`COLD_START`; the defaults change nothing): a finer key's estimate is
+    used once it has ``min_samples`` samples; before that the fallback's is —
+    the global estimator's (``fallback="global"``), or with ``fallback="coarser"`` and
+    keying ``function_node`` the function's (its own estimator, fed every sample of that
+    function, trusted from ``min_samples`` too), then the global one. The global estimate
+    is used from its first sample (it is the last resort), before it the estimator's
+    ``prior``, then the policy's default. Every value returned (prior, fallback and default
+    included) is at least ``floor``. ``reset_factor`` is the part of Dask's rule ("a task
+    running longer than twice its estimate raises it") a policy can apply: a
+    ClusterView has running *counts*, not running tasks' ages, so the rule acts when the
+    long task's sample arrives: a sample above ``reset_factor`` x its key's estimate
+    restarts that key's estimator (at each level: key, function, global) from the sample,
+    keeping its sample count.
+
+    Cost per decision (``estimate_nodes``): global/function keying O(1); node and
+    function_node keying with now-independent estimators (all built-ins) one vector copy
+    of the cached per-node values, plus one vector fill when some node is untrusted; the
+    Oracle one call of the engine's vectorised truth (``truth_nodes``) when it has one,
+    else one truth call per node; other estimators one ``estimate`` per node (Python).
     """
 
     def __init__(self, factory: Callable[[], Estimator], keying: str = "global",
-                 quantity: str = "task_time"):
+                 quantity: str = "task_time", *, min_samples: int = 1, fallback: str = "global",
+                 floor: float = 0.0, reset_factor: float = 0.0):
         if keying not in KEYINGS:
             raise ValueError(f"keying must be one of {', '.join(KEYINGS)}, not {keying!r}")
+        if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 1:
+            raise ValueError(f"min_samples must be an integer >= 1 (samples), got {min_samples!r}")
+        if fallback not in FALLBACKS:
+            raise ValueError(f"fallback must be one of {', '.join(FALLBACKS)}, not {fallback!r}")
+        for name, v in (("floor", floor), ("reset_factor", reset_factor)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < float("inf"):
+                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        if 0 < reset_factor <= 1:
+            raise ValueError(f"reset_factor must be 0 (off) or > 1, got {reset_factor!r}")
         self.factory = factory
         self.keying = keying
         #: "task_time" or "bandwidth" (what the Oracle is asked for)
         self.quantity = quantity
+        #: cold-start options (see the class docstring)
+        self.min_samples = int(min_samples)
+        self.fallback = fallback
+        self.floor = float(floor)
+        self.reset_factor = float(reset_factor)
         self._by_key: dict[object, Estimator] = {}
+        #: samples seen per key (for min_samples)
+        self._count: dict[object, int] = {}
         self._fallback = factory()
+        #: samples the global fallback has seen
+        self._n_global = 0
+        #: function -> its estimator and sample count (function_node keying, coarser fallback)
+        self._by_function: dict[str | None, Estimator] | None = (
+            {} if keying == "function_node" and fallback == "coarser" else None)
+        self._function_count: dict[str | None, int] = {}
         self.truth: Truth | None = None
+        #: the truth for every node at once (None: ask ``truth`` node by node)
+        self.truth_nodes: TruthNodes | None = None
         self.wants_truth = bool(getattr(self._fallback, "wants_truth", False))
         #: per-node keyings with now-independent estimators: function -> per-node estimates
-        #: (NaN: no sample yet), written on update so estimate_nodes is a vector copy
+        #: (NaN: no trusted sample yet), written on update so estimate_nodes is a vector copy
         self._cached = (keying in ("node", "function_node") and not self.wants_truth
                         and not getattr(self._fallback, "estimate_uses_now", True))
         self._node_arrays: dict[str | None, np.ndarray] = {}
@@ -104,28 +178,46 @@ class KeyedEstimator:
             return function
         return (function, node)
 
+    def _feed(self, est: Estimator, n_before: int, x: float, now: float) -> Estimator:
+        """``est`` (``n_before`` samples so far) after sample ``x``: restarted from ``x`` if
+        ``x`` exceeds ``reset_factor`` x its estimate, else updated."""
+        if self.reset_factor and n_before:
+            v = est.estimate(now)
+            if v is not None and x > self.reset_factor * v:
+                est = self.factory()
+        est.update(x, now)
+        return est
+
     def update(self, function: str | None, node: int | None, x: float, now: float) -> None:
         if self.wants_truth:
             return
-        self._fallback.update(x, now)
+        self._fallback = self._feed(self._fallback, self._n_global, x, now)
+        self._n_global += 1
         k = self.keying
         if k == "global":
             return
+        if self._by_function is not None:
+            fe = self._by_function.get(function)
+            nf = self._function_count.get(function, 0)
+            self._by_function[function] = self._feed(self.factory() if fe is None else fe, nf, x, now)
+            self._function_count[function] = nf + 1
         key = node if k == "node" else function if k == "function" else (function, node)
         est = self._by_key.get(key)
-        if est is None:
-            est = self._by_key[key] = self.factory()
-        est.update(x, now)
+        n = self._count.get(key, 0)
+        est = self._by_key[key] = self._feed(self.factory() if est is None else est, n, x, now)
+        self._count[key] = n + 1
         if self._cached and node is not None and node >= 0:
             fkey = None if k == "node" else function
             arr = self._node_arrays.get(fkey)
             if arr is None or node >= len(arr):
                 arr = self._grow(fkey, arr, node)
-            v = est.estimate(now)
+            v = est.estimate(now) if n + 1 >= self.min_samples else None
             was_unset = arr[node] != arr[node]
             arr[node] = np.nan if v is None else v
             if was_unset and v is not None:
                 self._node_set[fkey] = self._node_set.get(fkey, 0) + 1
+            elif not was_unset and v is None:
+                self._node_set[fkey] -= 1
 
     def _grow(self, fkey, arr, node):
         new = np.full(max(node + 1, 16, 0 if arr is None else 2 * len(arr)), np.nan)
@@ -134,28 +226,51 @@ class KeyedEstimator:
         self._node_arrays[fkey] = new
         return new
 
+    def _floored(self, v: float | None) -> float | None:
+        return v if v is None or v >= self.floor else self.floor
+
+    def _coarse(self, function: str | None, now: float | None) -> float | None:
+        """The fallback's estimate for ``function`` (see the class docstring)."""
+        if self._by_function is not None:
+            fe = self._by_function.get(function)
+            if fe is not None and self._function_count.get(function, 0) >= self.min_samples:
+                v = fe.estimate(now)
+                if v is not None:
+                    return v
+        return self._fallback.estimate(now)
+
     def estimate(self, function: str | None, node: int | None, now: float | None = None,
                  fallback: bool = True) -> float | None:
         if self.wants_truth:
-            return self._truth(function, node, now)
+            return self._floored(self._truth(function, node, now))
         if self.keying == "global":
-            return self._fallback.estimate(now)
-        est = self._by_key.get(self.key(function, node))
-        value = est.estimate(now) if est is not None else None
+            return self._floored(self._fallback.estimate(now))
+        key = self.key(function, node)
+        est = self._by_key.get(key)
+        value = (est.estimate(now) if est is not None and self._count.get(key, 0) >= self.min_samples
+                 else None)
         if value is None and fallback:
-            value = self._fallback.estimate(now)
-        return value
+            value = self._coarse(function, now)
+        return self._floored(value)
 
     def estimate_nodes(self, function: str | None, n_nodes: int, now: float | None = None,
                        default: float | None = None) -> np.ndarray:
         """Per-node estimates (shape ``(n_nodes,)``); missing ones take the fallback, then
-        ``default``, then NaN."""
+        ``default``, then NaN; none is below ``floor``."""
+        out = self._estimate_nodes(function, n_nodes, now, default)
+        if self.floor:
+            np.maximum(out, self.floor, out=out)      # NaN stays NaN
+        return out
+
+    def _estimate_nodes(self, function, n_nodes, now, default) -> np.ndarray:
         if self.keying in ("global", "function"):
             # one value for every node (the Oracle is asked once: its keying hides the node)
             v = self.estimate(function, None, now)
             v = default if v is None else v
             return np.full(n_nodes, np.nan if v is None else float(v))
-        fb = None if self.wants_truth else self._fallback.estimate(now)
+        if self.wants_truth:
+            return self._truth_nodes(function, n_nodes, now, default)
+        fb = self._coarse(function, now)
         fb = default if fb is None else fb
         fb = np.nan if fb is None else float(fb)
         if self._cached:
@@ -175,6 +290,25 @@ class KeyedEstimator:
         for node in range(n_nodes):
             v = self.estimate(function, node, now, fallback=False)
             out[node] = fb if v is None else v
+        return out
+
+    def _truth_nodes(self, function, n_nodes, now, default) -> np.ndarray:
+        """The Oracle's per-node values: one vectorised truth call when the engine gave one."""
+        dflt = np.nan if default is None else float(default)
+        fn = function if self.keying == "function_node" else None
+        t = 0.0 if now is None else now
+        if self.truth_nodes is not None:
+            out = np.asarray(self.truth_nodes(self.quantity, fn, n_nodes, t), dtype=float)
+            if out.shape != (n_nodes,):
+                raise ValueError(f"truth_nodes returned shape {out.shape}, expected ({n_nodes},)")
+        elif self.truth is not None:
+            truth, q = self.truth, self.quantity
+            out = np.array([np.nan if (v := truth(q, fn, m, t)) is None else v for m in range(n_nodes)],
+                           dtype=float)
+        else:
+            return np.full(n_nodes, dflt)
+        if default is not None:
+            np.copyto(out, dflt, where=np.isnan(out))
         return out
 
     def _truth(self, function, node, now):
@@ -248,11 +382,14 @@ class PlacementPolicy:
         self.task_time = task_time
         self.bandwidth = bandwidth
 
-    def set_truth(self, truth: Truth) -> None:
-        """Give Oracle estimators the engine's ground truth."""
+    def set_truth(self, truth: Truth, nodes: TruthNodes | None = None) -> None:
+        """Give Oracle estimators the engine's ground truth; ``nodes``, when the engine has
+        it, gives every node's at once (so a per-node Oracle costs one vector per decision,
+        as a cached EWMA does, instead of one call per node)."""
         for est in (getattr(self, "task_time", None), getattr(self, "bandwidth", None)):
             if est is not None:
                 est.truth = truth
+                est.truth_nodes = nodes
 
     def place(self, task: TaskView, view: ClusterView, now: float,
               rng: np.random.Generator) -> Placement | None:

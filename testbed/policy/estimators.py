@@ -4,6 +4,10 @@ Every estimator returns ``prior`` (default None: the policy falls back) until it
 sample. ``update`` is O(1) except the order statistics (sliding median / quantile),
 which are O(window). None of them reads ``now`` in ``estimate`` (``estimate_uses_now =
 False``), so a :class:`~testbed.policy.base.KeyedEstimator` can cache per-node values.
+
+Cold start beyond ``prior`` (how many samples a node's or function's estimate needs before
+it is used, what it falls back to, a floor, Dask-style resets) belongs to the keying, not to
+the estimator: :data:`~testbed.policy.base.COLD_START`, given in the same config table.
 """
 from __future__ import annotations
 

@@ -7,7 +7,10 @@ wait for the node they choose (the Ray paper's model, :meth:`WaitModel.predicted
     wait(m) = queue_length[m] * task_time[m] / slots[m] + remote_bytes(m) / bandwidth[m]
 
 so placement quality and prediction error can be compared across policies. Everything
-per node is a numpy vector over the view's arrays; no Python loop over nodes.
+per node is a numpy vector over the view's arrays; no Python loop over nodes. Each class
+says what a decision costs; :class:`PaperWaitTime`'s is O(n_nodes) numpy with one
+``estimate_nodes`` per estimator (see :class:`~testbed.policy.base.KeyedEstimator` for
+what that costs per keying and estimator).
 """
 from __future__ import annotations
 
@@ -223,7 +226,8 @@ class PaperWaitTime(WaitModel):
 class RecentAssignments(WaitModel):
     """The 2018 open-source rule: the feasible node with the least queue length plus tasks
     this policy sent it since that node's last heartbeat (a node's count resets when its
-    own report reaches the view: core.views.since_report). Cold start: all counts 0, i.e. least queue length."""
+    own report reaches the view: core.views.since_report). Cold start: all counts 0, i.e. least queue length.
+    Cost per decision: O(n_nodes) numpy (and the reported wait's ``estimate_nodes``)."""
 
     def reset(self) -> None:
         self._version: int | None = None
@@ -246,7 +250,8 @@ class RecentAssignments(WaitModel):
 
 @register("placement")
 class Random(WaitModel):
-    """Uniform among the feasible nodes (``rng.integers``). No state, no cold start."""
+    """Uniform among the feasible nodes (``rng.integers``). No state, no cold start.
+    Cost per decision: O(n_nodes) numpy (the feasible indices; the reported wait)."""
 
     def place(self, task, view, now, rng):
         idx = np.flatnonzero(view.feasible(task.demand))
@@ -258,7 +263,7 @@ class Random(WaitModel):
 @register("placement")
 class RoundRobin(WaitModel):
     """The next feasible node after the last one chosen, cycling by index.
-    Cold start: the lowest feasible index."""
+    Cold start: the lowest feasible index. Cost per decision: O(n_nodes) numpy."""
 
     def reset(self) -> None:
         #: the node chosen last (-1: none yet)
@@ -275,14 +280,17 @@ class RoundRobin(WaitModel):
 
 @register("placement")
 class LeastLoaded(WaitModel):
-    """The feasible node with the least (queue_length + running) / slots.
-    No estimates, no cold start."""
+    """The feasible node with the least (queue_length + recent + running) / slots, where
+    ``recent`` is the tasks this policy sent the node since that node's last heartbeat
+    (as the paper's rule counts them, :meth:`WaitModel.recent`; ``count_recent=False``:
+    heartbeat loads alone, which sends every decision between two heartbeats to the same
+    node). No estimates, no cold start. Cost per decision: O(n_nodes) numpy."""
 
     def place(self, task, view, now, rng):
         idx = np.flatnonzero(view.feasible(task.demand))
         if not len(idx):
             return None
-        load = (view.queue_length + view.running) / view.slots
+        load = (self.queue_lengths(view) + view.running) / view.slots
         return self._placement(task, view, now, _argmin_among(load, idx))
 
 
@@ -290,7 +298,8 @@ class LeastLoaded(WaitModel):
 class PowerOfTwoChoices(WaitModel):
     """Sparrow-style: sample ``d`` distinct feasible nodes (all of them if fewer) and take
     the one with the least queue_length + running (ties -> lowest index).
-    No estimates, no cold start."""
+    No estimates, no cold start. Cost per decision: O(n_nodes) numpy (the feasible indices,
+    the sample, the reported wait)."""
 
     def __init__(self, d: int = 2, *, per_slot: bool = True,
                  default_task_time_s: float = 1.0,
@@ -314,7 +323,8 @@ class PowerOfTwoChoices(WaitModel):
 class LocalityFirst(WaitModel):
     """The feasible node holding the most input bytes (Ray 2.x lease locality); ties ->
     least predicted wait -> lowest index. With no inputs it is :class:`PaperWaitTime`.
-    Cold start: as :class:`WaitModel`."""
+    Cold start: as :class:`WaitModel`. Cost per decision: O(inputs x locations) Python plus
+    O(n_nodes) numpy."""
 
     def place(self, task, view, now, rng):
         idx = np.flatnonzero(view.feasible(task.demand))
@@ -334,7 +344,7 @@ class HybridSpread(WaitModel):
     feasible-but-busy ones. The submitter keeps the task if it is a candidate and its
     score is <= the best; otherwise uniform (rng) among the best
     k = max(``top_k_absolute``, floor(``top_k_fraction`` * n_feasible)) by (score, index).
-    No estimates, no cold start."""
+    No estimates, no cold start. Cost per decision: O(n_nodes log n_nodes) numpy (a sort)."""
 
     def __init__(self, spread_threshold: float = 0.5, top_k_fraction: float = 0.2,
                  top_k_absolute: int = 1, *, per_slot: bool = True,
@@ -365,4 +375,136 @@ class HybridSpread(WaitModel):
                               math.floor(self.top_k_fraction * n_feasible)))
         order = idx[np.argsort(s, kind="stable")]
         node = order[0] if k == 1 else order[rng.integers(k)]
+        return self._placement(task, view, now, node)
+
+
+def _transfer_s(policy: WaitModel, task: TaskView, view: ClusterView, now: float,
+                bytes_on: np.ndarray | None = None) -> np.ndarray | None:
+    """Seconds to fetch ``task``'s inputs not yet on each node (remote bytes / estimated
+    bandwidth, the transfer term of :meth:`WaitModel.predicted_waits`); None without inputs."""
+    if not task.inputs:
+        return None
+    n = view.n_nodes
+    if bytes_on is None:
+        bytes_on = bytes_on_nodes(task, n)
+    remote = np.maximum(task.input_bytes - bytes_on, 0.0)
+    bw = policy.bandwidth.estimate_nodes(None, n, now, default=None)
+    np.copyto(bw, policy.default_bandwidth_bytes_per_s, where=np.isnan(bw))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(remote > 0, remote / bw, 0.0)
+
+
+def _nan_to_inf(x: np.ndarray) -> np.ndarray:
+    if np.isnan(x.sum()):
+        x[np.isnan(x)] = np.inf
+    return x
+
+
+@register("placement")
+class ResidualWaitTime(WaitModel):
+    """The paper's rule with the running tasks' remaining time counted: the paper's wait
+    ``queue x task_time / slots`` says 0 for a node whose slots are all busy but whose
+    queue is empty. Here, with ``q`` = queue_length + recent (as :class:`PaperWaitTime`
+    counts them) and ``r`` = running:
+
+        wait(m) = 0                                                  if q + r < slots
+                = (q + residual_fraction * r) * task_time[m] / slots  otherwise
+                  + remote_bytes(m) / bandwidth[m]
+
+    (``per_slot=False``: without ``/ slots``). A view has running *counts*, not the
+    running tasks' ages, so each running task is taken to have ``residual_fraction`` of
+    an estimated task time left: 0.5 is the mean residual of a deterministic duration at a
+    uniform age; 1 is exact for exponential durations (memoryless); 0 is the paper's
+    formula plus the free-slot rule. The predicted wait reported is the paper's
+    (:meth:`WaitModel.predicted_waits`, as every built-in reports), so prediction errors
+    compare across policies; this model's own is :meth:`residual_waits`.
+    Cold start: as :class:`WaitModel`. Cost per decision: O(n_nodes) numpy (two
+    ``estimate_nodes``: this model's and the reported one).
+    """
+
+    def __init__(self, residual_fraction: float = 0.5, *, per_slot: bool = True,
+                 default_task_time_s: float = 1.0, default_bandwidth_bytes_per_s: float = 1.25e9,
+                 count_recent: bool = True):
+        super().__init__(per_slot=per_slot, default_task_time_s=default_task_time_s,
+                         default_bandwidth_bytes_per_s=default_bandwidth_bytes_per_s,
+                         count_recent=count_recent)
+        if isinstance(residual_fraction, bool) or not isinstance(residual_fraction, Real) \
+                or not 0 <= residual_fraction < math.inf:
+            raise ValueError(f"residual_fraction must be a finite number >= 0, got {residual_fraction!r}")
+        self.residual_fraction = float(residual_fraction)
+
+    def place(self, task, view, now, rng):
+        idx = view.feasible_nodes(task.demand)
+        if not len(idx):
+            return None
+        return self._placement(task, view, now, _argmin_among(self.residual_waits(task, view, now), idx))
+
+    def residual_waits(self, task: TaskView, view: ClusterView, now: float,
+                       bytes_on: np.ndarray | None = None) -> np.ndarray:
+        """This model's predicted wait (s) of ``task`` on every node (NaN -> +inf)."""
+        n = view.n_nodes
+        tt = self.task_time.estimate_nodes(task.function, n, now, default=self.default_task_time_s)
+        q = self.queue_lengths(view)
+        wait = (q + self.residual_fraction * view.running) * tt
+        if self.per_slot:
+            wait /= view.slots
+        wait[q + view.running < view.slots] = 0.0
+        xfer = _transfer_s(self, task, view, now, bytes_on)
+        if xfer is not None:
+            wait += xfer
+        return _nan_to_inf(wait)
+
+
+@register("placement")
+class Occupancy(WaitModel):
+    """Dask-style: the feasible node where the task is expected to *finish* first,
+
+        occupancy(m) = (q + residual_fraction * r) * task_time[m]        (seconds of work)
+        finish(m)    = occupancy(m) / slots + remote_bytes(m) / bandwidth[m] + task_time[m]
+
+    with ``q`` = queue_length + recent (as :class:`PaperWaitTime`) and ``r`` = running
+    (each running task ``residual_fraction`` of an estimate from its end, as
+    :class:`ResidualWaitTime`). Dask's ``worker_objective`` is the start time
+    (occupancy / threads + transfer); adding the task's own run time on ``m`` makes a fast
+    node beat a slow one at equal start. It uses the estimates' absolute values: the task
+    time is weighed against the transfer time, and ``submitter_margin_s`` > 0 keeps the
+    task on its submitter when its finish there is within that many seconds of the best
+    (a kept task saves its hop and its input transfers; 0: off), so an estimate too small
+    or too large by a constant factor changes decisions. Ties -> lowest index. The
+    predicted wait reported is the paper's, as every built-in's.
+    Cold start: as :class:`WaitModel`. Cost per decision: O(n_nodes) numpy (two
+    ``estimate_nodes``: this objective's and the reported wait's).
+    """
+
+    def __init__(self, residual_fraction: float = 0.5, submitter_margin_s: float = 0.0, *,
+                 per_slot: bool = True, default_task_time_s: float = 1.0,
+                 default_bandwidth_bytes_per_s: float = 1.25e9, count_recent: bool = True):
+        super().__init__(per_slot=per_slot, default_task_time_s=default_task_time_s,
+                         default_bandwidth_bytes_per_s=default_bandwidth_bytes_per_s,
+                         count_recent=count_recent)
+        for name, v in (("residual_fraction", residual_fraction), ("submitter_margin_s", submitter_margin_s)):
+            if isinstance(v, bool) or not isinstance(v, Real) or not 0 <= v < math.inf:
+                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        self.residual_fraction = float(residual_fraction)
+        self.submitter_margin_s = float(submitter_margin_s)
+
+    def place(self, task, view, now, rng):
+        idx = view.feasible_nodes(task.demand)
+        if not len(idx):
+            return None
+        n = view.n_nodes
+        tt = self.task_time.estimate_nodes(task.function, n, now, default=self.default_task_time_s)
+        start = (self.queue_lengths(view) + self.residual_fraction * view.running) * tt
+        if self.per_slot:
+            start /= view.slots
+        xfer = _transfer_s(self, task, view, now)
+        if xfer is not None:
+            start += xfer
+        start = _nan_to_inf(start)
+        finish = _nan_to_inf(start + tt)
+        node = _argmin_among(finish, idx)
+        sub = task.submitter
+        if self.submitter_margin_s and 0 <= sub < n and sub != node and view.feasible(task.demand)[sub] \
+                and finish[sub] <= finish[node] + self.submitter_margin_s:
+            node = sub
         return self._placement(task, view, now, node)

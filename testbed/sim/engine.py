@@ -347,7 +347,7 @@ class Simulation:
         self._dkeys: dict[int, tuple] = {}
         self.env = Kernel()
         self._build_nodes()
-        self.placement.set_truth(self._truth)
+        self.placement.set_truth(self._truth, self._truth_nodes)
 
     # -- cluster ---------------------------------------------------------------------
     def _build_nodes(self) -> None:
@@ -414,6 +414,14 @@ class Simulation:
         mean = self.workload.mean_duration(function, now)
         slow = self.slow[node] if node is not None else sum(self.slow) / self.n
         return mean * slow
+
+    def _truth_nodes(self, quantity, function, n_nodes, now):
+        """``_truth`` for nodes ``0 .. n_nodes-1`` at once (the per-node Oracle's vector)."""
+        if quantity == "bandwidth":
+            return np.full(n_nodes, float(self.cfg["bandwidth_bytes_per_s"]))
+        if getattr(self, "_slow_seen", None) != self.slow:      # nodes added or slowed
+            self._slow_seen, self._slow_arr = list(self.slow), np.array(self.slow, dtype=float)
+        return self.workload.mean_duration(function, now) * self._slow_arr[:n_nodes]
 
     def _feasible_anywhere(self, task: _Task) -> bool:
         ok = self._feasible_cache.get(task.dkey)
