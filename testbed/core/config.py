@@ -45,13 +45,15 @@ def _resources_field(doc: str) -> Field:
 
 
 CLUSTER: dict[str, Field] = {
-    "nodes": Field(_int, 4, at_most(MAX_NODES), count_rule(MAX_NODES), "number of nodes (ignored when node_groups is given)"),
+    "nodes": Field(_int, 4, at_most(MAX_NODES), count_rule(MAX_NODES),
+                   "number of nodes (ignored when node_groups is given)"),
     "cpus_per_node": Field(_num, 8.0, positive, "> 0", "CPUs (worker slots) per node"),
     "gpus_per_node": Field(_num, 0.0, non_negative, ">= 0", "GPUs per node"),
     "resources": _resources_field("custom resources per node, e.g. {accel = 1}"),
     "node_groups": Field((list,), [], None, "", "heterogeneous nodes: a list of {count, cpus, gpus, resources, speed}; "
                          "replaces nodes/cpus_per_node/gpus_per_node/resources", items=(dict,)),
-    "slow_nodes": Field(_int, 0, between(0, MAX_NODES), count_rule(MAX_NODES, 0), "how many nodes (the last ones) compute slow_factor times slower"),
+    "slow_nodes": Field(_int, 0, between(0, MAX_NODES), count_rule(MAX_NODES, 0),
+                        "how many nodes (the last ones) compute slow_factor times slower"),
     "slow_factor": Field(_num, 1.0, lambda x: x >= 1, ">= 1", "slowdown of the slow nodes (task time multiplier)"),
     "bandwidth_bytes_per_s": Field(_num, 3.125e9, positive, "> 0",
                                    "each node's network link, bytes/s (25 Gbit/s, the paper's AWS network, §5.1)"),
@@ -66,13 +68,16 @@ CLUSTER: dict[str, Field] = {
                                     "declared dead (paper's code: 100 x 100 ms)"),
     "local_decision_s": Field(_num, 0.0, non_negative, ">= 0", "local scheduler service time per task, seconds"),
     "global_decision_s": Field(_num, 1e-4, non_negative, ">= 0", "global scheduler service time per decision, seconds"),
-    "global_schedulers": Field(_int, 1, at_most(MAX_REPLICAS), count_rule(MAX_REPLICAS), "global scheduler replicas (forwarded tasks go round-robin)"),
-    "gcs_shards": Field(_int, 1, at_most(MAX_REPLICAS), count_rule(MAX_REPLICAS), "GCS shards (keys sharded by task/object id)"),
+    "global_schedulers": Field(_int, 1, at_most(MAX_REPLICAS), count_rule(MAX_REPLICAS),
+                               "global scheduler replicas (forwarded tasks go round-robin)"),
+    "gcs_shards": Field(_int, 1, at_most(MAX_REPLICAS), count_rule(MAX_REPLICAS),
+                        "GCS shards (keys sharded by task/object id)"),
     "gcs_write_s": Field(_num, 1e-5, non_negative, ">= 0", "GCS service time per table write, seconds"),
     "gcs_read_s": Field(_num, 1e-5, non_negative, ">= 0", "GCS service time per table read, seconds"),
     "gcs_on_critical_path": Field((bool,), True, None, "", "a task is dispatched only once its task-table write is "
                                   "acknowledged, and results are seen once their object-table write is"),
-    "gcs_chain_length": Field(_int, 1, at_most(MAX_CHAIN), count_rule(MAX_CHAIN), "replicas per GCS shard (chain replication: writes enter "
+    "gcs_chain_length": Field(_int, 1, at_most(MAX_CHAIN), count_rule(MAX_CHAIN),
+                              "replicas per GCS shard (chain replication: writes enter "
                               "at the head, the tail acknowledges them and serves reads; paper Fig. 10a: 2)"),
     "gcs_flush_interval_s": Field(_num, 0.0, non_negative, ">= 0", "> 0: every this many seconds the lineage of "
                                   "finished tasks is written to disk and dropped from GCS memory (0: never)"),
@@ -142,12 +147,15 @@ RUN: dict[str, Field] = {
     "timeseries_bin_s": Field(_num, 1.0, positive, "> 0", "width of the time bins of studies that plot over "
                               "time (simulated seconds; x real_time_scale on the real engine)"),
     # the real engine runs on this machine's 2 cores: how to scale the experiment down
-    "real_nodes": Field(_int, 4, at_most(MAX_REAL_NODES), count_rule(MAX_REAL_NODES), "real engine: logical nodes (the first ones of [cluster])"),
+    "real_nodes": Field(_int, 4, at_most(MAX_REAL_NODES), count_rule(MAX_REAL_NODES),
+                        "real engine: logical nodes (the first ones of [cluster])"),
     "real_cpus_per_node": Field(_num, 2.0, positive, "> 0", "real engine: CPUs per node at most"),
-    "real_max_jobs": Field(_int, 2000, at_most(MAX_JOBS), count_rule(MAX_JOBS), "real engine: run at most this many of the workload's jobs"),
+    "real_max_jobs": Field(_int, 2000, at_most(MAX_JOBS), count_rule(MAX_JOBS),
+                           "real engine: run at most this many of the workload's jobs"),
     "real_time_scale": Field(_num, 1.0, positive, "> 0", "real engine: multiply every task duration "
                              "and arrival gap by this"),
-    "real_actors": Field(_int, 0, between(0, MAX_NODES), count_rule(MAX_NODES, 0), "real engine, shape actors: at most this many actors "
+    "real_actors": Field(_int, 0, between(0, MAX_NODES), count_rule(MAX_NODES, 0),
+                         "real engine, shape actors: at most this many actors "
                          "(job j calls actor j % min(workload.actors, real_actors)); 0: workload.actors"),
     "real_work": Field(_str, "sleep", None, "", "real engine: how a task spends its duration "
                        "(sleep: logical CPUs; spin: burns a core)", choices=("sleep", "spin")),
@@ -161,7 +169,8 @@ FAULTS: dict[str, Field] = {
                             items=(dict,)),
     "kill_every_s": Field(_num, 0.0, non_negative, ">= 0", "> 0: kill a random live node every this many "
                           "seconds (seeded), keeping at least min_live_nodes"),
-    "min_live_nodes": Field(_int, 1, at_most(MAX_NODES), count_rule(MAX_NODES), "random kills never go below this many live nodes"),
+    "min_live_nodes": Field(_int, 1, at_most(MAX_NODES), count_rule(MAX_NODES),
+                            "random kills never go below this many live nodes"),
     "restore_after_s": Field(_num, 0.0, non_negative, ">= 0", "> 0: a killed node comes back, empty, this "
                              "long after it died (the paper's Fig. 11a)"),
     "worker_failures": Field((list,), [], None, "", "workers to kill: a list of {at_s, node}; a busy worker's "

@@ -58,7 +58,8 @@ FIELDS: dict[str, Field] = {
     # shape "actors": job j is one call Actor.step on actor j % actors (calls on one actor
     # run one at a time, in submission order; method time from duration, result size from
     # output_bytes); actors hold no CPU and are placed round-robin over the nodes at start
-    "actors": Field((int,), 0, between(0, MAX_PER_JOB), count_rule(MAX_PER_JOB, 0), "actors: stateful actors (must be > 0 for this shape)"),
+    "actors": Field((int,), 0, between(0, MAX_PER_JOB), count_rule(MAX_PER_JOB, 0),
+                    "actors: stateful actors (must be > 0 for this shape)"),
     "actor_checkpoint_interval": Field((int,), 0, non_negative, ">= 0",
                                        "actors: checkpoint an actor's state after every this many calls (0: never)"),
     "actor_checkpoint_s": Field((float,), 0.001, non_negative, ">= 0",
