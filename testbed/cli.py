@@ -1,7 +1,7 @@
 """The ``testbed`` command.
 
-    testbed run CONFIG [--set KEY=VALUE ...] [--out DIR] [--jobs N] [--quiet] [--resume DIR]
-    testbed validate CONFIG...
+    testbed run CONFIG [--set KEY=VALUE ...] [--out DIR] [--jobs N] [--max-runs N] [--quiet] [--resume DIR]
+    testbed validate CONFIG... [--set KEY=VALUE ...] [--max-runs N]
     testbed list [--plugin pkg.module:Name ...]
     testbed bench sim|real [--json] [--tasks N] [--cases a,b]
     testbed calibrate [--out FILE] [--nodes N] [--cpus-per-node C] [--quiet]
@@ -13,9 +13,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .core.errors import TestbedError
+from .core.errors import TestbedError, one_line, printable
 
 EXIT_USAGE = 2
+#: --jobs above this is refused (it is capped at min(runs, CPU cores) anyway)
+MAX_JOBS = 1024
+#: a config of more runs (points x seeds) is refused unless --max-runs allows it
+DEFAULT_MAX_RUNS = 10_000
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,8 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set cluster.nodes=10 (repeatable)")
     r.add_argument("--out", help="results folder (default results/<config name>/<timestamp>)")
-    r.add_argument("--jobs", type=_positive_int, default=None,
-                   help="parallel processes (default: one per core, at most one per run)")
+    r.add_argument("--jobs", type=_jobs, default=None,
+                   help="parallel processes (default and cap: the number of runs or of CPU cores, whichever "
+                        f"is smaller; at most {MAX_JOBS:,})")
+    r.add_argument("--max-runs", type=_positive_int, default=DEFAULT_MAX_RUNS, metavar="N",
+                   help=f"refuse a config of more than N runs (points x seeds; default {DEFAULT_MAX_RUNS:,})")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.add_argument("--resume", metavar="DIR", default=None,
                    help="run only the points and seeds missing from DIR's runs.csv (same config; run.seeds may "
@@ -48,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check configs without running them")
     v.add_argument("configs", nargs="+", metavar="CONFIG")
     v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    v.add_argument("--max-runs", type=_positive_int, default=DEFAULT_MAX_RUNS, metavar="N",
+                   help=f"refuse a config of more than N runs (points x seeds; default {DEFAULT_MAX_RUNS:,})")
 
     ls = sub.add_parser("list", help="studies, policies, estimators and distributions")
     ls.add_argument("--plugin", action="append", default=[], metavar="pkg.module:Name",
@@ -56,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="benchmarks: simulated tasks per wall-second and memory")
     b.add_argument("engine", choices=["sim", "real"], help="which engine to benchmark")
     b.add_argument("--json", action="store_true", help="one JSON object per case instead of a table")
-    b.add_argument("--tasks", type=_positive_int, default=None, help="sim: tasks per case (default 200,000)")
+    b.add_argument("--tasks", type=_tasks, default=None, help="sim: tasks per case (default 200,000)")
     b.add_argument("--cases", default=None, help="comma-separated case names (default: all)")
 
     c = sub.add_parser("calibrate", help="measure the real runtime here; write the simulator's overheads (TOML)")
@@ -79,15 +88,28 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _tasks(text: str) -> int:
+    from .core.config import MAX_JOBS as MAX_TASKS
+    v = _positive_int(text)
+    if v > MAX_TASKS:
+        raise argparse.ArgumentTypeError(f"expected a positive integer of at most {MAX_TASKS:,}, got {v:.3g}")
+    return v
+
+
+def _jobs(text: str) -> int:
+    v = _positive_int(text)
+    if v > MAX_JOBS:
+        raise argparse.ArgumentTypeError(f"expected a positive integer of at most {MAX_JOBS:,} (processes; it is "
+                                         f"capped at the number of runs and of CPU cores anyway), got {v:,}")
+    return v
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         return _dispatch(args)
-    except _UsageError as exc:
-        print(f"testbed: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except TestbedError as exc:
-        print(f"testbed: error: {exc}", file=sys.stderr)
+    except (_UsageError, TestbedError) as exc:
+        print(f"testbed: error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as exc:
         where = str(exc)
@@ -120,7 +142,10 @@ def _run(args) -> int:
 
     from .studies.experiment import load_experiment
     from .studies.runner import default_out_dir, run_experiment
-    exp = load_experiment(args.config, args.overrides)
+    from .core.errors import LINE_BREAKS
+    if args.out is not None and (not args.out.strip() or any(c in args.out for c in LINE_BREAKS)):
+        raise _UsageError(f"run: argument --out: expected a folder name on one line, got {args.out!r}")
+    exp = load_experiment(args.config, args.overrides, max_runs=args.max_runs)
     resume = None
     if args.resume is not None:
         from .studies.resume import load_resume
@@ -128,16 +153,16 @@ def _run(args) -> int:
         exp = resume.experiment
         if not resume.missing:
             print(f"{args.resume}: nothing to resume, it has all {resume.planned} run(s)", file=sys.stderr)
-            print(f"results: {args.resume}")
+            print(f"results: {printable(str(args.resume))}")
             return 0
-    out = Path(args.out) if args.out else default_out_dir(exp)
+    out = Path(args.out) if args.out is not None else default_out_dir(exp)
     n = len(exp.points) * len(exp.seeds)
     if not args.quiet:
         todo = f"; {len(resume.missing)} missing from {args.resume}" if resume is not None else ""
-        print(f"{exp.name}: {len(exp.points)} point(s) x {len(exp.seeds)} seed(s) = {n} run(s){todo}, "
+        print(f"{exp.name}: {len(exp.points)} point(s) x {len(exp.seeds)} seed(s) = {n:,} run(s){todo}, "
               f"study '{exp.study}'", file=sys.stderr)
     out = run_experiment(exp, out, jobs=args.jobs, progress=not args.quiet, resume=resume)
-    print(f"results: {out}")
+    print(f"results: {printable(str(out))}")
     summary = (out / "summary.md").read_text()
     if not args.quiet:
         print(summary.split("\n![", 1)[0].rstrip())
@@ -147,8 +172,8 @@ def _run(args) -> int:
 def _validate(args) -> int:
     from .studies.experiment import load_experiment
     for path in args.configs:
-        exp = load_experiment(path, args.overrides)
-        print(f"{path}: ok ({len(exp.points)} point(s) x {len(exp.seeds)} seed(s), study '{exp.study}')")
+        exp = load_experiment(path, args.overrides, max_runs=args.max_runs)
+        print(f"{printable(path)}: ok ({len(exp.points)} point(s) x {len(exp.seeds)} seed(s), study '{exp.study}')")
     return 0
 
 

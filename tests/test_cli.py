@@ -4,6 +4,7 @@ runs.csv, figures and summary.md; Ctrl-C keeps what finished and says where."""
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 import tomllib
@@ -42,6 +43,15 @@ trace = "aggregate"
 
 #: the same without a sweep: the base of the bad-input cases (one run if anything ran)
 BASE = TINY.split("[sweep]")[0]
+MEAN = '{dist = "exponential", mean = 0.01}'
+
+
+def nested_mixture(depth: int) -> str:
+    """A ``mixture`` distribution whose one component is a mixture, ``depth`` levels down."""
+    d = MEAN
+    for _ in range(depth):
+        d = '{dist = "mixture", components = [' + d.replace("{", "{weight = 1.0, ", 1) + "]}"
+    return d
 
 
 def write(directory: Path, text: str, name: str = "exp.toml") -> Path:
@@ -91,14 +101,74 @@ BAD = [
     ("set-without-equals", BASE, ["--set", "cluster.nodes"], ["{file}", "cluster.nodes", "KEY=VALUE"]),
     ("set-unknown-key", BASE, ["--set", "cluster.nodez=3"], ["{file}", "cluster.nodez"]),
     ("set-unknown-section", BASE, ["--set", "clutser.nodes=3"], ["{file}", "clutser"]),
-    ("set-out-of-range", BASE, ["--set", "cluster.nodes=0"], ["{file}", "cluster.nodes", "> 0"]),
+    ("set-out-of-range", BASE, ["--set", "cluster.nodes=0"], ["{file}", "cluster.nodes", "1..1,000,000"]),
     ("unknown-option", BASE, ["--frobnicate"], ["--frobnicate"]),
     ("no-such-file", None, [], ["{file}", "no such file"]),
     ("jobs-0", BASE, ["--jobs", "0"], ["--jobs", "positive integer"]),
     ("jobs-not-a-number", BASE, ["--jobs", "many"], ["--jobs", "positive integer"]),
     ("sweep-point-invalid", BASE + '[sweep]\n"cluster.nodes" = [4, 0]\n', [],
      ["{file}", "cluster.nodes", "sweep point", "nodes=0"]),
+    # nesting: tomllib recurses (RecursionError) and so would every walk over the parsed data
+    ("arrays-5000-deep", BASE + "x = " + "[" * 5000 + "]" * 5000 + "\n", [], ["{file}", "nested too deep"]),
+    ("inline-tables-5000-deep", BASE + "x = " + "{a = " * 5000 + "1" + "}" * 5000 + "\n", [],
+     ["{file}", "nested too deep"]),
+    ("mixture-300-deep", BASE.replace(MEAN, nested_mixture(300)), [], ["{file}", "nested"]),
+    ("mixture-20-deep", BASE.replace(MEAN, nested_mixture(20)), [],
+     ["{file}", "workload.duration", "nested more than 32 deep"]),
+    # sizes: every count has an upper bound, every integer fits in 64 bits
+    ("nodes-1e23", BASE.replace("nodes = 4", "nodes = " + str(10**23)), [],
+     ["{file}", "cluster.nodes", "1..1,000,000", "10^23"]),
+    ("jobs-1e18", BASE.replace("jobs = 200", "jobs = " + str(10**18)), [],
+     ["{file}", "workload.jobs", "1..1,000,000,000"]),
+    ("seed-past-64-bits", BASE.replace("seeds = [0, 1]", "seeds = [" + str(10**20) + "]"), [],
+     ["{file}", "run.seeds", "64 bits"]),
+    ("integer-of-5000-digits", BASE.replace("nodes = 4", "nodes = " + "9" * 5000), [],
+     ["{file}", "malformed TOML", "4300 digits"]),
+    ("node-groups-past-the-bound", BASE, ["--set", "cluster.node_groups=[{count=1000000}, {count=1}]"],
+     ["{file}", "cluster.node_groups", "1,000,001"]),
+    ("gcs-shards-1e9", BASE, ["--set", "cluster.gcs_shards=1000000000"], ["{file}", "cluster.gcs_shards", "10,000"]),
+    # line breaks: refused in --set (TOML would read up to the break), escaped when echoed
+    ("set-value-with-newline", BASE, ["--set", "cluster.nodes=3\n4"],
+     ["{file}", "--set", "'cluster.nodes=3\\n4'", "one line"]),
+    ("set-key-with-newline", BASE, ["--set", "cluster.no\ndes=3"], ["{file}", "'cluster.no\\ndes=3'", "one line"]),
+    ("toml-key-with-newline", BASE.replace("nodes = 4", '"no\\ndes" = 4'), [], ["{file}", "'cluster.no\\ndes'"]),
+    ("set-value-5000-deep", BASE, ["--set", "cluster.resources=" + "[" * 5000 + "]" * 5000], ["{file}", "--set"]),
+    ("out-with-newline", BASE, ["--out", "a\nb"], ["--out", "'a\\nb'"]),
+    ("out-empty", BASE, ["--out", ""], ["--out"]),
+    # --jobs: capped at min(runs, cores), absurd values refused
+    ("jobs-2000", BASE, ["--jobs", "2000"], ["--jobs", "1,024"]),
+    ("jobs-1e9", BASE, ["--jobs", "1000000000"], ["--jobs", "1,024"]),
+    # the number of runs: refused past --max-runs (default 10,000), before any point is resolved
+    # (kept small, 6,000 points: unrefused, a million points once filled 23 GB resolving them)
+    ("sweep-of-12000-runs", BASE + '[sweep]\n"cluster.nodes" = [' + ", ".join(["1"] * 100) + ']\n'
+     '"cluster.cpus_per_node" = [' + ", ".join(["1"] * 60) + "]\n", [],
+     ["{file}", "sweep", "6,000 point(s) x 2 seed(s) = 12,000 runs", "--max-runs 12000"]),
+    ("seeds-past-max-runs", BASE, ["--max-runs", "1"], ["{file}", "run.seeds", "2 runs", "--max-runs 2"]),
+    # names that do not exist, wrong types
+    ("unknown-placement", BASE + '[scheduler]\nplacement = "NoSuchPolicy"\n', [],
+     ["{file}", "scheduler.placement", "NoSuchPolicy"]),
+    ("unknown-keying", BASE + '[scheduler]\ntask_time_key = "per_moon"\n', [],
+     ["{file}", "scheduler.task_time_key", "per_moon"]),
+    ("unknown-shape", BASE.replace('shape = "independent"', 'shape = "ring"'), [], ["{file}", "workload.shape", "ring"]),
+    ("unknown-distribution", BASE.replace(MEAN, '{dist = "zipf", a = 2}'), [],
+     ["{file}", "workload.duration", "zipf"]),
+    ("estimator-wrong-type", BASE + "[scheduler]\ntask_time = 3\n", [], ["{file}", "scheduler.task_time"]),
+    ("estimator-name-not-a-string", BASE + "[scheduler]\ntask_time = {name = 3}\n", [],
+     ["{file}", "scheduler.task_time", "name"]),
+    ("estimator-unknown-argument", BASE + '[scheduler]\ntask_time = {name = "ExponentialAverage", beta = 1}\n', [],
+     ["{file}", "scheduler.task_time", "beta"]),
+    ("set-policy-argument-unknown", BASE, ["--set", "scheduler.task_time.beta=1"],
+     ["{file}", "scheduler.task_time", "beta"]),
+    ("set-into-a-value", BASE, ["--set", "cluster.nodes.x=1"], ["{file}", "cluster.nodes", "not a table"]),
+    ("seeds-not-a-list", BASE.replace("seeds = [0, 1]", "seeds = 3"), [], ["{file}", "run.seeds", "list"]),
+    ("seeds-repeated", BASE.replace("seeds = [0, 1]", "seeds = [1, 1]"), [], ["{file}", "run.seeds", "distinct"]),
+    ("seeds-of-strings", BASE.replace("seeds = [0, 1]", 'seeds = ["a"]'), [], ["{file}", "run.seeds", "item 0"]),
+    ("sweep-axis-not-a-list", BASE + '[sweep]\n"cluster.nodes" = 4\n', [], ["{file}", "sweep.cluster.nodes", "list"]),
 ]
+
+
+def no_pool(*args, **kwargs):
+    pytest.fail(f"a process pool was made: {kwargs}")
 
 
 @pytest.mark.parametrize("text, extra, needles", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
@@ -109,6 +179,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, monkeypatch, 
         cfg.write_text(text)
     ran = []
     monkeypatch.setattr(runner, "_one", lambda t: ran.append(t))     # nothing may start
+    monkeypatch.setattr(runner.cf, "ProcessPoolExecutor", no_pool)   # (--jobs 10**9 once forked until killed)
     code = main(["run", str(cfg), *extra])
     out, err = capsys.readouterr()
     assert code == 2
@@ -125,6 +196,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, monkeypatch, 
     (["run"], "config"),
     (["validate"], "CONFIG"),
     (["bench", "quantum"], "quantum"),
+    (["bench", "sim", "--tasks", str(10**20)], "--tasks"),
+    (["validate", ""], "''"),
 ])
 def test_usage_errors_are_one_line_exit_2(tmp_path, monkeypatch, capsys, argv, needle):
     monkeypatch.chdir(tmp_path)
@@ -419,3 +492,207 @@ def test_ctrl_c_while_writing_leaves_nothing_half_written(tmp_path, monkeypatch,
     assert main(["run", str(cfg), "--out", str(tmp_path / "out"), "--jobs", "1", "--quiet"]) == 130
     capsys.readouterr()
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+# --- config files that are not files, plug-ins that misbehave ------------------------
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "too-large"])
+def test_a_config_that_is_not_a_small_regular_file_is_refused(tmp_path, monkeypatch, capsys, kind):
+    """A FIFO would block the read forever and /dev/zero never ends: both are refused by
+    their kind, a regular file by its size, before a byte is read."""
+    monkeypatch.chdir(tmp_path)
+    if kind == "fifo":
+        path, needle = tmp_path / "exp.toml", "FIFO"
+        os.mkfifo(path)
+    elif kind == "dev-zero":
+        path, needle = Path("/dev/zero"), "character device"
+    else:
+        path, needle = write(tmp_path, BASE + "#" * (C.MAX_CONFIG_BYTES + 1) + "\n"), "bytes"
+    assert main(["validate", str(path)]) == 2
+    assert_one_error_line(capsys.readouterr().err, str(path), needle)
+
+
+def write_plugin(tmp_path: Path, monkeypatch, body: str) -> str:
+    """A plug-in module under a fresh name (so no earlier import is reused); returns its name."""
+    name = f"plugin_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / f"{name}.py").write_text(body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    return name
+
+
+PLUGIN_BODY = """\
+import sys
+from testbed.policy.placement import PaperWaitTime
+
+class Raises(PaperWaitTime):
+    def __init__(self, **kwargs):
+        raise RuntimeError("no GPU here\\nsecond line")
+
+class Exits(PaperWaitTime):
+    def __init__(self, **kwargs):
+        sys.exit(0)
+
+class ExitsWhenPlacing(PaperWaitTime):
+    def place(self, *args, **kwargs):
+        sys.exit(0)
+"""
+
+
+@pytest.mark.parametrize("cmd", ["validate", "run"])
+@pytest.mark.parametrize("cls, needles", [
+    ("Raises", ["RuntimeError", "no GPU here\\nsecond line"]),
+    ("Exits", ["SystemExit(0)"]),
+])
+def test_a_plugin_whose_init_raises_or_exits_is_one_line_exit_2(tmp_path, monkeypatch, capsys, cmd, cls, needles):
+    monkeypatch.chdir(tmp_path)
+    mod = write_plugin(tmp_path, monkeypatch, PLUGIN_BODY)
+    cfg = write(tmp_path, BASE + f'[scheduler]\nplacement = "{mod}:{cls}"\n')
+    ran = []
+    monkeypatch.setattr(runner, "_one", lambda t: ran.append(t))
+    assert main([cmd, str(cfg)]) == 2
+    out, err = capsys.readouterr()
+    assert_one_error_line(err, str(cfg), "scheduler.placement", f"{mod}:{cls}", *needles)
+    assert out == "" and ran == [] and results_is_empty(tmp_path)
+
+
+def test_a_plugin_that_exits_on_import_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    mod = write_plugin(tmp_path, monkeypatch, "import sys\nsys.exit(0)\n")
+    cfg = write(tmp_path, BASE + f'[scheduler]\nplacement = "{mod}:Policy"\n')
+    assert main(["validate", str(cfg)]) == 2
+    out, err = capsys.readouterr()
+    assert_one_error_line(err, str(cfg), "scheduler.placement", f"{mod}:Policy", "SystemExit(0)")
+    assert out == ""
+
+
+def test_a_plugin_that_exits_during_a_run_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    mod = write_plugin(tmp_path, monkeypatch, PLUGIN_BODY)
+    cfg = write(tmp_path, BASE.replace("[0, 1]", "[0]") + f'[scheduler]\nplacement = "{mod}:ExitsWhenPlacing"\n'
+                'spillover = "AlwaysGlobal"\n')
+    assert main(["run", str(cfg), "--jobs", "1", "--quiet"]) == 2
+    assert_one_error_line(capsys.readouterr().err, "seed 0", "SystemExit(0)")
+    assert results_is_empty(tmp_path)
+
+
+# --- --jobs, --max-runs ----------------------------------------------------------------
+
+class RecordingPool:
+    """A stand-in for ProcessPoolExecutor that records max_workers and runs each task inline."""
+    made: list[int] = []
+
+    def __init__(self, max_workers, **kwargs):
+        RecordingPool.made.append(max_workers)
+
+    def submit(self, fn, *args):
+        import concurrent.futures as cf
+        f = cf.Future()
+        f.set_result(fn(*args))
+        return f
+
+    def shutdown(self, wait=True, cancel_futures=False):
+        pass
+
+
+@pytest.mark.parametrize("jobs, cores, expected", [("400", 8, 4), ("400", 2, 2), (None, 2, 2), ("3", 8, 3)])
+def test_jobs_is_capped_at_the_runs_and_the_cores(tmp_path, monkeypatch, capsys, jobs, cores, expected):
+    """--jobs 400 with 4 runs used to fork 400 processes (and --jobs 10**9 forked until killed)."""
+    monkeypatch.chdir(tmp_path)
+    cfg = write(tmp_path, TINY)                                   # 2 points x 2 seeds
+    monkeypatch.setattr(runner.os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(runner.cf, "ProcessPoolExecutor", RecordingPool)
+    monkeypatch.setattr(RecordingPool, "made", [])
+    argv = ["run", str(cfg), "--out", str(tmp_path / "out"), "--quiet"] + (["--jobs", jobs] if jobs else [])
+    assert main(argv) == 0
+    assert RecordingPool.made == [expected]
+    assert len(read_runs(tmp_path / "out")) == 4
+
+
+def test_help_says_the_caps(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--jobs" in text and "CPU cores" in text and "1,024" in text
+    assert "--max-runs" in text and "10,000" in text
+
+
+def test_max_runs_allows_a_larger_sweep_and_the_count_is_said(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    cfg = write(tmp_path, TINY)                                   # 4 runs
+    assert main(["validate", str(cfg), "--max-runs", "3"]) == 2
+    assert_one_error_line(capsys.readouterr().err, "4 runs", "--max-runs 4")
+    assert main(["validate", str(cfg), "--max-runs", "4"]) == 0
+    assert main(["run", str(cfg), "--max-runs", "4", "--jobs", "1", "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "2 point(s) x 2 seed(s) = 4 run(s)" in err
+
+
+# --- the results folder cannot be written ---------------------------------------------
+
+def full_disk(monkeypatch):
+    """Make every probe file land on /dev/full: creating it works, writing it fails with ENOSPC."""
+    import tempfile
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, **kwargs):
+        fd, path = real(*args, **kwargs)
+        os.close(fd)
+        return os.open("/dev/full", os.O_WRONLY), path
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+
+
+def test_a_full_disk_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    cfg = write(tmp_path, BASE)
+    full_disk(monkeypatch)
+    ran = []
+    monkeypatch.setattr(runner, "_one", lambda t: ran.append(t) or {"point": t[0], "label": "", "seed": t[2]})
+    assert main(["run", str(cfg), "--out", str(tmp_path / "out"), "--jobs", "1", "--quiet"]) == 2
+    assert_one_error_line(capsys.readouterr().err, "--out", str(tmp_path / "out"), "No space left")
+    assert ran == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp.toml"]
+
+
+def test_a_write_failure_at_the_end_keeps_the_finished_runs_and_says_where(tmp_path, monkeypatch, capsys):
+    """The disk fills while the figures are written: the folder is not made (all or nothing),
+    but the four finished runs are saved in <out>-incomplete and the error line says so."""
+    import errno
+
+    from testbed.studies.studies import STUDIES
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.chdir(tmp_path)
+    cfg = write(tmp_path, TINY)
+    monkeypatch.setattr(STUDIES["compare"], "figures", disk_full)
+    out = tmp_path / "out"
+    assert main(["run", str(cfg), "--out", str(out), "--jobs", "1", "--quiet"]) == 2
+    saved = tmp_path / "out-incomplete"
+    assert_one_error_line(capsys.readouterr().err, str(out), "No space left", "4 finished run(s)",
+                          str(saved / "runs.csv"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp.toml", "out-incomplete"]
+    rows = read_runs(saved)
+    assert [(r["point"], r["seed"]) for r in rows] == [("0", "0"), ("0", "1"), ("1", "0"), ("1", "1")]
+    assert all(int(r["finished"]) == 200 for r in rows)
+    assert load_experiment(saved / "config.toml").resolved == load_experiment(cfg).resolved
+
+
+# --- messages stay on one line; --set reaches a policy's argument ------------------------
+
+def test_a_config_error_is_one_line_whatever_it_echoes():
+    from testbed.core.errors import ConfigError
+    err = ConfigError("bad value 'a\nb'\u2028too", key="cluster.no\rdes", file="dir\n/exp.toml")
+    assert len(str(err).splitlines()) == 1
+    assert "'dir\\n/exp.toml'" in str(err) and "'cluster.no\\rdes'" in str(err)
+
+
+def test_set_on_an_argument_of_a_default_policy_keeps_its_name(tmp_path):
+    cfg = write(tmp_path, BASE)
+    exp = load_experiment(cfg, ["scheduler.task_time.alpha=0.5", "scheduler.placement.per_slot=false"])
+    sched = exp.points[0].config["scheduler"]
+    assert sched["task_time"] == {"name": "ExponentialAverage", "alpha": 0.5}
+    assert sched["placement"] == {"name": "PaperWaitTime", "per_slot": False}

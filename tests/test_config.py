@@ -440,7 +440,7 @@ def test_an_override_can_add_a_sweep_axis_that_did_not_exist(tmp_path):
     ('[scheduler]\nplacement = {name = "PaperWaitTime", nosuch = 1}\n', "scheduler.placement", "bad arguments"),
     ('[run]\nstudy = "nope"\n', "run.study", "unknown study 'nope'"),
     ('[run]\nseeds = []\n', "run.seeds", "non-empty list"),
-    ("[workload]\njobs = 0\n", "workload.jobs", ">= 1"),
+    ("[workload]\njobs = 0\n", "workload.jobs", "in 1..1,000,000,000"),
     ('[sweep]\n"cluster.nodez" = [1, 2]\n', "sweep", "'cluster.nodez'"),
 ])
 def test_load_experiment_errors_name_the_file_and_the_key(tmp_path, section_text, key, message):
@@ -460,7 +460,7 @@ def test_an_invalid_sweep_point_fails_at_load_naming_the_point(tmp_path):
     assert err.file == str(path)
     assert err.key == "cluster.nodes"
     assert "sweep point" in err.message and "nodes=0" in err.message
-    assert "must be > 0" in err.message
+    assert "must be in 1..1,000,000" in err.message
 
 
 def test_an_invalid_policy_in_a_sweep_case_names_the_case(tmp_path):

@@ -341,7 +341,7 @@ BAD = [
     ({"bogus": 1}, "workload.bogus", "unknown key"),
     ({"jobs": "10"}, "workload.jobs", "expected an integer"),
     ({"jobs": True}, "workload.jobs", "boolean"),
-    ({"jobs": 0}, "workload.jobs", ">= 1"),
+    ({"jobs": 0}, "workload.jobs", "in 1..1,000,000,000"),
     ({"shape": "star"}, "workload.shape", "one of"),
     ({"tree_fanin": 1}, "workload.tree_fanin", ">= 2"),
     ({"duration": {"dist": "exponential", "mean": -1}}, "workload.duration.mean", "> 0"),

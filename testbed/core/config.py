@@ -13,18 +13,28 @@ from __future__ import annotations
 import copy
 import functools
 import itertools
+import math
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
-from .schema import REQUIRED, Field, _copy, check_table, non_negative, positive
+from .errors import LINE_BREAKS, ConfigError
+from .schema import REQUIRED, Field, _copy, at_most, between, check_table, count_rule, non_negative, positive
 
 _num = (float,)
 _int = (int,)
 _str = (str,)
 _spec = (str, dict)
+
+#: upper bounds of counts (the simulator's largest studied cluster is 10,000 nodes; the
+#: real engine starts processes on this machine, so its counts are bounded lower)
+MAX_NODES = 1_000_000
+MAX_REPLICAS = 10_000        # global scheduler replicas, GCS shards
+MAX_CHAIN = 100              # replicas per GCS shard
+MAX_REAL_NODES = 1024        # real engine: logical nodes, each a set of processes here
+MAX_JOBS = 10**9             # also workload.jobs (testbed.workloads.spec)
+
 
 def _resource_table(x) -> bool:
     return all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in x.values())
@@ -35,13 +45,15 @@ def _resources_field(doc: str) -> Field:
 
 
 CLUSTER: dict[str, Field] = {
-    "nodes": Field(_int, 4, positive, "> 0", "number of nodes (ignored when node_groups is given)"),
+    "nodes": Field(_int, 4, at_most(MAX_NODES), count_rule(MAX_NODES),
+                   "number of nodes (ignored when node_groups is given)"),
     "cpus_per_node": Field(_num, 8.0, positive, "> 0", "CPUs (worker slots) per node"),
     "gpus_per_node": Field(_num, 0.0, non_negative, ">= 0", "GPUs per node"),
     "resources": _resources_field("custom resources per node, e.g. {accel = 1}"),
     "node_groups": Field((list,), [], None, "", "heterogeneous nodes: a list of {count, cpus, gpus, resources, speed}; "
                          "replaces nodes/cpus_per_node/gpus_per_node/resources", items=(dict,)),
-    "slow_nodes": Field(_int, 0, non_negative, ">= 0", "how many nodes (the last ones) compute slow_factor times slower"),
+    "slow_nodes": Field(_int, 0, between(0, MAX_NODES), count_rule(MAX_NODES, 0),
+                        "how many nodes (the last ones) compute slow_factor times slower"),
     "slow_factor": Field(_num, 1.0, lambda x: x >= 1, ">= 1", "slowdown of the slow nodes (task time multiplier)"),
     "bandwidth_bytes_per_s": Field(_num, 3.125e9, positive, "> 0",
                                    "each node's network link, bytes/s (25 Gbit/s, the paper's AWS network, §5.1)"),
@@ -65,13 +77,16 @@ CLUSTER: dict[str, Field] = {
                                     "declared dead (paper's code: 100 x 100 ms)"),
     "local_decision_s": Field(_num, 0.0, non_negative, ">= 0", "local scheduler service time per task, seconds"),
     "global_decision_s": Field(_num, 1e-4, non_negative, ">= 0", "global scheduler service time per decision, seconds"),
-    "global_schedulers": Field(_int, 1, positive, "> 0", "global scheduler replicas (forwarded tasks go round-robin)"),
-    "gcs_shards": Field(_int, 1, positive, "> 0", "GCS shards (keys sharded by task/object id)"),
+    "global_schedulers": Field(_int, 1, at_most(MAX_REPLICAS), count_rule(MAX_REPLICAS),
+                               "global scheduler replicas (forwarded tasks go round-robin)"),
+    "gcs_shards": Field(_int, 1, at_most(MAX_REPLICAS), count_rule(MAX_REPLICAS),
+                        "GCS shards (keys sharded by task/object id)"),
     "gcs_write_s": Field(_num, 1e-5, non_negative, ">= 0", "GCS service time per table write, seconds"),
     "gcs_read_s": Field(_num, 1e-5, non_negative, ">= 0", "GCS service time per table read, seconds"),
     "gcs_on_critical_path": Field((bool,), True, None, "", "a task is dispatched only once its task-table write is "
                                   "acknowledged, and results are seen once their object-table write is"),
-    "gcs_chain_length": Field(_int, 1, positive, "> 0", "replicas per GCS shard (chain replication: writes enter "
+    "gcs_chain_length": Field(_int, 1, at_most(MAX_CHAIN), count_rule(MAX_CHAIN),
+                              "replicas per GCS shard (chain replication: writes enter "
                               "at the head, the tail acknowledges them and serves reads; paper Fig. 10a: 2)"),
     "gcs_flush_interval_s": Field(_num, 0.0, non_negative, ">= 0", "> 0: every this many seconds the lineage of "
                                   "finished tasks is written to disk and dropped from GCS memory (0: never)"),
@@ -103,7 +118,7 @@ CLUSTER: dict[str, Field] = {
 }
 
 NODE_GROUP: dict[str, Field] = {
-    "count": Field(_int, 1, positive, "> 0", "nodes in this group"),
+    "count": Field(_int, 1, at_most(MAX_NODES), count_rule(MAX_NODES), "nodes in this group"),
     "cpus": Field(_num, 8.0, non_negative, ">= 0", "CPUs per node"),
     "gpus": Field(_num, 0.0, non_negative, ">= 0", "GPUs per node"),
     "resources": _resources_field("custom resources per node"),
@@ -137,7 +152,8 @@ SCHEDULER: dict[str, Field] = {
 
 RUN: dict[str, Field] = {
     "engine": Field(_str, "sim", None, "", "which engine runs the experiment", choices=("sim", "real")),
-    "seeds": Field((list,), [0], lambda s: len(s) > 0 and all(x >= 0 for x in s), "a non-empty list of integers >= 0",
+    "seeds": Field((list,), [0], lambda s: len(s) > 0 and all(x >= 0 for x in s) and len(set(s)) == len(s),
+                   "a non-empty list of distinct integers >= 0",
                    "one run per seed per sweep point", items=(int,)),
     "study": Field(_str, "compare", None, "", "how results are tabulated and plotted (`testbed list`)"),
     "trace": Field(_str, "auto", None, "", "keep per-task rows ('rows'), only streaming aggregates ('aggregate'), "
@@ -157,12 +173,15 @@ RUN: dict[str, Field] = {
     "timeseries_bin_s": Field(_num, 1.0, positive, "> 0", "width of the time bins of studies that plot over "
                               "time (simulated seconds; x real_time_scale on the real engine)"),
     # the real engine runs on this machine's 2 cores: how to scale the experiment down
-    "real_nodes": Field(_int, 4, positive, "> 0", "real engine: logical nodes (the first ones of [cluster])"),
+    "real_nodes": Field(_int, 4, at_most(MAX_REAL_NODES), count_rule(MAX_REAL_NODES),
+                        "real engine: logical nodes (the first ones of [cluster])"),
     "real_cpus_per_node": Field(_num, 2.0, positive, "> 0", "real engine: CPUs per node at most"),
-    "real_max_jobs": Field(_int, 2000, positive, "> 0", "real engine: run at most this many of the workload's jobs"),
+    "real_max_jobs": Field(_int, 2000, at_most(MAX_JOBS), count_rule(MAX_JOBS),
+                           "real engine: run at most this many of the workload's jobs"),
     "real_time_scale": Field(_num, 1.0, positive, "> 0", "real engine: multiply every task duration "
                              "and arrival gap by this"),
-    "real_actors": Field(_int, 0, non_negative, ">= 0", "real engine, shape actors: at most this many actors "
+    "real_actors": Field(_int, 0, between(0, MAX_NODES), count_rule(MAX_NODES, 0),
+                         "real engine, shape actors: at most this many actors "
                          "(job j calls actor j % min(workload.actors, real_actors)); 0: workload.actors"),
     "real_work": Field(_str, "sleep", None, "", "real engine: how a task spends its duration "
                        "(sleep: logical CPUs; spin: burns a core)", choices=("sleep", "spin")),
@@ -178,7 +197,8 @@ FAULTS: dict[str, Field] = {
                             items=(dict,)),
     "kill_every_s": Field(_num, 0.0, non_negative, ">= 0", "> 0: kill a random live node every this many "
                           "seconds (seeded), keeping at least min_live_nodes"),
-    "min_live_nodes": Field(_int, 1, positive, "> 0", "random kills never go below this many live nodes"),
+    "min_live_nodes": Field(_int, 1, at_most(MAX_NODES), count_rule(MAX_NODES),
+                            "random kills never go below this many live nodes"),
     "restore_after_s": Field(_num, 0.0, non_negative, ">= 0", "> 0: a killed node comes back, empty, this "
                              "long after it died (the paper's Fig. 11a)"),
     "worker_failures": Field((list,), [], None, "", "workers to kill: a list of {at_s, node}; a busy worker's "
@@ -219,32 +239,108 @@ SECTIONS: dict[str, dict[str, Field]] = {
 ALL_SECTIONS = ("cluster", "scheduler", "workload", "faults", "run", "sweep")
 
 
+#: a config file larger than this is refused (the shipped ones are under 16 KB)
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+#: tables and arrays nested deeper than this are refused (a config needs about 6 levels)
+MAX_NESTING = 32
+
+
 def load_toml(path: str | Path) -> dict[str, Any]:
-    """Parse a TOML file; any problem is one ConfigError naming the file."""
-    p = Path(path)
+    """Parse a TOML file; any problem is one ConfigError naming the file.
+
+    Only a regular file of at most ``MAX_CONFIG_BYTES`` is read (a FIFO would block, a
+    device never end), and its tables and arrays may nest ``MAX_NESTING`` deep."""
+    import os
+    import stat
+    file = str(path) or "''"
     try:
-        text = p.read_bytes()
+        # O_NONBLOCK: opening a FIFO does not wait for a writer; fstat then refuses it
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
-        raise ConfigError("no such file", file=str(path)) from None
-    except IsADirectoryError:
-        raise ConfigError("is a directory, not a config file", file=str(path)) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", file=str(path)) from None
+        raise ConfigError("no such file", file=file) from None
+    except (OSError, ValueError) as exc:      # ValueError: a path with a NUL byte
+        raise ConfigError(f"cannot read: {getattr(exc, 'strerror', None) or exc}", file=file) from None
     try:
-        return tomllib.loads(text.decode("utf-8-sig"))   # a BOM from some editors is fine
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise ConfigError("is a directory, not a config file", file=file)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"not a regular file ({_file_kind(st.st_mode)}), not a config file", file=file)
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"is {st.st_size:,} bytes, more than a config file may be "
+                              f"({MAX_CONFIG_BYTES:,})", file=file)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            text = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", file=file) from None
+    finally:
+        os.close(fd)
+    if len(text) > MAX_CONFIG_BYTES:          # it grew while being read
+        raise ConfigError(f"is more than {MAX_CONFIG_BYTES:,} bytes, more than a config file may be", file=file)
+    try:
+        data = _parse_toml(text.decode("utf-8-sig"))   # a BOM from some editors is fine
     except UnicodeDecodeError:
-        raise ConfigError("not UTF-8 text", file=str(path)) from None
+        raise ConfigError("not UTF-8 text", file=file) from None
+    except ConfigError as exc:
+        raise exc.with_file(file) from None
+    return data
+
+
+def _file_kind(mode: int) -> str:
+    import stat
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "a special file"
+
+
+def _parse_toml(text: str) -> dict[str, Any]:
+    """``tomllib.loads`` with every failure a ConfigError, and a nesting limit."""
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"malformed TOML: {exc}", file=str(path)) from None
+        raise ConfigError(f"malformed TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"arrays or tables nested too deep to parse (at most {MAX_NESTING} levels)") from None
+    except ValueError as exc:                 # an integer of more than 4,300 digits
+        raise ConfigError(f"malformed TOML: a value cannot be read ({str(exc).split(';')[0]})") from None
+    check_nesting(data)
+    return data
+
+
+def check_nesting(value: Any, limit: int = MAX_NESTING) -> None:
+    """Refuse tables/arrays nested more than ``limit`` deep (iteratively: no recursion to overflow)."""
+    stack = [(value, 0, "")]
+    while stack:
+        v, depth, where = stack.pop()
+        if isinstance(v, Mapping):
+            items = [(f"{where}.{k}" if where else str(k), x) for k, x in v.items()]
+        elif isinstance(v, list):
+            items = [(f"{where}[{i}]", x) for i, x in enumerate(v)]
+        else:
+            continue
+        if depth >= limit:
+            key = where.split("[", 1)[0].split(".")
+            raise ConfigError(f"tables or arrays nested more than {limit} deep", key=".".join(key[:2]) or None)
+        stack.extend((x, depth + 1, w) for w, x in items)
 
 
 def parse_value(text: str) -> Any:
     """A ``--set`` value: any TOML value (``0.5``, ``true``, ``[1, 2]``, ``{name="X"}``),
     else the text as a string."""
     try:
-        return tomllib.loads(f"v = {text}")["v"]
+        data = tomllib.loads(f"v = {text}")
     except tomllib.TOMLDecodeError:
         return text
+    except (RecursionError, ValueError):
+        raise ConfigError(f"--set: value {_clip(text)!r} is nested too deep or too large to parse") from None
+    check_nesting(data["v"])
+    return data["v"]
+
+
+def _clip(text: str, n: int = 60) -> str:
+    return text if len(text) <= n else text[:n] + "..."
 
 
 def set_path(cfg: dict, dotted: str, value: Any, *, what: str = "--set") -> None:
@@ -271,8 +367,18 @@ def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
     for item in overrides:
         key, eq, text = item.partition("=")
         if not eq or not key.strip():
-            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-        set_path(out, key.strip(), parse_value(text.strip()))
+            raise ConfigError(f"--set expects KEY=VALUE, got {_clip(item)!r}")
+        if any(c in item for c in LINE_BREAKS):   # TOML would read a value only up to the line break
+            raise ConfigError(f"--set {_clip(item)!r}: KEY=VALUE must be one line (it holds a line break)")
+        key = key.strip()
+        parts = key.split(".")
+        if len(parts) > 2 and parts[1] in SECTIONS.get(parts[0], {}):
+            # a policy's argument (scheduler.task_time.alpha) keeps the default's name and arguments
+            base = SECTIONS[parts[0]][parts[1]].default
+            if isinstance(base, str) and dict in SECTIONS[parts[0]][parts[1]].types:
+                base = {"name": base}                  # a policy given by name: "PaperWaitTime"
+            _materialise(out, {parts[0]: {parts[1]: base}}, parts[:2])
+        set_path(out, key, parse_value(text.strip()))
     return out
 
 
@@ -361,6 +467,9 @@ def validate_core(cfg: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     for i, g in enumerate(out["cluster"]["node_groups"]):
         groups.append(check_table(g, NODE_GROUP, f"cluster.node_groups[{i}]"))
     out["cluster"]["node_groups"] = groups
+    if sum(g["count"] for g in groups) > MAX_NODES:
+        raise ConfigError(f"the groups' counts add up to {sum(g['count'] for g in groups):,} nodes, more than "
+                          f"{MAX_NODES:,}", key="cluster.node_groups")
     f = out["faults"]
     f["node_failures"] = [check_table(x, NODE_FAILURE, f"faults.node_failures[{i}]")
                           for i, x in enumerate(f["node_failures"])]
@@ -408,7 +517,16 @@ def _check_gcs_failures(f: dict, cluster: dict) -> list[dict]:
 
 # --- sweeps ---------------------------------------------------------------------------
 
-def sweep_points(sweep: Mapping[str, Any] | None, known: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+class SweepTooLarge(ConfigError):
+    """A sweep of more points than the caller allows (``points``: how many it has)."""
+
+    def __init__(self, points: int, limit: int):
+        self.points = points
+        super().__init__(f"expands to {points:,} points, more than {limit:,}", key="sweep")
+
+
+def sweep_points(sweep: Mapping[str, Any] | None, known: Mapping[str, Any],
+                 max_points: int | None = None) -> list[tuple[str, dict[str, Any]]]:
     """Expand ``[sweep]`` into ``(label, {dotted key: value})`` points.
 
     Grid axes are ``"section.key" = [values]``; a linked axis ``[sweep.linked.NAME]`` sets
@@ -421,15 +539,16 @@ def sweep_points(sweep: Mapping[str, Any] | None, known: Mapping[str, Any]) -> l
     written, the first slowest. Every key must exist in ``known`` (the resolved config), so a
     sweep over a typo fails early, and no key may be set by two axes. :func:`sweep_factors`
     names each point's case per group and option per linked axis.
+    More than ``max_points`` points raise :class:`SweepTooLarge` before any is made.
     """
-    return [(label, over) for label, over, _ in _sweep(sweep, known)]
+    return [(label, over) for label, over, _ in sweep_expand(sweep, known, max_points)]
 
 
 def sweep_factors(sweep: Mapping[str, Any] | None, known: Mapping[str, Any]) -> list[dict[str, str]]:
     """Per point of :func:`sweep_points` (same order): the case label of each case group and
     the option label of each linked axis (``{"estimator": "EWMA", "size": "1k nodes"}``; an
     ungrouped ``cases`` list is group ``""``)."""
-    return [factors for _, _, factors in _sweep(sweep, known)]
+    return [factors for _, _, factors in sweep_expand(sweep, known)]
 
 
 def _cases(values: Any, key: str, known: Mapping[str, Any]) -> list[tuple[str, dict]]:
@@ -454,7 +573,9 @@ def _cases(values: Any, key: str, known: Mapping[str, Any]) -> list[tuple[str, d
     return out
 
 
-def _sweep(sweep: Mapping[str, Any] | None, known: Mapping[str, Any]) -> list[tuple[str, dict, dict]]:
+def sweep_expand(sweep: Mapping[str, Any] | None, known: Mapping[str, Any],
+                 max_points: int | None = None) -> list[tuple[str, dict, dict]]:
+    """(label, overrides, factors) per point: :func:`sweep_points` and :func:`sweep_factors` in one."""
     if not sweep:
         return [("", {}, {})]
     if not isinstance(sweep, Mapping):
@@ -487,6 +608,9 @@ def _sweep(sweep: Mapping[str, Any] | None, known: Mapping[str, Any]) -> list[tu
     clash = {g for g, _ in groups} & {n for n in names if n}
     if clash:
         raise ConfigError(f"{sorted(clash)[0]!r} names both a case group and a linked axis", key="sweep")
+    n = math.prod(len(axis) for axis in axes) * math.prod(len(cases) for _, cases in groups)
+    if max_points is not None and n > max_points:
+        raise SweepTooLarge(n, max_points)
     grid = [(", ".join(lbl for lbl, _ in combo), {k: v for _, over in combo for k, v in over.items()},
              {n: lbl for n, (lbl, _) in zip(names, combo) if n})
             for combo in itertools.product(*axes)]

@@ -16,8 +16,8 @@ class ConfigError(TestbedError):
         super().__init__(self._render())
 
     def _render(self) -> str:
-        parts = [p for p in (self.file, self.key) if p]
-        return ": ".join(parts + [self.message])
+        parts = [printable(p) for p in (self.file, self.key) if p]
+        return ": ".join(parts + [one_line(self.message)])
 
     def with_file(self, file: str) -> "ConfigError":
         """The same error, naming the file it came from (if not named yet)."""
@@ -32,3 +32,19 @@ class ConfigError(TestbedError):
         elif self.key:
             key = self.key
         return ConfigError(self.message, key=key, file=self.file)
+
+
+def printable(name: str) -> str:
+    """A file name or key as given, or its ``repr`` if it holds a newline or another control character."""
+    return name if name.isprintable() else repr(name)
+
+
+#: the characters ``str.splitlines`` breaks at
+LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks escaped as in a ``repr`` (``\\n``), so an error stays one line."""
+    if not any(c in text for c in LINE_BREAKS):
+        return text
+    return "".join(repr(c)[1:-1] if c in LINE_BREAKS else c for c in text)

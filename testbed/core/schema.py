@@ -4,6 +4,10 @@ Each key has one :class:`Field`: its type, default (the one place a default is
 defined), an optional range rule, and a one-line doc with its unit. ``check_table``
 rejects unknown keys, wrong types and out-of-range values with a ConfigError that
 names the dotted key and the rule, and returns the table with defaults filled in.
+
+Every integer must fit in 64 bits (``INT_MAX``) whatever its own rule, so no value
+overflows a numpy array or a C call downstream; counts that size memory or processes
+have their own, lower, upper bounds (``at_most``, ``between``).
 """
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ from typing import Any
 from .errors import ConfigError
 
 _MISSING = object()
+#: the largest integer any key accepts (a 64-bit signed integer)
+INT_MAX = 2**63 - 1
 REQUIRED = _MISSING
 
 
@@ -58,13 +64,29 @@ def check_value(f: Field, value: Any, key: str) -> Any:
                 item = float(item)
             if not isinstance(item, f.items) or (bool not in f.items and isinstance(item, bool)):
                 raise ConfigError(f"item {i} must be {type_name(f.items)}, got {item!r}", key=key)
+            if isinstance(item, int) and not -INT_MAX - 1 <= item <= INT_MAX:
+                raise ConfigError(f"item {i} must fit in 64 bits (at most {INT_MAX:,} in size), got {_magnitude(item)}",
+                                  key=key)
             out.append(item)
         value = out
     if f.choices is not None and value not in f.choices:
         raise ConfigError(f"must be one of {', '.join(map(repr, f.choices))}, got {value!r}", key=key)
     if f.check is not None and not f.check(value):
-        raise ConfigError(f"must be {f.rule}, got {value!r}", key=key)
+        raise ConfigError(f"must be {f.rule}, got {_show(value)}", key=key)
+    if isinstance(value, int) and not -INT_MAX - 1 <= value <= INT_MAX:
+        raise ConfigError(f"must fit in 64 bits (at most {INT_MAX:,} in size), got {_magnitude(value)}", key=key)
     return value
+
+
+def _magnitude(v: int) -> str:
+    return f"about {'-' if v < 0 else ''}10^{int(abs(v).bit_length() * 0.30103)}"
+
+
+def _show(v: Any) -> str:
+    """``repr(v)``, but an integer past 64 bits by its magnitude (it may have thousands of digits)."""
+    if isinstance(v, int) and not isinstance(v, bool) and not -INT_MAX - 1 <= v <= INT_MAX:
+        return _magnitude(v)
+    return repr(v)
 
 
 def check_table(table: Any, fields: Mapping[str, Field], prefix: str) -> dict[str, Any]:
@@ -107,3 +129,18 @@ def positive(x) -> bool:
 
 def non_negative(x) -> bool:
     return x >= 0
+
+
+def at_most(hi):
+    """``0 < x <= hi``: a count with an upper bound (rule text: ``in 1..hi``)."""
+    return between(1, hi)
+
+
+def between(lo, hi):
+    """``lo <= x <= hi``."""
+    return lambda x: lo <= x <= hi
+
+
+def count_rule(hi, lo=1) -> str:
+    """The rule text of :func:`between` for counts, e.g. ``in 1..1,000,000``."""
+    return f"in {lo:,}..{hi:,}"

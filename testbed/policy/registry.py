@@ -69,9 +69,9 @@ def resolve(kind: str, name: str, key: str) -> type:
         _cwd_on_path()
         try:
             module = importlib.import_module(mod_name)
-        except Exception as exc:  # noqa: BLE001 - any import failure is the user's to see
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - any import failure is the user's to see
             raise ConfigError(f"cannot import module {mod_name!r} for plug-in {name!r}: "
-                              f"{type(exc).__name__}: {exc}", key=key) from None
+                              f"{_describe(exc)}", key=key) from None
         cls = module
         for part in attr.split("."):
             if not hasattr(cls, part):
@@ -102,6 +102,8 @@ def check_kwargs(cls: type, kwargs: Mapping[str, Any], key: str) -> None:
     """Fail early if ``cls(**kwargs)`` cannot bind its arguments."""
     try:
         inspect.signature(cls).bind(**kwargs)
+    except ValueError:
+        return                     # no signature to read (a C type): calling it will tell
     except TypeError as exc:
         raise ConfigError(f"bad arguments for {cls.__name__}: {exc}", key=key) from None
 
@@ -116,3 +118,13 @@ def build(kind: str, spec: Any, key: str, **extra: Any) -> Any:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{cls.__name__}: {exc}", key=key) from None
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - a user's class may raise anything
+        raise ConfigError(f"{name}: creating it raised {_describe(exc)}", key=key) from None
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message`` of an exception a plug-in raised (``SystemExit(0)`` included)."""
+    if isinstance(exc, SystemExit):
+        return f"SystemExit({exc.code!r}) (a plug-in must not exit)"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -86,7 +86,10 @@ def _calibration_from_cwd(raw: dict[str, Any], overrides: list[str]) -> None:
             raw["cluster"]["calibration"] = str(Path(name).resolve())
 
 
-def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Experiment:
+def load_experiment(path: str | Path, overrides: list[str] | None = None,
+                    max_runs: int | None = None) -> Experiment:
+    """Load, override, validate and expand a config; more than ``max_runs`` runs (points x
+    variants x seeds) is a ConfigError, raised before the points are resolved."""
     path = str(path)
     try:
         raw = C.load_toml(path)
@@ -97,8 +100,15 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
         resolved = resolve(C.apply_calibration(raw, base))
         from . import studies
         study = studies.STUDIES[resolved["run"]["study"]]
+        per_point = len(resolved["run"]["seeds"]) * max(len(study.variants), 1)
+        try:
+            expanded = C.sweep_expand(sweep, resolved, None if max_runs is None else max_runs // per_point)
+        except C.SweepTooLarge as exc:
+            raise _too_many_runs(exc.points, study, resolved, max_runs) from None
+        if max_runs is not None and len(expanded) * per_point > max_runs:
+            raise _too_many_runs(len(expanded), study, resolved, max_runs)
         points = []
-        for (label, over), factors in zip(C.sweep_points(sweep, resolved), C.sweep_factors(sweep, resolved)):
+        for label, over, factors in expanded:
             # a study may run each point in several variants (e.g. on both engines)
             for suffix, extra in study.variants or (("", {}),):
                 lbl = f"{label}{VARIANT_SEP}{suffix}" if label and suffix else label or suffix
@@ -115,3 +125,12 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
     except ConfigError as exc:
         raise exc.with_file(path) from None
     return Experiment(Path(path).stem, path, resolved, points)
+
+
+def _too_many_runs(points: int, study, resolved: dict[str, Any], max_runs: int) -> ConfigError:
+    seeds = len(resolved["run"]["seeds"])
+    variants = f" x {len(study.variants)} variants" if study.variants else ""
+    runs = points * max(len(study.variants), 1) * seeds
+    return ConfigError(f"{points:,} point(s){variants} x {seeds:,} seed(s) = {runs:,} runs, more than the limit "
+                       f"of {max_runs:,}; pass --max-runs {runs} to run them all",
+                       key="sweep" if points > 1 else "run.seeds")

@@ -9,7 +9,11 @@ Layout of ``DIR`` (default ``results/<config name>/<timestamp>/``)::
     summary.md    headline table (paper's values beside ours where the study has them)
 
 The folder is written under a temporary name and renamed when complete, so a failed run
-leaves nothing half-written. Ctrl-C keeps what finished, in ``<DIR>-interrupted``.
+leaves nothing half-written. Ctrl-C keeps what finished, in ``<DIR>-interrupted``. Before
+anything runs, a probe file is written where ``DIR`` will be made; if writing the folder
+fails at the end (a full disk), the finished runs are saved, as ``runs.csv`` and
+``config.toml``, in ``<DIR>-incomplete`` (or in the system's temporary folder), and the
+one-line error says where.
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ from typing import Any
 import pandas as pd
 import tomli_w
 
-from ..core.errors import TestbedError
+from ..core.errors import TestbedError, printable
 from .experiment import Experiment, Point, factor_column
 from .resume import Resume
 
@@ -91,18 +95,41 @@ def _unique(path: Path) -> Path:
         i += 1
 
 
+#: bytes the probe writes where the results folder will be (a full disk fails it)
+PROBE_BYTES = 64 * 1024
+
+
 def check_out_dir(out: Path) -> None:
-    """Refuse, before anything runs, an output folder that cannot be made or is in use."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        what = "is a file" if not out.is_dir() else "already exists and is not empty"
-        raise RunFailed(f"--out {out}: {what}; choose another folder")
-    for parent in out.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise RunFailed(f"--out {out}: {parent} is a file, not a folder")
-            if not os.access(parent, os.W_OK | os.X_OK):
-                raise RunFailed(f"--out {out}: cannot write in {parent}")
-            break
+    """Refuse, before anything runs, an output folder that cannot be made or is in use:
+    a probe file is written (and removed) in the nearest folder that exists."""
+    name = printable(str(out))
+    try:
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            what = "is a file" if not out.is_dir() else "already exists and is not empty"
+            raise RunFailed(f"--out {name}: {what}; choose another folder")
+        for parent in [out, *out.parents]:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise RunFailed(f"--out {name}: {printable(str(parent))} is a file, not a folder")
+                _probe(parent)
+                break
+    except OSError as exc:
+        raise RunFailed(f"--out {name}: cannot write there: {exc.strerror or exc}") from None
+    except ValueError as exc:             # a NUL byte in the path
+        raise RunFailed(f"--out {name}: {exc}") from None
+
+
+def _probe(folder: Path) -> None:
+    """Write PROBE_BYTES to a hidden file in ``folder`` and remove it (raises OSError)."""
+    import tempfile
+    fd, probe = tempfile.mkstemp(prefix=".testbed-probe-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(b"\0" * PROBE_BYTES)
+            f.flush()
+            os.fsync(f.fileno())
+    finally:
+        os.unlink(probe)
 
 
 def _quiet_worker() -> None:
@@ -122,7 +149,8 @@ def run_experiment(exp: Experiment, out: Path, jobs: int | None = None, progress
     check_out_dir(out)
     done = resume.done if resume is not None else set()
     tasks = [(i, p, s) for i, p in enumerate(exp.points) for s in exp.seeds if (i, s) not in done]
-    jobs = jobs or min(len(tasks), os.cpu_count() or 1)
+    cores = os.cpu_count() or 1
+    jobs = max(1, min(jobs or cores, len(tasks), cores))   # more processes than runs or cores cannot help
     if any(p.config["run"]["engine"] == "real" for p in exp.points):
         jobs = 1          # each real run starts a whole cluster on this machine: one at a time
     rows: list[dict[str, Any]] = []
@@ -167,8 +195,14 @@ def run_experiment(exp: Experiment, out: Path, jobs: int | None = None, progress
         if out.exists():
             out.rmdir()           # checked empty above
         os.replace(tmp, out)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, Exception) and not isinstance(exc, TestbedError):
+            if os.environ.get("TESTBED_DEBUG"):
+                raise
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
+            kept = _save_finished(exp, rows, out) if rows else "no run had finished"
+            raise RunFailed(f"writing {printable(str(out))} failed ({why}); {kept}") from None
         raise
     finally:
         if old is not None:
@@ -176,6 +210,29 @@ def run_experiment(exp: Experiment, out: Path, jobs: int | None = None, progress
     if interrupted:
         raise KeyboardInterrupt(str(out))
     return out
+
+
+def _save_finished(exp: Experiment, rows: list[dict], out: Path) -> str:
+    """Save the finished runs' rows (and the resolved config) after the results folder could not
+    be written: in ``<out>-incomplete``, else in the temporary folder. Says where, in words."""
+    import tempfile
+    runs = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])
+    runs = runs.sort_values(["point", "seed"], kind="stable").reset_index(drop=True)
+    n = len(runs)
+    for folder in (_unique(out.with_name(f"{out.name}-incomplete")),
+                   Path(tempfile.gettempdir()) / f"testbed-{exp.name}-{os.getpid()}-incomplete"):
+        try:
+            folder.mkdir(parents=True)
+        except Exception:  # noqa: BLE001 - exists, or cannot be made: try the next place
+            continue
+        try:
+            runs.to_csv(folder / "runs.csv", index=False)
+            (folder / "config.toml").write_text(
+                f"# resolved config of {exp.path} (every default filled in)\n" + tomli_w.dumps(exp.resolved))
+            return f"the {n} finished run(s) are in {printable(str(folder / 'runs.csv'))}"
+        except Exception:  # noqa: BLE001 - try the next place
+            shutil.rmtree(folder, ignore_errors=True)
+    return f"the {n} finished run(s) could not be saved anywhere (no space left?)"
 
 
 def _engines(exp: Experiment) -> str:
@@ -194,12 +251,13 @@ def _guarded(args: tuple[int, Point, int]) -> dict[str, Any]:
         return _one(args)
     except (KeyboardInterrupt, TestbedError):
         raise
-    except Exception as exc:  # noqa: BLE001 - a user's policy may raise anything
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - a user's policy may raise (or exit) anything
         if os.environ.get("TESTBED_DEBUG"):
             raise
         i, point, seed = args
         where = f"point {i}" + (f" [{point.label}]" if point.label else "")
-        raise RunFailed(f"{where}, seed {seed} failed: {type(exc).__name__}: {exc} "
+        what = f"SystemExit({exc.code!r})" if isinstance(exc, SystemExit) else f"{type(exc).__name__}: {exc}"
+        raise RunFailed(f"{where}, seed {seed} failed: {what} "
                         f"(set TESTBED_DEBUG=1 for the traceback)") from None
 
 

@@ -15,7 +15,8 @@ from typing import Any
 
 from ..core.errors import ConfigError
 from ..core.resources import normalise
-from ..core.schema import REQUIRED, Field, check_table, non_negative, positive
+from ..core.config import MAX_JOBS
+from ..core.schema import REQUIRED, Field, between, check_table, count_rule, non_negative, positive
 from .distributions import Distribution, parse_distribution
 
 SHAPES = ("independent", "chains", "map_reduce", "tree_reduce", "actors", "gcs_client")
@@ -26,21 +27,25 @@ def _at_least(n):
     return lambda x: x >= n
 
 
+#: upper bound of a job's task counts, of drivers and of actors (workload.jobs: core.config.MAX_JOBS)
+MAX_PER_JOB = 1_000_000
+
+
 FIELDS: dict[str, Field] = {
     "shape": Field((str,), "independent", choices=SHAPES, doc="DAG of one job"),
-    "jobs": Field((int,), 1000, _at_least(1), ">= 1", "total jobs over all drivers"),
+    "jobs": Field((int,), 1000, between(1, MAX_JOBS), count_rule(MAX_JOBS), "total jobs over all drivers"),
     "arrival": Field((str,), "closed", choices=ARRIVALS,
                      doc="closed: in_flight jobs outstanding per driver; poisson: open arrivals"),
-    "in_flight": Field((int,), 8, _at_least(1), ">= 1", "closed loop: jobs in flight per driver"),
+    "in_flight": Field((int,), 8, between(1, MAX_JOBS), count_rule(MAX_JOBS), "closed loop: jobs in flight per driver"),
     "rate_per_s": Field((float,), 100.0, positive, "> 0", "poisson: jobs per second per driver"),
-    "drivers": Field((int,), 1, _at_least(1), ">= 1", "drivers submitting at once"),
+    "drivers": Field((int,), 1, between(1, MAX_PER_JOB), count_rule(MAX_PER_JOB), "drivers submitting at once"),
     "driver_nodes": Field((list,), [], None, "", "node index of each driver; [] = spread evenly",
                           items=(int,)),
-    "chain_length": Field((int,), 10, _at_least(1), ">= 1", "chains: tasks per chain"),
-    "map_tasks": Field((int,), 8, _at_least(1), ">= 1", "map_reduce: maps per job"),
-    "reduce_tasks": Field((int,), 2, _at_least(1), ">= 1",
+    "chain_length": Field((int,), 10, between(1, MAX_PER_JOB), count_rule(MAX_PER_JOB), "chains: tasks per chain"),
+    "map_tasks": Field((int,), 8, between(1, MAX_PER_JOB), count_rule(MAX_PER_JOB), "map_reduce: maps per job"),
+    "reduce_tasks": Field((int,), 2, between(1, MAX_PER_JOB), count_rule(MAX_PER_JOB),
                           "map_reduce: reduces per job, each takes every map's output"),
-    "tree_leaves": Field((int,), 16, _at_least(1), ">= 1", "tree_reduce: leaf tasks"),
+    "tree_leaves": Field((int,), 16, between(1, MAX_PER_JOB), count_rule(MAX_PER_JOB), "tree_reduce: leaf tasks"),
     "tree_fanin": Field((int,), 2, _at_least(2), ">= 2", "tree_reduce: inputs per combining task"),
     "duration": Field((dict,), {"dist": "exponential", "mean": 0.1},
                       doc="task duration distribution, seconds (default for functions)"),
@@ -53,7 +58,8 @@ FIELDS: dict[str, Field] = {
     # shape "actors": job j is one call Actor.step on actor j % actors (calls on one actor
     # run one at a time, in submission order; method time from duration, result size from
     # output_bytes); actors hold no CPU and are placed round-robin over the nodes at start
-    "actors": Field((int,), 0, non_negative, ">= 0", "actors: stateful actors (must be > 0 for this shape)"),
+    "actors": Field((int,), 0, between(0, MAX_PER_JOB), count_rule(MAX_PER_JOB, 0),
+                    "actors: stateful actors (must be > 0 for this shape)"),
     "actor_checkpoint_interval": Field((int,), 0, non_negative, ">= 0",
                                        "actors: checkpoint an actor's state after every this many calls (0: never)"),
     "actor_checkpoint_s": Field((float,), 0.001, non_negative, ">= 0",
