@@ -15,6 +15,10 @@ from ..core import config as C
 from ..core.errors import ConfigError
 from ..policy.build import build_policies  # noqa: F401  (re-exported: callers import it from here)
 from ..workloads import parse_workload
+from ..workloads.spec import FIELDS as WORKLOAD_FIELDS
+
+#: [cluster] keys only the simulator honours (refused when run.engine = "real")
+REAL_REFUSES = ("link_bandwidth", "bandwidth_changes")
 
 #: between a sweep point's label and its study variant's suffix (``<point> · <variant>``)
 VARIANT_SEP = " · "
@@ -52,6 +56,12 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
     C.check_sections(raw)
     out = C.validate_core(raw)
     out["workload"] = parse_workload(raw.get("workload", {}), "workload").to_dict()
+    if out["run"]["engine"] == "real":
+        for k in REAL_REFUSES:
+            if out["cluster"][k]:
+                raise ConfigError("the real engine's emulated link has one bandwidth for every node and time "
+                                  "(cluster.bandwidth_bytes_per_s); this key runs on the simulator only",
+                                  key=f"cluster.{k}")
     check_policies(out)
     if out["run"]["trace_out"] == "parquet":
         import importlib.util
@@ -78,6 +88,26 @@ def _calibration_from_cwd(raw: dict[str, Any], overrides: list[str]) -> None:
             raw["cluster"]["calibration"] = str(Path(name).resolve())
 
 
+def _absolute_trace_file(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """``workload.trace_file`` relative to ``base`` (the config file's folder) made absolute, so
+    every process that parses the workload reads the same file."""
+    wl = raw.get("workload")
+    name = wl.get("trace_file") if isinstance(wl, dict) else None
+    if isinstance(name, str) and name and not Path(name).is_absolute():
+        raw = dict(raw, workload=dict(wl, trace_file=str((base / name).resolve())))
+    return raw
+
+
+def _sweepable(resolved: dict[str, Any]) -> dict[str, Any]:
+    """The keys a sweep may set: the resolved config's, and the [workload] tables it leaves
+    out when unset (shift, drift; a trace's duration, ...), so a case can add them whole."""
+    wl = dict(resolved.get("workload", {}))
+    for k, f in WORKLOAD_FIELDS.items():
+        if k not in wl and dict in f.types:
+            wl[k] = {}
+    return {**resolved, "workload": wl}
+
+
 def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Experiment:
     path = str(path)
     try:
@@ -86,16 +116,19 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
         _calibration_from_cwd(raw, overrides or [])
         sweep = raw.pop("sweep", None)
         base = Path(path).parent
+        # a --set workload.trace_file path is the command line's (the current folder's)
+        set_trace = any(o.partition("=")[0].strip() == "workload.trace_file" for o in overrides or [])
+        raw = _absolute_trace_file(raw, Path.cwd() if set_trace else base)
         resolved = resolve(C.apply_calibration(raw, base))
         from . import studies
         study = studies.STUDIES[resolved["run"]["study"]]
         points = []
-        for label, over in C.sweep_points(sweep, resolved):
+        for label, over in C.sweep_points(sweep, _sweepable(resolved)):
             # a study may run each point in several variants (e.g. on both engines)
             for suffix, extra in study.variants or (("", {}),):
                 lbl = f"{label}{VARIANT_SEP}{suffix}" if label and suffix else label or suffix
                 over_v = {**over, **extra}
-                cfg = C.apply_calibration(C.apply_point(raw, over_v, resolved), base)
+                cfg = _absolute_trace_file(C.apply_calibration(C.apply_point(raw, over_v, resolved), base), base)
                 try:
                     point = Point(lbl, over_v, resolve(cfg))
                     study.check_config(point.config, lbl)
