@@ -71,10 +71,42 @@ EXCLUDED = ("_Driver.", "_Driver", "Actor.state")
 
 
 def _slow(slowdown: list) -> float:
-    """This worker's node's slowdown (1 outside a worker, or for a node added later)."""
+    """This worker's node's slowdown now (1 outside a worker, or for a node added later).
+    An entry is a number, or ``(base, ((wall time, factor), ...))`` for a node that
+    cluster.slowdowns slows mid-run: base x every factor whose time has come."""
     from . import api
     node = api._worker_core.node if api._worker_core is not None else 0
-    return slowdown[node] if node < len(slowdown) else 1.0
+    s = slowdown[node] if node < len(slowdown) else 1.0
+    if s.__class__ is tuple:
+        s, steps = s
+        now = time.time()
+        for at, factor in steps:
+            if now < at:
+                break
+            s *= factor
+    return s
+
+
+def _link_bandwidths(c: dict, n: int) -> list[float] | None:
+    """Each real node's link bandwidth, bytes/s, with cluster.link_bandwidth applied (config
+    node k is node k % n here, as for [faults]; a later entry wins); None when it lists none."""
+    if not c["link_bandwidth"]:
+        return None
+    bw = [float(c["bandwidth_bytes_per_s"])] * n
+    for x in c["link_bandwidth"]:
+        for k in x["nodes"]:
+            bw[k % n] = float(x["bytes_per_s"])
+    return bw
+
+
+def _slowdown_schedule(slowdown: list, slowdowns: list, n: int, t0: float, scale: float) -> list:
+    """``slowdown`` (one number per real node) with cluster.slowdowns applied: config node k
+    is node k % n here (as for [faults]), at wall time t0 + at_s x real_time_scale."""
+    steps: dict[int, list] = {}
+    for x in slowdowns:
+        steps.setdefault(x["node"] % n, []).append((t0 + x["at_s"] * scale, x["factor"]))
+    return [(s, tuple(sorted(steps[i], key=lambda e: e[0]))) if i in steps else s
+            for i, s in enumerate(slowdown)]
 
 
 def _spend(d: float, mode: str) -> None:
@@ -407,6 +439,7 @@ def run_real(cfg: dict, seed: int):
              bandwidth_key=sched["bandwidth_key"], decide_at=sched["decide_at"], gcs_shards=c["gcs_shards"],
              heartbeat_interval_s=c["heartbeat_interval_s"], object_store_bytes=int(min(c["object_store_bytes"], api.OBJECT_STORE_BYTES)),
              link_bandwidth_bytes_per_s=c["bandwidth_bytes_per_s"], link_latency_s=c["latency_s"],
+             link_bandwidth_per_node=_link_bandwidths(c, n),
              lineage=faults["lineage"], num_heartbeats_timeout=c["num_heartbeats_timeout"],
              gcs_chain_length=c["gcs_chain_length"], gcs_flush_interval_s=c["gcs_flush_interval_s"],
              gcs_replace_replicas=faults["gcs_replace_replicas"], seed=seed)
@@ -417,6 +450,7 @@ def run_real(cfg: dict, seed: int):
         handles = None
         failed: list[int] = []
         t0 = time.time()
+        slowdown = _slowdown_schedule(slowdown, c["slowdowns"], n, t0, scale)
         memory.start()
         if shape == "gcs_client":
             clients = _GcsClients(api, wl_table, seed, total, driver_nodes, gap_scale)

@@ -568,6 +568,9 @@ class NodeManager:
     def on_object(self, ch, oid, kind, data, asked_at, src) -> None:
         cfg = self.ctx.config
         bw = cfg["link_bandwidth_bytes_per_s"]
+        own = cfg.get("link_bandwidth_per_node")
+        if own is not None and self.index < len(own):
+            bw = own[self.index]                # this node's own link (cluster.link_bandwidth)
         delay = cfg["link_latency_s"] + (len(data) / bw if bw else 0.0)
 
         def land():

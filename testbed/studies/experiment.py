@@ -18,7 +18,7 @@ from ..workloads import parse_workload
 from ..workloads.spec import FIELDS as WORKLOAD_FIELDS
 
 #: [cluster] keys only the simulator honours (refused when run.engine = "real")
-REAL_REFUSES = ("link_bandwidth", "bandwidth_changes")
+REAL_REFUSES = ("bandwidth_changes",)
 
 #: between a sweep point's label and its study variant's suffix (``<point> · <variant>``)
 VARIANT_SEP = " · "
@@ -59,8 +59,8 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
     if out["run"]["engine"] == "real":
         for k in REAL_REFUSES:
             if out["cluster"][k]:
-                raise ConfigError("the real engine's emulated link has one bandwidth for every node and time "
-                                  "(cluster.bandwidth_bytes_per_s); this key runs on the simulator only",
+                raise ConfigError("the real engine's emulated links keep their bandwidth for the whole run "
+                                  "(bandwidth_bytes_per_s, link_bandwidth); this key runs on the simulator only",
                                   key=f"cluster.{k}")
     check_policies(out)
     if out["run"]["trace_out"] == "parquet":
