@@ -151,3 +151,19 @@ def test_a_trace_is_replayed_at_its_arrival_times_with_its_durations_and_demands
     # the 2-CPU task holds the node: the others start when it ends
     assert tr.started_s.iloc[1] >= tr.finished_s.iloc[0] - 1e-12
     assert tr.started_s.iloc[2] >= tr.finished_s.iloc[0] - 1e-12
+
+
+def test_testbed_validate_names_the_config_the_trace_file_its_line_and_column(tmp_path, monkeypatch, capsys):
+    """A trace path is relative to the config file; a bad row is one line on stderr, exit 2."""
+    from testbed.cli import main
+    (tmp_path / "traces").mkdir()
+    (tmp_path / "traces" / "t.csv").write_text("arrival_s,function,duration_s\n0,a,1\n1,a,-2\n")
+    cfg = tmp_path / "exp.toml"
+    cfg.write_text('[workload]\nshape = "trace"\ntrace_file = "traces/t.csv"\n')
+    monkeypatch.chdir("/")
+    assert main(["validate", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    assert f"{cfg}: workload.trace_file: {tmp_path / 'traces' / 't.csv'}: line 3, column duration_s" in err
+    (tmp_path / "traces" / "t.csv").write_text("arrival_s,function,duration_s\n0,a,1\n1,a,2\n")
+    assert main(["validate", str(cfg)]) == 0
