@@ -1,6 +1,6 @@
 """The real engine on the workloads that separate estimators: a trace replayed at its arrival
 times, on a node that slows down mid-run (cluster.slowdowns), and a node with its own slow
-link (cluster.link_bandwidth). Two small runs (a few seconds each); they leave nothing
+link that changes mid-run (cluster.link_bandwidth, bandwidth_changes). Two small runs (a few seconds each); they leave nothing
 running (conftest)."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import run_toml
 
-from testbed.real.engine import _link_bandwidths, _slow, _slowdown_schedule
+from testbed.real.engine import _bandwidth_events, _link_bandwidths, _slow, _slowdown_schedule
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -67,23 +67,36 @@ def test_link_bandwidths_fold_config_nodes_onto_the_real_ones():
     assert _link_bandwidths({"bandwidth_bytes_per_s": 1e9, "link_bandwidth": []}, 2) is None
 
 
-def test_a_node_with_its_own_slow_link_fetches_inputs_at_its_bandwidth(tmp_path):
-    """Two-task chains, the reader placed on node 1 whose link runs at 1e7 bytes/s: each
-    reader starts at least size / 1e7 after its input was made (0.1 s for 1 MB; the
-    default link would take 0.3 ms)."""
-    size, bw = 1_000_000, 1e7
+def test_bandwidth_changes_become_link_events_per_real_node():
+    """Each change multiplies the bandwidth a real node's link has by then (config node k is
+    node k % n, once per change; nodes = [] every node), at at_s x real_time_scale."""
+    c = {"bandwidth_bytes_per_s": 1e9, "link_bandwidth": [{"nodes": [1], "bytes_per_s": 1e7}],
+         "bandwidth_changes": [{"at_s": 2.0, "factor": 0.5, "nodes": []},
+                               {"at_s": 1.0, "factor": 0.1, "nodes": [1, 3]}]}
+    assert _bandwidth_events(c, 2, 0.5) == [(0.5, "link_bandwidth", (1, 1e6)),
+                                           (1.0, "link_bandwidth", (0, 5e8)), (1.0, "link_bandwidth", (1, 5e5))]
+    assert _bandwidth_events({**c, "bandwidth_changes": []}, 2, 1.0) == []
+
+
+def test_a_nodes_own_link_and_its_change_mid_run_set_its_fetch_times(tmp_path):
+    """Two-task chains, the reader placed on node 1, whose link runs at 2e7 bytes/s and from
+    1 s on at a quarter of it: a reader starts at least size / 2e7 after its input was made
+    (0.05 s for 1 MB; the default link would take 0.3 ms), and one whose input was made after
+    1 s at least size / 5e6 (0.2 s) after."""
+    size, bw, at_s, factor = 1_000_000, 2e7, 1.0, 0.25
     text = f"""
         [cluster]
         nodes = 2
         cpus_per_node = 1
         link_bandwidth = [{{nodes = [1], bytes_per_s = {bw}}}]
+        bandwidth_changes = [{{at_s = {at_s}, factor = {factor}, nodes = [1]}}]
         [scheduler]
         spillover = "AlwaysGlobal"
         placement = "RoundRobin"
         [workload]
         shape = "chains"
         chain_length = 2
-        jobs = 6
+        jobs = 16
         in_flight = 1
         duration = {{dist = "constant", value = 0.01}}
         output_bytes = {{dist = "constant", value = {size}}}
@@ -95,11 +108,16 @@ def test_a_node_with_its_own_slow_link_fetches_inputs_at_its_bandwidth(tmp_path)
     res = run_toml(tmp_path / "real.toml", text)
     tr = res.trace
     assert res.info["complete"] and (tr.state == "finished").all()
-    checked = 0
+    before = after = 0
     for _, job in tr.groupby("job_id"):
         job = job.sort_values("started_s")
         producer, reader = job.iloc[0], job.iloc[1]
-        if reader.node == 1 and producer.node != 1:
-            assert reader.started_s - producer.finished_s >= size / bw * 0.98
-            checked += 1
-    assert checked >= 3
+        if reader.node != 1 or producer.node == 1:
+            continue
+        fetch = reader.started_s - producer.finished_s
+        assert fetch >= size / bw * 0.98
+        before += 1
+        if producer.finished_s > at_s + 0.01:
+            assert fetch >= size / (bw * factor) * 0.98
+            after += 1
+    assert before - after >= 1 and after >= 2

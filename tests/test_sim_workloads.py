@@ -123,15 +123,6 @@ def test_bad_node_changes_name_the_key(cluster, key):
     assert info.value.key == key
 
 
-def test_the_real_engine_refuses_links_that_change():
-    """Its emulated links keep their bandwidth for the run: bandwidth_changes is simulator-only
-    (link_bandwidth, fixed per node, runs on both)."""
-    with pytest.raises(ConfigError, match="simulator only") as info:
-        resolve({"cluster": {"bandwidth_changes": [{"at_s": 1.0, "factor": 0.5}]}, "run": {"engine": "real"}})
-    assert info.value.key == "cluster.bandwidth_changes"
-    resolve({"cluster": {"link_bandwidth": [{"nodes": [0], "bytes_per_s": 1e8}]}, "run": {"engine": "real"}})
-
-
 # --- trace replay --------------------------------------------------------------------------
 
 def test_a_trace_is_replayed_at_its_arrival_times_with_its_durations_and_demands(tmp_path):

@@ -53,7 +53,8 @@ CLUSTER: dict[str, Field] = {
                             "bandwidth_bytes_per_s", items=(dict,)),
     "bandwidth_changes": Field((list,), [], None, "", "links that change: a list of {at_s, factor, nodes}: from "
                                "at_s (seconds) on, transfers onto those nodes (nodes = [] : every node) run at "
-                               "factor times the link bandwidth they had (transfers booked before keep theirs)",
+                               "factor times the link bandwidth they had (simulator: transfers booked before keep theirs; "
+                               "real engine: objects landing after the change)",
                                items=(dict,)),
     "latency_s": Field(_num, 1e-4, non_negative, ">= 0", "one-way network latency between nodes, seconds"),
     "object_store_bytes": Field(_num, 8e9, positive, "> 0", "object store capacity per node, bytes (LRU spill beyond it)"),

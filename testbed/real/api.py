@@ -671,6 +671,14 @@ def _gcs_stats() -> dict[tuple[int, int], dict]:
         g.close()
 
 
+def _set_link_bandwidth(index: int, bytes_per_s: float) -> None:
+    """Node ``index``'s emulated link runs at ``bytes_per_s`` for the objects it fetches from
+    now on (the real engine's cluster.bandwidth_changes)."""
+    if not _check_amount("bytes_per_s", bytes_per_s) > 0:
+        raise ValueError(f"bytes_per_s must be > 0, got {bytes_per_s!r}")
+    _core().send(("link_bandwidth", int(index), float(bytes_per_s)))
+
+
 def kill_worker(node_id: str | None = None) -> None:
     """Kill one worker process of a node (a busy one if any; node 0 by default): its task is
     retried (max_retries) or fails with WorkerCrashedError."""

@@ -99,6 +99,21 @@ def _link_bandwidths(c: dict, n: int) -> list[float] | None:
     return bw
 
 
+def _bandwidth_events(c: dict, n: int, scale: float) -> list:
+    """cluster.bandwidth_changes as (time, "link_bandwidth", (node, bytes/s)) events: config node
+    k is node k % n here (a change counts once per real node), nodes = [] every node; each
+    change multiplies the bandwidth that node's link has by then."""
+    if not c["bandwidth_changes"]:
+        return []
+    bw = _link_bandwidths(c, n) or [float(c["bandwidth_bytes_per_s"])] * n
+    events = []
+    for x in sorted(c["bandwidth_changes"], key=lambda x: x["at_s"]):
+        for m in sorted({k % n for k in x["nodes"]}) if x["nodes"] else range(n):
+            bw[m] *= x["factor"]
+            events.append((x["at_s"] * scale, "link_bandwidth", (m, bw[m])))
+    return events
+
+
 def _slowdown_schedule(slowdown: list, slowdowns: list, n: int, t0: float, scale: float) -> list:
     """``slowdown`` (one number per real node) with cluster.slowdowns applied: config node k
     is node k % n here (as for [faults]), at wall time t0 + at_s x real_time_scale."""
@@ -455,7 +470,8 @@ def run_real(cfg: dict, seed: int):
         if shape == "gcs_client":
             clients = _GcsClients(api, wl_table, seed, total, driver_nodes, gap_scale)
             clients.start()
-            fault_log = _inject_faults(api, faults, n, real_nodes, seed, scale, t0, clients.wait)
+            fault_log = _inject_faults(api, faults, n, real_nodes, seed, scale, t0, clients.wait,
+                                       _bandwidth_events(c, n, scale))
             clients.join()
             jobs_done = len(clients.rows)
             extra_rows = clients.rows
@@ -473,7 +489,8 @@ def run_real(cfg: dict, seed: int):
 
             def finished(timeout: float) -> bool:
                 return len(api.wait(runs, num_returns=len(runs), timeout=timeout)[0]) == len(runs)
-            fault_log = _inject_faults(api, faults, n, real_nodes, seed, scale, t0, finished)
+            fault_log = _inject_faults(api, faults, n, real_nodes, seed, scale, t0, finished,
+                                       _bandwidth_events(c, n, scale))
             outcomes = api.get(runs)             # each driver returns the jobs it saw through
             jobs_done = sum(o["done"] for o in outcomes)
             failed = sorted(j for o in outcomes for j in o["failed"])
@@ -550,7 +567,7 @@ def _actor_state_ok(api, handles: list, actor_of: list[int], failed: set[int], n
 
 
 def _inject_faults(api, faults: dict, n: int, nodes: list, seed: int, scale: float, t0: float,
-                   finished: Callable[[float], bool]) -> list:
+                   finished: Callable[[float], bool], extra: list = ()) -> list:
     """Carry out [faults] on the real cluster while the workload runs (times x real_time_scale);
     ``finished(timeout)`` waits at most ``timeout`` seconds for the workload to end and says
     whether it has.
@@ -559,9 +576,11 @@ def _inject_faults(api, faults: dict, n: int, nodes: list, seed: int, scale: flo
     failure of node 0 is skipped (and logged). Restored nodes come back as new nodes. A GCS
     replica failure kills the chain member at that position (0 the head, -1 the tail) with
     tb.kill_gcs_replica; one the chain cannot lose then (its replacement has not joined yet)
-    is skipped and logged. Returns [(time, action, node or (shard, replica))].
+    is skipped and logged. ``extra`` are more events at their times: (t, "link_bandwidth",
+    (node, bytes/s)) changes a node's emulated link (cluster.bandwidth_changes). Returns
+    [(time, action, node or (shard, replica) or (node, bytes/s))].
     """
-    events = []
+    events = list(extra)
     for f in faults["gcs_replica_failures"]:
         events.append((f["at_s"] * scale, "gcs_kill", (f["shard"], f["replica"])))
     for f in faults["node_failures"]:
@@ -617,6 +636,8 @@ def _inject_faults(api, faults: dict, n: int, nodes: list, seed: int, scale: flo
                 continue
         elif action == "kill_worker":
             c.command(cmd="kill_worker", index=arg)
+        elif action == "link_bandwidth":
+            api._set_link_bandwidth(*arg)
         elif action == "add_node":
             index = len(c.config["nodes"])
             c.config["nodes"].append(arg)

@@ -17,8 +17,6 @@ from ..policy.build import build_policies  # noqa: F401  (re-exported: callers i
 from ..workloads import parse_workload
 from ..workloads.spec import FIELDS as WORKLOAD_FIELDS
 
-#: [cluster] keys only the simulator honours (refused when run.engine = "real")
-REAL_REFUSES = ("bandwidth_changes",)
 
 #: between a sweep point's label and its study variant's suffix (``<point> · <variant>``)
 VARIANT_SEP = " · "
@@ -56,12 +54,6 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
     C.check_sections(raw)
     out = C.validate_core(raw)
     out["workload"] = parse_workload(raw.get("workload", {}), "workload").to_dict()
-    if out["run"]["engine"] == "real":
-        for k in REAL_REFUSES:
-            if out["cluster"][k]:
-                raise ConfigError("the real engine's emulated links keep their bandwidth for the whole run "
-                                  "(bandwidth_bytes_per_s, link_bandwidth); this key runs on the simulator only",
-                                  key=f"cluster.{k}")
     check_policies(out)
     if out["run"]["trace_out"] == "parquet":
         import importlib.util
