@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-
-import numpy as np
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from ..core.errors import ConfigError
 from ..core.resources import normalise
