@@ -121,3 +121,31 @@ def test_a_nodes_own_link_and_its_change_mid_run_set_its_fetch_times(tmp_path):
             assert fetch >= size / (bw * factor) * 0.98
             after += 1
     assert before - after >= 1 and after >= 2
+
+
+def test_shift_and_drift_read_the_submission_time_in_config_seconds(tmp_path):
+    """With real_time_scale = 0.5 a shift at 1 config second happens 0.5 real seconds in (as
+    [faults] times do): jobs submitted between 0.5 and 1 real second already run the shifted
+    durations (20 x 10 ms x 0.5 = 0.1 real seconds), and drift reads the same clock."""
+    text = """
+        [cluster]
+        nodes = 2
+        cpus_per_node = 2
+        [workload]
+        shape = "independent"
+        jobs = 40
+        arrival = "poisson"
+        rate_per_s = 40.0
+        duration = {dist = "constant", value = 0.01}
+        shift = {at_s = 1.0, scale = 20.0}
+        [run]
+        engine = "real"
+        real_nodes = 2
+        real_cpus_per_node = 2
+        real_time_scale = 0.5
+    """
+    tr = run_toml(tmp_path / "real.toml", text).trace
+    ran = tr.finished_s - tr.started_s
+    window = (tr.submitted_s > 0.52) & (tr.submitted_s < 0.98)
+    assert window.sum() >= 3
+    assert (ran[tr.submitted_s > 0.52] >= 0.1 * 0.98).all()

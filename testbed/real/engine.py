@@ -199,7 +199,9 @@ class _Driver:
         lost: list[int] = []         # actor calls applied whose result was lost with its node
 
         def submit(j: int) -> list:
-            job = wl.job(j, d, time.time() - t0)
+            # the submission time in config seconds (real seconds / real_time_scale, as the times of
+            # [faults] and cluster.slowdowns): shift.at_s and drift act on it as in the simulator
+            job = wl.job(j, d, (time.time() - t0) / scale)
             if actors is not None:                       # one call on the job's actor
                 t = job.tasks[0]
                 return [actors[wl.actor_of(j)].step.remote(j, d, t.duration_s * scale, t.output_bytes)]
