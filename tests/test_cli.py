@@ -321,7 +321,7 @@ def test_run_config_toml_is_resolved_and_loads_again(finished_run):
     assert set(resolved["cluster"]) == set(C.CLUSTER)
     assert set(resolved["scheduler"]) == set(C.SCHEDULER)
     assert set(resolved["run"]) == set(C.RUN)
-    assert set(WORKLOAD_FIELDS) - set(resolved["workload"]) == {"shift"}
+    assert set(WORKLOAD_FIELDS) - set(resolved["workload"]) == {"shift", "drift"}
     assert resolved["sweep"] == {"cluster.nodes": [2, 4]}
     again = load_experiment(out / "config.toml")
     original = load_experiment(cfg)

@@ -51,9 +51,9 @@ def test_resolve_of_an_empty_config_fills_every_default(section, fields):
 
 
 def test_resolve_fills_the_workload_defaults():
-    """The resolved [workload] has every key but the unset optional ``shift``, at its default."""
+    """The resolved [workload] has every key but the unset optionals ``shift`` and ``drift``, at its default."""
     w = resolve({})["workload"]
-    assert set(WORKLOAD_FIELDS) - set(w) == {"shift"}
+    assert set(WORKLOAD_FIELDS) - set(w) == {"shift", "drift"}
     assert w["jobs"] == WORKLOAD_FIELDS["jobs"].default
     assert w["shape"] == "independent"
     assert len(w["functions"]) == 1                       # the single default function

@@ -193,6 +193,7 @@ DISTS = [
     ({"dist": "exponential", "mean": 0.1}, 0.1),
     ({"dist": "lognormal", "mean": 0.05, "sigma": 1.0}, 0.05),
     ({"dist": "pareto", "alpha": 3.0, "min": 2.0}, 3.0),
+    ({"dist": "pareto", "alpha": 2.5, "mean": 0.1}, 0.1),      # by its mean: min = 0.06
     ({"dist": "mixture", "components": [
         {"weight": 9, "dist": "constant", "value": 0.01},
         {"weight": 1, "dist": "exponential", "mean": 1.0}]}, 0.109),
@@ -367,6 +368,16 @@ BAD = [
     ({"functions": [{"name": "f", "speed": 2}]}, "workload.functions[0].speed", "unknown key"),
     ({"functions": [{"name": "f", "duration_after_shift": {"dist": "constant", "value": 1}}]},
      "workload.functions[0].duration_after_shift", "shift"),
+    ({"duration": {"dist": "pareto", "alpha": 2, "min": 1, "mean": 2}}, "workload.duration", "not both"),
+    ({"duration": {"dist": "pareto", "alpha": 2}}, "workload.duration", "exactly one of min or mean"),
+    ({"drift": {"per_s": -0.1}}, "workload.drift.per_s", "kind = \"exp\""),
+    ({"drift": {"per_s": 0.1, "kind": "log"}}, "workload.drift.kind", "one of"),
+    ({"drift": {"kind": "exp"}}, "workload.drift.per_s", "required"),
+    ({"functions": [{"name": "f", "drift": {"per_s": 1, "rate": 2}}]}, "workload.functions[0].drift.rate",
+     "unknown key"),
+    ({"trace_file": "x.csv"}, "workload.trace_file", "shape = \"trace\""),
+    ({"shape": "trace"}, "workload.trace_file", "required"),
+    ({"arrival": "trace"}, "workload.arrival", "shape = \"trace\""),
 ]
 
 
@@ -397,3 +408,169 @@ def test_next_task_fast_path_gives_the_same_draws_as_next_job():
             break
         spec = job.tasks[0]
         assert t == (job.job_id, spec.function, spec.duration_s, spec.resources, spec.output_bytes)
+
+
+# --- drift -----------------------------------------------------------------------------
+
+DRIFTING = dict(jobs=400, functions=[
+    {"name": "a", "duration": {"dist": "exponential", "mean": 0.1}, "drift": {"per_s": 0.5, "kind": "linear"}},
+    {"name": "b", "duration": {"dist": "lognormal", "mean": 1.0, "sigma": 0.5},
+     "drift": {"per_s": -0.2, "kind": "exp"}},
+    {"name": "c", "duration": {"dist": "constant", "value": 0.3}}])
+
+
+def test_drift_scales_each_functions_draws_by_its_factor_at_submission():
+    """Drift multiplies the draw a task would have without it by the function's factor at its
+    submission time (linear 1 + r t, exp e^(r t); none for c): the draws stay common, so
+    two estimators compared on a drifting workload see the same tasks."""
+    plain = dict(DRIFTING, functions=[{k: v for k, v in f.items() if k != "drift"} for f in DRIFTING["functions"]])
+    w, ref = make(5, **DRIFTING), make(5, **plain)
+    factor = {"a": lambda t: 1 + 0.5 * t, "b": lambda t: math.exp(-0.2 * t), "c": lambda t: 1.0}
+    for i in range(400):
+        now = 0.05 * i
+        got, want = w.next_job(0, now).tasks[0], ref.next_job(0, now).tasks[0]
+        assert got.function == want.function
+        assert got.duration_s == pytest.approx(want.duration_s * factor[got.function](now), rel=1e-12)
+    # the Oracle's truth drifts with them
+    for f, base in (("a", 0.1), ("b", 1.0), ("c", 0.3)):
+        assert w.mean_duration(f, 4.0) == pytest.approx(base * factor[f](4.0), rel=1e-12)
+    assert w.mean_duration(None, 4.0) == pytest.approx((0.1 * 3 + math.exp(-0.8) + 0.3) / 3, rel=1e-12)
+
+
+def test_workload_drift_is_every_functions_default_and_applies_to_dags():
+    """workload.drift holds for every function that sets none, in multi-task jobs too, and
+    next_task hands out exactly what next_job does."""
+    table = dict(shape="chains", chain_length=3, jobs=50, drift={"per_s": 1.0, "kind": "exp"})
+    w, ref = make(2, **table), make(2, **{k: v for k, v in table.items() if k != "drift"})
+    job, plain = w.next_job(0, 2.0), ref.next_job(0, 2.0)
+    assert [t.duration_s for t in job.tasks] == pytest.approx([t.duration_s * math.exp(2.0) for t in plain.tasks])
+    single = dict(jobs=50, drift={"per_s": 0.1})
+    slow, fast = make(1, **single), make(1, **single)
+    for i in range(50):
+        spec = slow.next_job(0, float(i)).tasks[0]
+        assert fast.next_task(0, float(i))[2] == spec.duration_s
+    assert parse_workload(parse_workload(table).to_dict()) == parse_workload(table)
+
+
+# --- trace files -------------------------------------------------------------------------
+
+TRACE = """\
+# a comment line
+arrival_s,function,duration_s,cpus,output_bytes
+0.0,map,0.25,1,1000
+0.5,reduce,1.5,2,0
+
+1.25,map,0.75,1,3000.4
+2.0,map,0.5,0,10
+"""
+
+
+def trace_table(tmp_path, text=TRACE, **extra):
+    path = tmp_path / "t.csv"
+    path.write_text(text)
+    return dict({"shape": "trace", "trace_file": str(path)}, **extra)
+
+
+def test_trace_rows_are_replayed_as_jobs_in_file_order(tmp_path):
+    """Job j is the file's j-th row: its function, duration, CPUs and output size (missing
+    columns at their defaults); the functions are the file's, weighted by their rows, each
+    with its mean duration (the Oracle's truth)."""
+    spec = parse_workload(trace_table(tmp_path))
+    assert spec.jobs == 4                         # min(jobs = 1000, rows)
+    w = Workload(spec, 0)
+    assert w.functions == ("map", "reduce")
+    tasks = [job.tasks[0] for job in drain(w)]
+    assert [(t.function, t.duration_s, t.resources, t.output_bytes) for t in tasks] == [
+        ("map", 0.25, {"CPU": 1.0}, 1000), ("reduce", 1.5, {"CPU": 2.0}, 0),
+        ("map", 0.75, {"CPU": 1.0}, 3000), ("map", 0.5, {}, 10)]
+    assert w.mean_duration("map", 0.0) == pytest.approx(0.5)
+    assert w.mean_duration(None, 0.0) == pytest.approx(0.75)
+    assert [f.weight for f in spec.functions] == [3.0, 1.0]
+    fast = Workload(spec, 0)
+    assert [fast.next_task(0, 0.0)[1:] for _ in range(4)] == [
+        (t.function, t.duration_s, t.resources, t.output_bytes) for t in tasks]
+    assert Workload(parse_workload(trace_table(tmp_path, jobs=2)), 0).total_jobs == 2
+    # the resolved table leaves out what the file gives, and parses to the same spec
+    d = spec.to_dict()
+    assert not {"functions", "duration", "output_bytes", "resources"} & set(d)
+    assert parse_workload(d) == spec
+
+
+def test_trace_arrivals_submit_each_job_at_its_rows_time_whatever_the_drivers(tmp_path):
+    """arrival = "trace": the running sum of driver d's gaps is the arrival time of each of its
+    jobs d, d + D, ..."""
+    for drivers in (1, 2, 3):
+        w = Workload(parse_workload(trace_table(tmp_path, arrival="trace", drivers=drivers)), 0)
+        for d in range(drivers):
+            t, times = 0.0, []
+            for _ in w.driver_jobs(d):
+                t += w.next_arrival_gap(d)
+                times.append(t)
+            assert times == pytest.approx([[0.0, 0.5, 1.25, 2.0][j] for j in w.driver_jobs(d)])
+
+
+def test_a_trace_with_shift_and_drift_scales_its_durations(tmp_path):
+    w = Workload(parse_workload(trace_table(tmp_path, shift={"at_s": 1.0, "scale": 2.0},
+                                            drift={"per_s": 0.5})), 0)
+    assert [w.next_task(0, now)[2] for now in (0.0, 0.5, 1.0, 2.0)] == pytest.approx(
+        [0.25, 1.5 * 1.25, 0.75 * 2 * 1.5, 0.5 * 2 * 2.0])
+
+
+def test_a_trace_file_is_read_again_when_it_changes(tmp_path):
+    table = trace_table(tmp_path)
+    assert parse_workload(table).jobs == 4
+    path = tmp_path / "t.csv"
+    path.write_text(TRACE + "3.0,map,0.1,1,0\n")
+    assert parse_workload(table).jobs == 5
+
+
+BAD_TRACES = [
+    ("arrival_s,function,duration_s,memory\n0,a,1,2\n", "line 1, column memory", "unknown column"),
+    ("arrival_s,function\n0,a\n", "line 1, column duration_s", "missing"),
+    ("arrival_s,function,duration_s,duration_s\n", "line 1, column duration_s", "twice"),
+    ("arrival_s,function,duration_s\n0,a,1\n0,a\n", "line 3", "expected 3 fields"),
+    ("arrival_s,function,duration_s\n0,a,fast\n", "line 2, column duration_s", "expected a number"),
+    ("arrival_s,function,duration_s,cpus\n0,a,1,-1\n", "line 2, column cpus", ">= 0"),
+    ("arrival_s,function,duration_s\n0,a,nan\n", "line 2, column duration_s", "finite"),
+    ("arrival_s,function,duration_s\n2,a,1\n# late\n1,a,1\n", "line 4, column arrival_s", "sort"),
+    ("arrival_s,function,duration_s\n0,,1\n", "line 2, column function", "non-empty"),
+    ("arrival_s,function,duration_s\n", "line 1", "no rows"),
+    ("", "", "empty trace file"),
+]
+
+
+@pytest.mark.parametrize("text,where,what", BAD_TRACES, ids=[w or "empty" for _, w, _ in BAD_TRACES])
+def test_a_bad_trace_file_is_one_error_naming_file_line_and_column(tmp_path, text, where, what):
+    table = trace_table(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        parse_workload(table)
+    msg = str(info.value)
+    assert "\n" not in msg and info.value.key == "workload.trace_file"
+    assert f"{tmp_path / 't.csv'}: {where}" in msg and what in msg
+
+
+def test_a_missing_trace_file_is_named():
+    with pytest.raises(ConfigError, match="workload.trace_file: /no/such.csv: no such trace file"):
+        parse_workload({"shape": "trace", "trace_file": "/no/such.csv"})
+
+
+def test_make_trace_is_deterministic_and_wrote_the_shipped_trace(tmp_path):
+    """The documented command regenerates experiments/traces/synthetic.csv byte for byte;
+    another seed gives another trace; the file parses with the mix the docstring states."""
+    from pathlib import Path
+
+    from testbed.workloads import make_trace
+    shipped = Path(__file__).resolve().parents[1] / "experiments" / "traces" / "synthetic.csv"
+    out = tmp_path / "a.csv"
+    assert make_trace.main(["--rows", "3000", "--seed", "0", "--out", str(out)]) == 0
+    assert out.read_bytes() == shipped.read_bytes()
+    assert make_trace.main(["--rows", "3000", "--seed", "1", "--out", str(tmp_path / "b.csv")]) == 0
+    assert (tmp_path / "b.csv").read_bytes() != out.read_bytes()
+    w = Workload(parse_workload(trace_table(tmp_path, out.read_text(), arrival="trace", jobs=3000)), 0)
+    assert w.total_jobs == 3000 and set(w.functions) == {"serve", "etl", "train", "shuffle"}
+    counts = w.spec.trace.counts()
+    assert counts["serve"] > counts["etl"] > counts["shuffle"] > counts["train"]
+    assert w.mean_duration("train", 0.0) == pytest.approx(0.4, rel=0.25)
+    assert w.spec.trace.arrival_s[-1] == pytest.approx(30.0, rel=0.1)       # ~100 arrivals/s
+    assert make_trace.main(["--rows", "0", "--out", str(tmp_path / "c.csv")]) == 2
+    assert not (tmp_path / "c.csv").exists()

@@ -57,6 +57,17 @@ CLUSTER: dict[str, Field] = {
     "slow_factor": Field(_num, 1.0, lambda x: x >= 1, ">= 1", "slowdown of the slow nodes (task time multiplier)"),
     "bandwidth_bytes_per_s": Field(_num, 3.125e9, positive, "> 0",
                                    "each node's network link, bytes/s (25 Gbit/s, the paper's AWS network, §5.1)"),
+    "slowdowns": Field((list,), [], None, "", "stragglers: nodes that slow down mid-run, a list of {node, at_s, "
+                       "factor}: from at_s (seconds) on, tasks starting on that node take factor times as long "
+                       "as before (factor < 1 speeds it up; tasks running then keep their time)", items=(dict,)),
+    "link_bandwidth": Field((list,), [], None, "", "links that differ: a list of {nodes, bytes_per_s}, each "
+                            "listed node's link (its input fetches) at bytes_per_s instead of "
+                            "bandwidth_bytes_per_s", items=(dict,)),
+    "bandwidth_changes": Field((list,), [], None, "", "links that change: a list of {at_s, factor, nodes}: from "
+                               "at_s (seconds) on, transfers onto those nodes (nodes = [] : every node) run at "
+                               "factor times the link bandwidth they had (simulator: transfers booked before keep theirs; "
+                               "real engine: objects landing after the change)",
+                               items=(dict,)),
     "latency_s": Field(_num, 1e-4, non_negative, ">= 0", "one-way network latency between nodes, seconds. "
                        "Simulator: every hop between processes on different nodes pays it once — a task "
                        "forwarded to the global scheduler, its assignment to a node, a result (or actor "
@@ -115,6 +126,21 @@ CLUSTER: dict[str, Field] = {
                          "table fills every [cluster] key this config does not set (explicit keys, --set and sweep "
                          "values win); a path relative to the config file (to the current folder with --set); "
                          "'' for none"),
+}
+
+SLOWDOWN: dict[str, Field] = {
+    "node": Field(_int, REQUIRED, non_negative, ">= 0", "which node (index)"),
+    "at_s": Field(_num, REQUIRED, non_negative, ">= 0", "when, seconds from the start"),
+    "factor": Field(_num, REQUIRED, positive, "> 0", "task-time multiplier applied from then on (4 = four times slower)"),
+}
+LINK_BANDWIDTH: dict[str, Field] = {
+    "nodes": Field((list,), REQUIRED, lambda x: len(x) > 0, "a non-empty list", "node indices", items=(int,)),
+    "bytes_per_s": Field(_num, REQUIRED, positive, "> 0", "their links' bandwidth, bytes/s"),
+}
+BANDWIDTH_CHANGE: dict[str, Field] = {
+    "at_s": Field(_num, REQUIRED, non_negative, ">= 0", "when, seconds from the start"),
+    "factor": Field(_num, REQUIRED, positive, "> 0", "bandwidth multiplier from then on (0.25 = four times slower)"),
+    "nodes": Field((list,), [], None, "", "node indices whose links change; [] = every node", items=(int,)),
 }
 
 NODE_GROUP: dict[str, Field] = {
@@ -470,6 +496,7 @@ def validate_core(cfg: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     if sum(g["count"] for g in groups) > MAX_NODES:
         raise ConfigError(f"the groups' counts add up to {sum(g['count'] for g in groups):,} nodes, more than "
                           f"{MAX_NODES:,}", key="cluster.node_groups")
+    _check_node_changes(out["cluster"])
     f = out["faults"]
     f["node_failures"] = [check_table(x, NODE_FAILURE, f"faults.node_failures[{i}]")
                           for i, x in enumerate(f["node_failures"])]
@@ -488,6 +515,30 @@ def real_node_count(cluster: Mapping[str, Any], run: Mapping[str, Any]) -> int:
     """Logical nodes of the real engine's cluster: the first ``run.real_nodes`` of ``[cluster]``."""
     n = sum(g["count"] for g in cluster["node_groups"]) if cluster["node_groups"] else cluster["nodes"]
     return min(n, run["real_nodes"])
+
+
+def _check_node_changes(c: dict) -> None:
+    """cluster.slowdowns, link_bandwidth, bandwidth_changes: each entry's keys, and node
+    indices below the cluster's node count (nodes, or the node_groups' counts)."""
+    n = sum(g["count"] for g in c["node_groups"]) if c["node_groups"] else c["nodes"]
+
+    def check_nodes(nodes: list[int], key: str) -> None:
+        for i, node in enumerate(nodes):
+            if not 0 <= node < n:
+                raise ConfigError(f"item {i} must be a node index in 0..{n - 1}, got {node}", key=key)
+
+    for name, fields in (("slowdowns", SLOWDOWN), ("link_bandwidth", LINK_BANDWIDTH),
+                         ("bandwidth_changes", BANDWIDTH_CHANGE)):
+        checked = []
+        for i, raw in enumerate(c[name]):
+            key = f"cluster.{name}[{i}]"
+            x = check_table(raw, fields, key)
+            if "node" in x and x["node"] >= n:
+                raise ConfigError(f"must be a node index in 0..{n - 1}, got {x['node']}", key=f"{key}.node")
+            if "nodes" in x:
+                check_nodes(x["nodes"], f"{key}.nodes")
+            checked.append(x)
+        c[name] = checked
 
 
 def _check_gcs_failures(f: dict, cluster: dict) -> list[dict]:

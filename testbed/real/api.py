@@ -211,7 +211,8 @@ def init(num_cpus: float | None = None, num_gpus: float | None = None, resources
          bandwidth: Any = None, bandwidth_key: str | None = None, decide_at: str | None = None,
          gcs_shards: int | None = None, heartbeat_interval_s: float | None = None,
          object_store_bytes: int = OBJECT_STORE_BYTES, link_bandwidth_bytes_per_s: float | None = None,
-         link_latency_s: float = 0.0, num_heartbeats_timeout: int | None = None, lineage: bool | None = None,
+         link_latency_s: float = 0.0, link_bandwidth_per_node: list[float] | None = None,
+         num_heartbeats_timeout: int | None = None, lineage: bool | None = None,
          gcs_chain_length: int | None = None, gcs_flush_interval_s: float | None = None,
          gcs_replace_replicas: bool | None = None, seed: int | None = None,
          _system_config: dict | None = None, ignore_reinit_error: bool = False) -> Cluster:
@@ -232,7 +233,9 @@ def init(num_cpus: float | None = None, num_gpus: float | None = None, resources
     (:data:`INIT_DEFAULTS` names it: ``heartbeat_interval_s`` is ``cluster.heartbeat_interval_s``,
     ``placement`` is ``scheduler.placement``, ...), so ``tb.init`` and a config file agree.
     ``object_store_bytes`` (1 GiB: what this machine's /dev/shm holds) and ``link_latency_s``
-    (0: no emulated link unless asked) are the runtime's own. ``seed`` seeds every policy's
+    (0: no emulated link unless asked) are the runtime's own; ``link_bandwidth_per_node`` (bytes/s,
+    one per node of ``nodes``, in order) gives those nodes their own link bandwidth for the inputs
+    they fetch, instead of ``link_bandwidth_bytes_per_s`` (which nodes added later keep). ``seed`` seeds every policy's
     generator (testbed.core.seeding: the streams the simulator uses for the same seed); ``None``
     is the schema's first ``run.seeds`` (0). ``_system_config`` overrides the runtime's timing
     parameters (testbed.real.params, README "Runtime parameters"), as Ray's does; an unknown
@@ -288,6 +291,14 @@ def init(num_cpus: float | None = None, num_gpus: float | None = None, resources
         if link_bandwidth_bytes_per_s is not None and not _check_amount("link_bandwidth_bytes_per_s",
                                                                          link_bandwidth_bytes_per_s) > 0:
             raise ValueError("link_bandwidth_bytes_per_s must be > 0 (or None for no emulated link)")
+        if link_bandwidth_per_node is not None:
+            if not isinstance(link_bandwidth_per_node, (list, tuple)) or len(link_bandwidth_per_node) != len(node_list):
+                raise ValueError(f"link_bandwidth_per_node must be a list of one bandwidth per node "
+                                 f"({len(node_list)}), got {link_bandwidth_per_node!r}")
+            for v in link_bandwidth_per_node:
+                if not _check_amount("link_bandwidth_per_node", v) > 0:
+                    raise ValueError(f"link_bandwidth_per_node: each bandwidth must be > 0, got {v!r}")
+            link_bandwidth_per_node = [float(v) for v in link_bandwidth_per_node]
         from ..policy.base import DECIDE_AT
         if opt["decide_at"] not in DECIDE_AT:
             raise ValueError(f"decide_at must be one of {DECIDE_AT}, got {opt['decide_at']!r}")
@@ -305,6 +316,7 @@ def init(num_cpus: float | None = None, num_gpus: float | None = None, resources
                   "num_heartbeats_timeout": num_heartbeats_timeout, "lineage": bool(lineage),
                   "object_store_bytes": int(object_store_bytes), "scheduler": scheduler,
                   "link_bandwidth_bytes_per_s": link_bandwidth_bytes_per_s, "link_latency_s": float(link_latency_s),
+                  "link_bandwidth_per_node": link_bandwidth_per_node,
                   "seed": seed, "system": system}
         _cluster = Cluster(config)
         return _cluster
@@ -657,6 +669,14 @@ def _gcs_stats() -> dict[tuple[int, int], dict]:
         return {(k, r): g.stats(k, r) for k, chain in g.view.items() for r in chain}
     finally:
         g.close()
+
+
+def _set_link_bandwidth(index: int, bytes_per_s: float) -> None:
+    """Node ``index``'s emulated link runs at ``bytes_per_s`` for the objects it fetches from
+    now on (the real engine's cluster.bandwidth_changes)."""
+    if not _check_amount("bytes_per_s", bytes_per_s) > 0:
+        raise ValueError(f"bytes_per_s must be > 0, got {bytes_per_s!r}")
+    _core().send(("link_bandwidth", int(index), float(bytes_per_s)))
 
 
 def kill_worker(node_id: str | None = None) -> None:

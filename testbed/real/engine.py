@@ -72,10 +72,57 @@ EXCLUDED = ("_Driver.", "_Driver", "Actor.state")
 
 
 def _slow(slowdown: list) -> float:
-    """This worker's node's slowdown (1 outside a worker, or for a node added later)."""
+    """This worker's node's slowdown now (1 outside a worker, or for a node added later).
+    An entry is a number, or ``(base, ((wall time, factor), ...))`` for a node that
+    cluster.slowdowns slows mid-run: base x every factor whose time has come."""
     from . import api
     node = api._worker_core.node if api._worker_core is not None else 0
-    return slowdown[node] if node < len(slowdown) else 1.0
+    s = slowdown[node] if node < len(slowdown) else 1.0
+    if s.__class__ is tuple:
+        s, steps = s
+        now = time.time()
+        for at, factor in steps:
+            if now < at:
+                break
+            s *= factor
+    return s
+
+
+def _link_bandwidths(c: dict, n: int) -> list[float] | None:
+    """Each real node's link bandwidth, bytes/s, with cluster.link_bandwidth applied (config
+    node k is node k % n here, as for [faults]; a later entry wins); None when it lists none."""
+    if not c["link_bandwidth"]:
+        return None
+    bw = [float(c["bandwidth_bytes_per_s"])] * n
+    for x in c["link_bandwidth"]:
+        for k in x["nodes"]:
+            bw[k % n] = float(x["bytes_per_s"])
+    return bw
+
+
+def _bandwidth_events(c: dict, n: int, scale: float) -> list:
+    """cluster.bandwidth_changes as (time, "link_bandwidth", (node, bytes/s)) events: config node
+    k is node k % n here (a change counts once per real node), nodes = [] every node; each
+    change multiplies the bandwidth that node's link has by then."""
+    if not c["bandwidth_changes"]:
+        return []
+    bw = _link_bandwidths(c, n) or [float(c["bandwidth_bytes_per_s"])] * n
+    events = []
+    for x in sorted(c["bandwidth_changes"], key=lambda x: x["at_s"]):
+        for m in sorted({k % n for k in x["nodes"]}) if x["nodes"] else range(n):
+            bw[m] *= x["factor"]
+            events.append((x["at_s"] * scale, "link_bandwidth", (m, bw[m])))
+    return events
+
+
+def _slowdown_schedule(slowdown: list, slowdowns: list, n: int, t0: float, scale: float) -> list:
+    """``slowdown`` (one number per real node) with cluster.slowdowns applied: config node k
+    is node k % n here (as for [faults]), at wall time t0 + at_s x real_time_scale."""
+    steps: dict[int, list] = {}
+    for x in slowdowns:
+        steps.setdefault(x["node"] % n, []).append((t0 + x["at_s"] * scale, x["factor"]))
+    return [(s, tuple(sorted(steps[i], key=lambda e: e[0]))) if i in steps else s
+            for i, s in enumerate(slowdown)]
 
 
 def _spend(d: float, mode: str) -> None:
@@ -153,7 +200,9 @@ class _Driver:
         lost: list[int] = []         # actor calls applied whose result was lost with its node
 
         def submit(j: int) -> list:
-            job = wl.job(j, d, time.time() - t0)
+            # the submission time in config seconds (real seconds / real_time_scale, as the times of
+            # [faults] and cluster.slowdowns): shift.at_s and drift act on it as in the simulator
+            job = wl.job(j, d, (time.time() - t0) / scale)
             if actors is not None:                       # one call on the job's actor
                 t = job.tasks[0]
                 return [actors[wl.actor_of(j)].step.remote(j, d, t.duration_s * scale, t.output_bytes)]
@@ -409,6 +458,7 @@ def run_real(cfg: dict, seed: int):
              bandwidth_key=sched["bandwidth_key"], decide_at=sched["decide_at"], gcs_shards=c["gcs_shards"],
              heartbeat_interval_s=c["heartbeat_interval_s"], object_store_bytes=int(min(c["object_store_bytes"], api.OBJECT_STORE_BYTES)),
              link_bandwidth_bytes_per_s=c["bandwidth_bytes_per_s"], link_latency_s=c["latency_s"],
+             link_bandwidth_per_node=_link_bandwidths(c, n),
              lineage=faults["lineage"], num_heartbeats_timeout=c["num_heartbeats_timeout"],
              gcs_chain_length=c["gcs_chain_length"], gcs_flush_interval_s=c["gcs_flush_interval_s"],
              gcs_replace_replicas=faults["gcs_replace_replicas"], seed=seed)
@@ -419,11 +469,13 @@ def run_real(cfg: dict, seed: int):
         handles = None
         failed: list[int] = []
         t0 = time.time()
+        slowdown = _slowdown_schedule(slowdown, c["slowdowns"], n, t0, scale)
         memory.start()
         if shape == "gcs_client":
             clients = _GcsClients(api, wl_table, seed, total, driver_nodes, gap_scale)
             clients.start()
-            fault_log = _inject_faults(api, faults, n, real_nodes, seed, scale, t0, clients.wait)
+            fault_log = _inject_faults(api, faults, n, real_nodes, seed, scale, t0, clients.wait,
+                                       _bandwidth_events(c, n, scale))
             clients.join()
             jobs_done = len(clients.rows)
             extra_rows = clients.rows
@@ -441,7 +493,8 @@ def run_real(cfg: dict, seed: int):
 
             def finished(timeout: float) -> bool:
                 return len(api.wait(runs, num_returns=len(runs), timeout=timeout)[0]) == len(runs)
-            fault_log = _inject_faults(api, faults, n, real_nodes, seed, scale, t0, finished)
+            fault_log = _inject_faults(api, faults, n, real_nodes, seed, scale, t0, finished,
+                                       _bandwidth_events(c, n, scale))
             outcomes = api.get(runs)             # each driver returns the jobs it saw through
             jobs_done = sum(o["done"] for o in outcomes)
             failed = sorted(j for o in outcomes for j in o["failed"])
@@ -518,7 +571,7 @@ def _actor_state_ok(api, handles: list, actor_of: list[int], failed: set[int], n
 
 
 def _inject_faults(api, faults: dict, n: int, nodes: list, seed: int, scale: float, t0: float,
-                   finished: Callable[[float], bool]) -> list:
+                   finished: Callable[[float], bool], extra: list = ()) -> list:
     """Carry out [faults] on the real cluster while the workload runs (times x real_time_scale);
     ``finished(timeout)`` waits at most ``timeout`` seconds for the workload to end and says
     whether it has.
@@ -528,9 +581,11 @@ def _inject_faults(api, faults: dict, n: int, nodes: list, seed: int, scale: flo
     and random kills spare it). A kill of a node already dead is skipped (and logged). Restored nodes come back as new nodes. A GCS
     replica failure kills the chain member at that position (0 the head, -1 the tail) with
     tb.kill_gcs_replica; one the chain cannot lose then (its replacement has not joined yet)
-    is skipped and logged. Returns [(time, action, node or (shard, replica))].
+    is skipped and logged. ``extra`` are more events at their times: (t, "link_bandwidth",
+    (node, bytes/s)) changes a node's emulated link (cluster.bandwidth_changes). Returns
+    [(time, action, node or (shard, replica) or (node, bytes/s))].
     """
-    events = []
+    events = list(extra)
     for f in faults["gcs_replica_failures"]:
         events.append((f["at_s"] * scale, "gcs_kill", (f["shard"], f["replica"])))
     for f in faults["node_failures"]:
@@ -586,6 +641,8 @@ def _inject_faults(api, faults: dict, n: int, nodes: list, seed: int, scale: flo
                 continue
         elif action == "kill_worker":
             c.command(cmd="kill_worker", index=arg)
+        elif action == "link_bandwidth":
+            api._set_link_bandwidth(*arg)
         elif action == "add_node":
             index = len(c.config["nodes"])
             c.config["nodes"].append(arg)

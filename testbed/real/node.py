@@ -127,6 +127,9 @@ class NodeManager:
         self.total = dict(ctx.config["nodes"][index])
         self.avail = dict(self.total)
         self.request_fd = request_fd
+        #: this node's emulated link bandwidth, bytes/s, once a run changed it
+        #: (cluster.bandwidth_changes); None = the config's
+        self.link_bw: float | None = None
         self.loop = Loop(f"node-{index}")
         self.loop.listen(ctx.node(index), ctx.secret)
         self.gcs = GcsClient(ctx, self.loop)
@@ -194,7 +197,7 @@ class NodeManager:
         for kind in ("hello_worker", "hello_driver", "submit", "assign", "infeasible", "done", "get", "wait",
                      "create", "seal", "put_inline", "unpin", "pull", "object", "nodes", "records",
                      "records_part", "records_reply",
-                     "actor_call", "kill_actor", "free", "store_stats", "kill_worker"):
+                     "actor_call", "kill_actor", "free", "store_stats", "kill_worker", "link_bandwidth"):
             self.loop.on(kind, getattr(self, "on_" + kind))
         self.loop.on_close = self.on_close
         self.loop.every(cfg["heartbeat_interval_s"], self.heartbeat)
@@ -568,6 +571,11 @@ class NodeManager:
     def on_object(self, ch, oid, kind, data, asked_at, src) -> None:
         cfg = self.ctx.config
         bw = cfg["link_bandwidth_bytes_per_s"]
+        own = cfg.get("link_bandwidth_per_node")
+        if self.link_bw is not None:
+            bw = self.link_bw                   # changed during the run (cluster.bandwidth_changes)
+        elif own is not None and self.index < len(own):
+            bw = own[self.index]                # this node's own link (cluster.link_bandwidth)
         delay = cfg["link_latency_s"] + (len(data) / bw if bw else 0.0)
 
         def land():
@@ -1081,6 +1089,17 @@ class NodeManager:
     def lost(self, oid: bytes, why: str, error=None) -> None:
         """Nothing can rebuild ``oid``: whoever waits for it gets ObjectLostError (or ``error``)."""
         self.store_failure(oid, (error or ObjectLostError)(why))
+
+    def on_link_bandwidth(self, ch, index, bytes_per_s) -> None:
+        """Node ``index``'s emulated link runs at ``bytes_per_s`` for objects landing from now on
+        (sent to any node, forwarded like kill_worker)."""
+        if index != self.index:
+            try:
+                self.loop.send(self.peer(index), ("link_bandwidth", index, bytes_per_s))
+            except OSError:
+                pass                            # a dead node has no link to change
+            return
+        self.link_bw = float(bytes_per_s)
 
     def on_kill_worker(self, ch, index) -> None:
         if index != self.index:

@@ -372,8 +372,14 @@ class Simulation:
         self.names = sorted({k for t in totals for k in t})
         self.total = [{k: t.get(k, 0.0) for k in self.names if t.get(k, 0.0) > 0} for t in totals]
         self.avail = [dict(t) for t in self.total]
-        #: task-time multiplier per node (1 = nominal speed)
+        #: task-time multiplier per node (1 = nominal speed); cluster.slowdowns change it mid-run
         self.slow = speeds
+        #: each node's link bandwidth, bytes/s (its input fetches); cluster.link_bandwidth sets
+        #: it per node, cluster.bandwidth_changes change it mid-run
+        self.bw = [float(c["bandwidth_bytes_per_s"])] * n
+        for x in c["link_bandwidth"]:
+            for i in x["nodes"]:
+                self.bw[i] = float(x["bytes_per_s"])
         self.queues: list[dict[tuple, deque]] = [dict() for _ in range(n)]
         self.qlen = [0] * n
         self.running = [0] * n
@@ -410,7 +416,7 @@ class Simulation:
 
     def _truth(self, quantity, function, node, now):
         if quantity == "bandwidth":
-            return self.cfg["bandwidth_bytes_per_s"]
+            return self.bw[node] if node is not None else sum(self.bw) / self.n
         mean = self.workload.mean_duration(function, now)
         slow = self.slow[node] if node is not None else sum(self.slow) / self.n
         return mean * slow
@@ -470,6 +476,23 @@ class Simulation:
         self.env.process(self._heartbeats())
         if self.cfg["gcs_flush_interval_s"] > 0:
             self.env.call_in(self.cfg["gcs_flush_interval_s"], self._gcs_flush, None)
+        for x in self.cfg["slowdowns"]:
+            self.env.call_in(x["at_s"], self._slow_down, (x["node"], x["factor"]))
+        for x in self.cfg["bandwidth_changes"]:
+            self.env.call_in(x["at_s"], self._bandwidth_change, (tuple(x["nodes"]), x["factor"]))
+
+    def _slow_down(self, arg) -> None:
+        """cluster.slowdowns: node ``m``'s tasks that start from now on take ``factor`` times
+        as long (those running keep their finish time)."""
+        m, factor = arg
+        self.slow[m] *= factor
+
+    def _bandwidth_change(self, arg) -> None:
+        """cluster.bandwidth_changes: transfers onto the nodes (() = every node) booked from
+        now on run at ``factor`` times their link's bandwidth."""
+        nodes, factor = arg
+        for m in nodes or range(self.n):
+            self.bw[m] *= factor
 
     # -- the GCS's memory ------------------------------------------------------------------
     def _ended_tasks(self) -> int:
@@ -747,7 +770,7 @@ class Simulation:
         if src == m or size <= 0:
             return
         found = self._gcs_read(j.tasks[d].tid, asked)
-        t1 = _serve(self.link_free, m, self.env._now, found, size / self.cfg["bandwidth_bytes_per_s"]) + self._lat
+        t1 = _serve(self.link_free, m, self.env._now, found, size / self.bw[m]) + self._lat
         t.bytes_in += size
         if t.transfers is None:
             t.transfers = []

@@ -553,6 +553,7 @@ class FaultySimulation(Simulation):
         self.total.append(total)
         self.avail.append(dict(total))
         self.slow.append(1.0 / spec["speed"])
+        self.bw.append(float(self.cfg["bandwidth_bytes_per_s"]))
         self.queues.append({})
         for arr in (self.qlen, self.running):
             arr.append(0)

@@ -15,6 +15,8 @@ from ..core import config as C
 from ..core.errors import ConfigError
 from ..policy.build import build_policies  # noqa: F401  (re-exported: callers import it from here)
 from ..workloads import parse_workload
+from ..workloads.spec import FIELDS as WORKLOAD_FIELDS
+
 
 #: between a sweep point's label and its study variant's suffix (``<point> · <variant>``)
 VARIANT_SEP = " · "
@@ -86,6 +88,26 @@ def _calibration_from_cwd(raw: dict[str, Any], overrides: list[str]) -> None:
             raw["cluster"]["calibration"] = str(Path(name).resolve())
 
 
+def _absolute_trace_file(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """``workload.trace_file`` relative to ``base`` (the config file's folder) made absolute, so
+    every process that parses the workload reads the same file."""
+    wl = raw.get("workload")
+    name = wl.get("trace_file") if isinstance(wl, dict) else None
+    if isinstance(name, str) and name and not Path(name).is_absolute():
+        raw = dict(raw, workload=dict(wl, trace_file=str((base / name).resolve())))
+    return raw
+
+
+def _sweepable(resolved: dict[str, Any]) -> dict[str, Any]:
+    """The keys a sweep may set: the resolved config's, and the [workload] tables it leaves
+    out when unset (shift, drift; a trace's duration, ...), so a case can add them whole."""
+    wl = dict(resolved.get("workload", {}))
+    for k, f in WORKLOAD_FIELDS.items():
+        if k not in wl and dict in f.types:
+            wl[k] = {}
+    return {**resolved, "workload": wl}
+
+
 def load_experiment(path: str | Path, overrides: list[str] | None = None,
                     max_runs: int | None = None) -> Experiment:
     """Load, override, validate and expand a config; more than ``max_runs`` runs (points x
@@ -97,12 +119,15 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None,
         _calibration_from_cwd(raw, overrides or [])
         sweep = raw.pop("sweep", None)
         base = Path(path).parent
+        # a --set workload.trace_file path is the command line's (the current folder's)
+        set_trace = any(o.partition("=")[0].strip() == "workload.trace_file" for o in overrides or [])
+        raw = _absolute_trace_file(raw, Path.cwd() if set_trace else base)
         resolved = resolve(C.apply_calibration(raw, base))
         from . import studies
         study = studies.STUDIES[resolved["run"]["study"]]
         per_point = len(resolved["run"]["seeds"]) * max(len(study.variants), 1)
         try:
-            expanded = C.sweep_expand(sweep, resolved, None if max_runs is None else max_runs // per_point)
+            expanded = C.sweep_expand(sweep, _sweepable(resolved), None if max_runs is None else max_runs // per_point)
         except C.SweepTooLarge as exc:
             raise _too_many_runs(exc.points, study, resolved, max_runs) from None
         if max_runs is not None and len(expanded) * per_point > max_runs:
@@ -113,7 +138,7 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None,
             for suffix, extra in study.variants or (("", {}),):
                 lbl = f"{label}{VARIANT_SEP}{suffix}" if label and suffix else label or suffix
                 over_v = {**over, **extra}
-                cfg = C.apply_calibration(C.apply_point(raw, over_v, resolved), base)
+                cfg = _absolute_trace_file(C.apply_calibration(C.apply_point(raw, over_v, resolved), base), base)
                 try:
                     point = Point(lbl, over_v, resolve(cfg), dict(factors))
                     study.check_config(point.config, lbl)

@@ -5,14 +5,17 @@
   (seed, job id, regime) whichever driver asks, with Poisson gaps per driver and the
   true mean durations for the Oracle.
 - :data:`DISTRIBUTIONS` names the duration / size distributions.
+- :func:`read_trace` reads a trace file (shape "trace"; :mod:`.tracefile` documents its
+  columns); ``python -m testbed.workloads.make_trace`` writes a synthetic one.
 
 Imports only :mod:`testbed.core`.
 """
 from .distributions import DISTRIBUTIONS, Distribution, parse_distribution
 from .generator import Workload, job_deps
-from .spec import FunctionSpec, ShiftSpec, WorkloadSpec, parse_workload
+from .spec import DriftSpec, FunctionSpec, ShiftSpec, WorkloadSpec, parse_workload
+from .tracefile import TraceTable, read_trace
 
 __all__ = [
-    "DISTRIBUTIONS", "Distribution", "FunctionSpec", "ShiftSpec", "Workload", "WorkloadSpec",
-    "job_deps", "parse_distribution", "parse_workload",
+    "DISTRIBUTIONS", "Distribution", "DriftSpec", "FunctionSpec", "ShiftSpec", "TraceTable", "Workload",
+    "WorkloadSpec", "job_deps", "parse_distribution", "parse_workload", "read_trace",
 ]

@@ -165,15 +165,41 @@ class Lognormal(Distribution):
 
 @dataclass(frozen=True, slots=True)
 class Pareto(Distribution):
-    """Classical Pareto with scale ``min`` and shape ``alpha`` (heavy tail):
-    ``P(X > x) = (min / x) ** alpha`` for ``x >= min``; mean ``alpha * min / (alpha - 1)``."""
+    """Classical Pareto with shape ``alpha`` (heavy tail) and scale ``min``:
+    ``P(X > x) = (min / x) ** alpha`` for ``x >= min``; mean ``alpha * min / (alpha - 1)``.
+
+    Give exactly one of ``min`` (the smallest value) or ``mean`` (then ``min = mean *
+    (alpha - 1) / alpha``), so a heavy-tailed workload can keep the mean of an exponential
+    one and differ only in its tail::
+
+        duration = {dist = "pareto", alpha = 1.5, mean = 0.1}   # min = 0.0333 s
+    """
     name: ClassVar[str] = "pareto"
     FIELDS: ClassVar[dict[str, Field]] = {
         "alpha": Field((float,), REQUIRED, lambda a: a > 1, "> 1", "tail index (> 1: finite mean)"),
-        "min": Field((float,), REQUIRED, positive, "> 0", "smallest value"),
+        "min": Field((float,), None, positive, "> 0", "smallest value (or give mean)"),
+        "mean": Field((float,), None, positive, "> 0", "the mean (or give min)"),
     }
     alpha: float
     min: float
+    #: whether the config gave ``mean`` (to_dict writes it back the same way)
+    by_mean: bool = False
+
+    @classmethod
+    def parse(cls, table, key):
+        fields = {"dist": Field((str,), REQUIRED, choices=(cls.name,)), **cls.FIELDS}
+        p = check_table(table, fields, key)
+        if (p["min"] is None) == (p["mean"] is None):
+            raise ConfigError("give exactly one of min or mean"
+                              + (", not both" if p["min"] is not None else ""), key=key)
+        if p["mean"] is not None:
+            return cls(p["alpha"], p["mean"] * (p["alpha"] - 1.0) / p["alpha"], True)
+        return cls(p["alpha"], p["min"])
+
+    def to_dict(self):
+        if self.by_mean:
+            return {"dist": self.name, "alpha": self.alpha, "mean": self.mean()}
+        return {"dist": self.name, "alpha": self.alpha, "min": self.min}
 
     def sample(self, rng, n):
         # numpy's pareto is the Lomax (Pareto II); shifting by 1 gives the classical one

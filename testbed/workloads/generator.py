@@ -24,6 +24,14 @@ arrival gap.
 
 Only the current chunks are held, never the whole workload: memory is flat in the
 number of jobs.
+
+**Drift** (``workload.drift``, per function too) multiplies a task's drawn duration by
+``DriftSpec.factor(now)`` at its submission time ``now``, so the draws stay common and only
+the submission time moves them (as with a shift at ``at_s``). **Shape "trace"** takes job j
+from the trace file's row j (function, duration, demand, output size; shift and drift still
+apply), and ``arrival = "trace"`` gives driver d's i-th gap as the difference of the arrival
+times of its jobs d + (i - 1)D and d + iD (the first: job d's arrival time), so each job is
+submitted at its row's time whatever the number of drivers.
 """
 from __future__ import annotations
 
@@ -59,8 +67,8 @@ MAX_OUTPUT_BYTES = float(2 ** 62)
 
 def job_deps(spec: WorkloadSpec) -> tuple[tuple[int, ...], ...]:
     """Each task's dependencies (indices within the job, lower only) for the spec's shape."""
-    if spec.shape in ("independent", "actors", "gcs_client"):
-        return ((),)           # actors: one method call; gcs_client: one GCS request
+    if spec.shape in ("independent", "actors", "gcs_client", "trace"):
+        return ((),)           # actors: one method call; gcs_client: one GCS request; trace: one row
     if spec.shape == "chains":
         return ((),) + tuple((i - 1,) for i in range(1, spec.chain_length))
     if spec.shape == "map_reduce":
@@ -81,9 +89,9 @@ def job_deps(spec: WorkloadSpec) -> tuple[tuple[int, ...], ...]:
 
 class _Chunk:
     """The draws of one chunk, as Python lists (cheap to index per job)."""
-    __slots__ = ("fn", "before", "after", "out")
+    __slots__ = ("fn", "before", "after", "out", "res")
 
-    def __init__(self, fn, before, after, out):
+    def __init__(self, fn, before, after, out, res=None):
         #: function index of each task
         self.fn: list[int] = fn
         #: duration before / after the shift, seconds (after is None without a shift)
@@ -91,6 +99,9 @@ class _Chunk:
         self.after: list[float] | None = after
         #: output size, bytes
         self.out: list[int] = out
+        #: shape trace: each task's resource demand (shared dicts, one per distinct demand);
+        #: None = its function's
+        self.res: list[dict] | None = res
 
 
 class Workload:
@@ -140,6 +151,12 @@ class Workload:
             self._mean[1][f.name] = after
         self._mean_all = tuple(sum(f.weight * m[f.name] for f in spec.functions) / total_w
                                for m in self._mean)
+        #: per function its DriftSpec (None: no drift); None when no function drifts
+        self._drift = (tuple(f.drift for f in spec.functions)
+                       if any(f.drift is not None for f in spec.functions) else None)
+        #: shape trace: the file's rows, and one shared dict per distinct demand
+        self._trace = spec.trace
+        self._trace_res = (tuple(dict(d) for d in spec.trace.demands) if spec.trace is not None else ())
         #: per driver: jobs it has taken so far (its next job is d + k * n_drivers)
         self._taken = [0] * self.n_drivers
         #: jobs handed out over all drivers
@@ -172,7 +189,7 @@ class Workload:
         j = self._take(driver)
         if j is None:
             return None
-        return self._build(j, driver, self._shifted(j, now))
+        return self._build(j, driver, self._shifted(j, now), now)
 
     def job(self, j: int, driver: int, now: float) -> Job:
         """Job ``j`` as ``next_job`` would hand it out at ``now`` — for engines whose drivers
@@ -180,7 +197,7 @@ class Workload:
         seed, j and the regime, so the draws are the same)."""
         if not 0 <= j < self.total_jobs:
             raise ValueError(f"job must be in 0..{self.total_jobs - 1}, got {j!r}")
-        return self._build(j, driver, self._shifted(j, now))
+        return self._build(j, driver, self._shifted(j, now), now)
 
     def next_task(self, driver: int, now: float):
         """Fast path for single-task shapes (``tasks_per_job == 1``): ``driver``'s next job's
@@ -195,7 +212,11 @@ class Workload:
         c, r = divmod(j, self._chunk_jobs)
         chunk = self._cur if c == self._cur_c else self._chunk(c)
         f = chunk.fn[r]
-        return j, self.functions[f], (chunk.after if shifted else chunk.before)[r], self._resources[f], chunk.out[r]
+        d = (chunk.after if shifted else chunk.before)[r]
+        if self._drift is not None and self._drift[f] is not None:
+            d *= self._drift[f].factor(now)
+        res = self._resources[f] if chunk.res is None else chunk.res[r]
+        return j, self.functions[f], d, res, chunk.out[r]
 
     def _take(self, driver: int) -> int | None:
         """Hand out ``driver``'s next job number (its k-th is driver + k * n_drivers, see
@@ -214,7 +235,7 @@ class Workload:
         at = self._shift_at_s
         return (after is not None and j >= after) or (at is not None and now >= at)
 
-    def _build(self, j: int, driver: int, shifted: bool) -> Job:
+    def _build(self, j: int, driver: int, shifted: bool, now: float) -> Job:
         c, r = divmod(j, self._chunk_jobs)
         chunk = self._cur if c == self._cur_c else self._chunk(c)
         durs = chunk.after if shifted else chunk.before
@@ -223,13 +244,21 @@ class Workload:
         t = self.tasks_per_job
         if t == 1:
             f = chunk.fn[r]
-            return Job(j, driver, [TaskSpec(0, names[f], durs[r], dict(res[f]), chunk.out[r])])
+            d = durs[r]
+            if self._drift is not None and self._drift[f] is not None:
+                d *= self._drift[f].factor(now)
+            demand = res[f] if chunk.res is None else chunk.res[r]
+            return Job(j, driver, [TaskSpec(0, names[f], d, dict(demand), chunk.out[r])])
         base = r * t
         end = base + t
+        fns = chunk.fn[base:end]
+        durs = durs[base:end]
+        if self._drift is not None:
+            scale = [1.0 if x is None else x.factor(now) for x in self._drift]
+            durs = [d * scale[f] for f, d in zip(fns, durs)]
         return Job(j, driver, [
             TaskSpec(i, names[f], d, dict(res[f]), o, deps)
-            for i, (f, d, o, deps) in enumerate(zip(chunk.fn[base:end], durs[base:end],
-                                                    chunk.out[base:end], self._deps))])
+            for i, (f, d, o, deps) in enumerate(zip(fns, durs, chunk.out[base:end], self._deps))])
 
     def _chunk(self, c: int) -> _Chunk:
         chunk = self._cache.get(c)
@@ -262,6 +291,8 @@ class Workload:
         """Every draw of chunk c, vectorised; each quantity from its own child stream so
         that, e.g., changing output sizes leaves durations alone."""
         spec = self.spec
+        if self._trace is not None:
+            return self._trace_chunk(c)
         n = self._chunk_jobs * self.tasks_per_job
         fn_ss, dur_ss, after_ss, out_ss = np.random.SeedSequence([self.seed, JOB_STREAM, c]).spawn(4)
         rng_dur = np.random.default_rng(dur_ss)
@@ -290,6 +321,19 @@ class Workload:
         out = np.rint(np.clip(out, 0.0, MAX_OUTPUT_BYTES)).astype(np.int64)
         return _Chunk(fn.tolist(), before.tolist(), after, out.tolist())
 
+    def _trace_chunk(self, c: int) -> _Chunk:
+        """Shape trace: chunk c is the trace file's rows c * chunk_jobs, ... (no draws)."""
+        tr = self._trace
+        lo = c * self._chunk_jobs
+        hi = min(lo + self._chunk_jobs, len(tr))
+        before = tr.duration_s[lo:hi]
+        after = None
+        if self.spec.shift is not None:
+            after = (before * self.spec.shift.scale).tolist()
+        res = self._trace_res
+        return _Chunk(tr.fn[lo:hi].tolist(), before.tolist(), after, tr.output_bytes[lo:hi].tolist(),
+                      [res[k] for k in tr.demand[lo:hi].tolist()])
+
     # --- what a job does, for the single-call shapes ---------------------------
 
     def actor_of(self, j: int) -> int:
@@ -305,13 +349,23 @@ class Workload:
     # --- arrivals -------------------------------------------------------------
 
     def next_arrival_gap(self, driver: int) -> float:
-        """Poisson arrivals: seconds until ``driver``'s next job (exponential, mean
-        1 / rate_per_s), from the driver's own stream."""
-        if self.arrival != "poisson":
-            raise RuntimeError(f"next_arrival_gap is for poisson arrivals; this workload's arrival "
+        """Open arrivals: seconds until ``driver``'s next job. Poisson: exponential, mean
+        1 / rate_per_s, from the driver's own stream; trace: the gap between the arrival times
+        of its previous job and its next one (the first: its first job's time), 0 once its
+        jobs are all out."""
+        if self.arrival not in ("poisson", "trace"):
+            raise RuntimeError(f"next_arrival_gap is for poisson or trace arrivals; this workload's arrival "
                                f"is {self.arrival!r}")
         if not 0 <= driver < self.n_drivers:
             raise ValueError(f"driver must be in 0..{self.n_drivers - 1}, got {driver!r}")
+        if self.arrival == "trace":
+            i = self._gaps[driver] or 0
+            self._gaps[driver] = i + 1
+            j = driver + i * self.n_drivers
+            if j >= self.total_jobs:
+                return 0.0
+            arr = self._trace.arrival_s
+            return float(arr[j] - arr[j - self.n_drivers]) if i else float(arr[j])
         st = self._gaps[driver]
         if st is None or st[1] >= GAP_CHUNK:
             k = 0 if st is None else st[2] + 1
@@ -336,7 +390,16 @@ class Workload:
         """The true expected duration (seconds) of ``function``'s tasks under the regime
         in force at ``now``; None = the weight-averaged mean over all functions."""
         regime = 1 if self.shifted(now) else 0
-        if function is None:
+        if self._drift is not None:
+            means = self._mean[regime]
+            if function is None:
+                fs = self.spec.functions
+                return (sum(f.weight * means[f.name] * (1.0 if f.drift is None else f.drift.factor(now)) for f in fs)
+                        / sum(f.weight for f in fs))
+            if function in means:
+                drift = self._drift[self.functions.index(function)]
+                return means[function] * (1.0 if drift is None else drift.factor(now))
+        elif function is None:
             return self._mean_all[regime]
         try:
             return self._mean[regime][function]

@@ -10,17 +10,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from ..core.errors import ConfigError
 from ..core.resources import normalise
 from ..core.config import MAX_JOBS
 from ..core.schema import REQUIRED, Field, between, check_table, count_rule, non_negative, positive
-from .distributions import Distribution, parse_distribution
+from .distributions import Constant, Distribution, parse_distribution
+from .tracefile import TraceTable, read_trace
 
-SHAPES = ("independent", "chains", "map_reduce", "tree_reduce", "actors", "gcs_client")
-ARRIVALS = ("closed", "poisson")
+SHAPES = ("independent", "chains", "map_reduce", "tree_reduce", "actors", "gcs_client", "trace")
+ARRIVALS = ("closed", "poisson", "trace")
+DRIFT_KINDS = ("linear", "exp")
+#: keys the trace file replaces (shape "trace" refuses them)
+TRACE_GIVES = ("functions", "duration", "output_bytes", "resources")
 
 
 def _at_least(n):
@@ -32,10 +38,16 @@ MAX_PER_JOB = 1_000_000
 
 
 FIELDS: dict[str, Field] = {
-    "shape": Field((str,), "independent", choices=SHAPES, doc="DAG of one job"),
-    "jobs": Field((int,), 1000, between(1, MAX_JOBS), count_rule(MAX_JOBS), "total jobs over all drivers"),
+    "shape": Field((str,), "independent", choices=SHAPES,
+                   doc="DAG of one job; trace: one task per row of trace_file"),
+    "jobs": Field((int,), 1000, between(1, MAX_JOBS), count_rule(MAX_JOBS),
+                  "total jobs over all drivers (shape trace: the first min(jobs, rows) rows)"),
     "arrival": Field((str,), "closed", choices=ARRIVALS,
-                     doc="closed: in_flight jobs outstanding per driver; poisson: open arrivals"),
+                     doc="closed: in_flight jobs outstanding per driver; poisson: open arrivals; "
+                         "trace: each job at its trace row's arrival_s (shape trace only)"),
+    "trace_file": Field((str,), "", doc="shape trace: the CSV file to replay (columns arrival_s, function, "
+                        "duration_s, cpus, gpus, output_bytes: testbed.workloads.tracefile); a path "
+                        "relative to the config file; '' for none"),
     "in_flight": Field((int,), 8, between(1, MAX_JOBS), count_rule(MAX_JOBS), "closed loop: jobs in flight per driver"),
     "rate_per_s": Field((float,), 100.0, positive, "> 0", "poisson: jobs per second per driver"),
     "drivers": Field((int,), 1, between(1, MAX_PER_JOB), count_rule(MAX_PER_JOB), "drivers submitting at once"),
@@ -55,6 +67,9 @@ FIELDS: dict[str, Field] = {
     "functions": Field((list,), [], items=(dict,),
                        doc="remote functions; [] = one function 'task' using the defaults"),
     "shift": Field((dict,), None, doc="optional regime shift of durations"),
+    "drift": Field((dict,), None, doc="optional slow drift of durations with submission time t: "
+                   "{per_s, kind}; linear: durations x (1 + per_s * t), exp: x exp(per_s * t) (default "
+                   "for functions)"),
     # shape "actors": job j is one call Actor.step on actor j % actors (calls on one actor
     # run one at a time, in submission order; method time from duration, result size from
     # output_bytes); actors hold no CPU and are placed round-robin over the nodes at start
@@ -80,6 +95,14 @@ FUNCTION_FIELDS: dict[str, Field] = {
     "resources": Field((dict,), None, doc="resource demand (default: workload.resources)"),
     "duration_after_shift": Field((dict,), None,
                                   doc="duration distribution after the shift (default: duration x shift.scale)"),
+    "drift": Field((dict,), None, doc="drift of this function's durations (default: workload.drift)"),
+}
+
+DRIFT_FIELDS: dict[str, Field] = {
+    "per_s": Field((float,), REQUIRED, None, "", "drift rate, 1/s: linear, the fraction of the base "
+                   "duration added per second (>= 0); exp, the exponent's rate (< 0 shrinks)"),
+    "kind": Field((str,), "linear", choices=DRIFT_KINDS,
+                  doc="linear: x (1 + per_s * t); exp: x exp(per_s * t); t = submission time, seconds"),
 }
 
 SHIFT_FIELDS: dict[str, Field] = {
@@ -108,6 +131,8 @@ class FunctionSpec:
     resources: tuple[tuple[str, float], ...]
     #: duration after the shift, seconds; None = ``duration`` x ``shift.scale``
     duration_after_shift: Distribution | None = None
+    #: slow drift of durations with submission time; None = none
+    drift: "DriftSpec | None" = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, "weight": self.weight,
@@ -116,7 +141,28 @@ class FunctionSpec:
                              "resources": dict(self.resources)}
         if self.duration_after_shift is not None:
             d["duration_after_shift"] = self.duration_after_shift.to_dict()
+        if self.drift is not None:
+            d["drift"] = self.drift.to_dict()
         return d
+
+
+@dataclass(frozen=True)
+class DriftSpec:
+    """Durations drift with the submission time ``t`` (seconds): a task's drawn duration is
+    multiplied by :meth:`factor` ``(t)``."""
+    #: rate, 1/s (linear: >= 0)
+    per_s: float
+    #: "linear": 1 + per_s * t; "exp": exp(per_s * t)
+    kind: str = "linear"
+
+    def factor(self, t: float) -> float:
+        """The duration multiplier at submission time ``t`` seconds."""
+        if self.kind == "exp":
+            return math.exp(min(self.per_s * t, 700.0))
+        return 1.0 + self.per_s * t
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"per_s": self.per_s, "kind": self.kind}
 
 
 @dataclass(frozen=True)
@@ -171,11 +217,21 @@ class WorkloadSpec:
     #: shape "gcs_client": key and value sizes of the requests, bytes
     gcs_key_bytes: int = 25
     gcs_value_bytes: int = 512
+    #: shape "trace": the file replayed ("" for other shapes)
+    trace_file: str = ""
+    #: workload-wide drift of durations (each function has its own resolved too)
+    drift: DriftSpec | None = None
+    #: shape "trace": the file's rows (the functions are the file's, each with its mean
+    #: duration and output size as a constant, and its first row's demand)
+    trace: TraceTable | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """The fully resolved table (TOML-writable: no None, unset optionals left out)."""
+        """The fully resolved table (TOML-writable: no None, unset optionals left out;
+        shape trace leaves out what the file gives, TRACE_GIVES)."""
         d: dict[str, Any] = {}
         for k in FIELDS:
+            if self.shape == "trace" and k in TRACE_GIVES:
+                continue
             v = getattr(self, k)
             if k in ("duration", "output_bytes"):
                 v = v.to_dict()
@@ -185,7 +241,7 @@ class WorkloadSpec:
                 v = list(v)
             elif k == "functions":
                 v = [f.to_dict() for f in v]
-            elif k == "shift":
+            elif k in ("shift", "drift"):
                 if v is None:
                     continue
                 v = v.to_dict()
@@ -222,8 +278,27 @@ def parse_workload(table: Any, key: str = "workload") -> WorkloadSpec:
     output_bytes = parse_distribution(t["output_bytes"], f"{key}.output_bytes")
     resources = parse_resources(t["resources"], f"{key}.resources")
     shift = _parse_shift(t["shift"], f"{key}.shift")
+    drift = _parse_drift(t["drift"], f"{key}.drift")
     if t["shape"] == "actors" and t["actors"] < 1:
         raise ConfigError('must be > 0 for shape = "actors"', key=f"{key}.actors")
+    trace = None
+    if t["shape"] == "trace":
+        for k in TRACE_GIVES:
+            if k in table:
+                raise ConfigError('the trace file gives each task\'s function, duration, output size and '
+                                  'resources: not used with shape = "trace"', key=f"{key}.{k}")
+        if not t["trace_file"]:
+            raise ConfigError('is required for shape = "trace" (a CSV file, see testbed.workloads.tracefile)',
+                              key=f"{key}.trace_file")
+        try:
+            trace = read_trace(t["trace_file"])
+        except ConfigError as exc:
+            raise ConfigError(f"{exc.file}: {exc.message}", key=f"{key}.trace_file") from None
+    elif t["trace_file"]:
+        raise ConfigError('has no effect unless shape = "trace"', key=f"{key}.trace_file")
+    if t["arrival"] == "trace" and t["shape"] != "trace":
+        raise ConfigError('"trace" arrivals need shape = "trace" (the times come from its trace_file)',
+                          key=f"{key}.arrival")
 
     functions: list[FunctionSpec] = []
     seen: dict[str, int] = {}
@@ -240,6 +315,7 @@ def parse_workload(table: Any, key: str = "workload") -> WorkloadSpec:
                 raise ConfigError(f"has no effect without a [{key}.shift] table",
                                   key=f"{fkey}.duration_after_shift")
             after = parse_distribution(f["duration_after_shift"], f"{fkey}.duration_after_shift")
+        fdrift = drift if f["drift"] is None else _parse_drift(f["drift"], f"{fkey}.drift")
         functions.append(FunctionSpec(
             name=f["name"], weight=f["weight"],
             duration=(duration if f["duration"] is None
@@ -248,12 +324,19 @@ def parse_workload(table: Any, key: str = "workload") -> WorkloadSpec:
                           else parse_distribution(f["output_bytes"], f"{fkey}.output_bytes")),
             resources=(resources if f["resources"] is None
                        else parse_resources(f["resources"], f"{fkey}.resources")),
-            duration_after_shift=after))
+            duration_after_shift=after, drift=fdrift))
+    if trace is not None:
+        means = trace.mean_durations()
+        outs = np.bincount(trace.fn, weights=trace.output_bytes, minlength=len(trace.functions))
+        first = np.unique(trace.fn, return_index=True)[1]
+        for i, (name, count) in enumerate(trace.counts().items()):
+            functions.append(FunctionSpec(name, float(count), Constant(means[name]), Constant(float(outs[i] / count)),
+                                          trace.demands[int(trace.demand[first[i]])], drift=drift))
     if not functions:
-        functions.append(FunctionSpec(DEFAULT_FUNCTION, 1.0, duration, output_bytes, resources))
+        functions.append(FunctionSpec(DEFAULT_FUNCTION, 1.0, duration, output_bytes, resources, drift=drift))
 
     return WorkloadSpec(
-        shape=t["shape"], jobs=t["jobs"], arrival=t["arrival"], in_flight=t["in_flight"],
+        shape=t["shape"], jobs=t["jobs"] if trace is None else min(t["jobs"], len(trace)), arrival=t["arrival"], in_flight=t["in_flight"],
         rate_per_s=t["rate_per_s"], drivers=drivers, driver_nodes=tuple(t["driver_nodes"]),
         chain_length=t["chain_length"], map_tasks=t["map_tasks"], reduce_tasks=t["reduce_tasks"],
         tree_leaves=t["tree_leaves"], tree_fanin=t["tree_fanin"],
@@ -261,7 +344,18 @@ def parse_workload(table: Any, key: str = "workload") -> WorkloadSpec:
         functions=tuple(functions), shift=shift,
         actors=t["actors"], actor_checkpoint_interval=t["actor_checkpoint_interval"],
         actor_checkpoint_s=t["actor_checkpoint_s"], actor_max_restarts=t["actor_max_restarts"],
-        gcs_key_bytes=t["gcs_key_bytes"], gcs_value_bytes=t["gcs_value_bytes"])
+        gcs_key_bytes=t["gcs_key_bytes"], gcs_value_bytes=t["gcs_value_bytes"],
+        trace_file=t["trace_file"], drift=drift, trace=trace)
+
+
+def _parse_drift(table: Any, key: str) -> DriftSpec | None:
+    if table is None:
+        return None
+    d = check_table(table, DRIFT_FIELDS, key)
+    if d["kind"] == "linear" and d["per_s"] < 0:
+        raise ConfigError('must be >= 0 for kind = "linear" (durations would turn negative; '
+                          'use kind = "exp" to shrink them)', key=f"{key}.per_s")
+    return DriftSpec(d["per_s"], d["kind"])
 
 
 def _parse_shift(table: Any, key: str) -> ShiftSpec | None:
