@@ -75,7 +75,7 @@ def test_defaults_are_copies_not_shared_objects():
     second = resolve({})
     assert second["cluster"]["resources"] == {}
     assert second["run"]["seeds"] == [0]
-    assert second["scheduler"]["spillover"] == {"name": "QueueThreshold", "threshold": 8}
+    assert second["scheduler"]["spillover"] == {"name": "ResourceAware", "threshold": 8}
 
 
 def test_node_groups_get_their_own_defaults():

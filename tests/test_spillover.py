@@ -81,7 +81,7 @@ def test_queue_threshold_validation(bad):
 
 
 def test_registry_builds_spillover_and_names_key_on_error():
-    assert list(builtins("spillover")) == ["QueueThreshold", "IdleWorkerAndLocalInputs",
+    assert list(builtins("spillover")) == ["QueueThreshold", "ResourceAware", "IdleWorkerAndLocalInputs",
                                            "AlwaysLocal", "AlwaysGlobal"]
     assert build("spillover", {"name": "QueueThreshold", "threshold": 2}, key="s").threshold == 2
     with pytest.raises(ConfigError, match="scheduler.spillover") as exc:

@@ -153,8 +153,10 @@ NODE_GROUP: dict[str, Field] = {
 
 SCHEDULER: dict[str, Field] = {
     "placement": Field(_spec, "PaperWaitTime", None, "", "global placement policy: a name or {name=..., args}"),
-    "spillover": Field(_spec, {"name": "QueueThreshold", "threshold": 8}, None, "",
-                       "local scheduler's spillover policy"),
+    "spillover": Field(_spec, {"name": "ResourceAware", "threshold": 8}, None, "",
+                       "local scheduler's spillover policy (ResourceAware: keep what can start here now, forward "
+                       "what another node has room for, spill queued work back at heartbeats; the paper's literal "
+                       "rule is QueueThreshold)"),
     "task_time": Field(_spec, {"name": "ExponentialAverage", "alpha": 0.1}, None, "",
                        "estimator of task execution time, seconds. Its table also takes the keying's "
                        "cold-start options (testbed.policy.base.COLD_START): prior (s, the estimator's value "

@@ -59,6 +59,10 @@ TRANSITIONS: frozenset[tuple[TaskState, TaskState]] = frozenset({
     # when that node dies
     (S.WAITING_FOR_INPUTS, S.LOST),
     (S.RECONSTRUCTING, S.LOST),
+    # spilled back from a node's queue to the global scheduler, which places it again
+    # (SpilloverPolicy.spillback); the runtime's task table keeps "queued" meanwhile (its
+    # states only advance), the simulator's task is "assigned" until it queues again
+    (S.QUEUED, S.ASSIGNED),
 })
 
 #: States a task attempt can end in (the Trace's ``state`` column).

@@ -57,6 +57,12 @@ class LocalView(NamedTuple):
     running: int
     #: worker processes idle (in the simulator: free CPU slots)
     idle_workers: int
+    #: the most of each resource free on any one other live node, as of the last heartbeats
+    #: (:meth:`ClusterView.elsewhere`); None when the engine was not asked for it
+    #: (``SpilloverPolicy.uses_cluster``)
+    free_elsewhere: Resources | None = None
+    #: free CPU slots on all other live nodes together, as of the last heartbeats
+    free_slots_elsewhere: int = 0
 
 
 class ClusterView:
@@ -67,7 +73,8 @@ class ClusterView:
     """
 
     __slots__ = ("version", "as_of", "resource_names", "total", "available",
-                 "queue_length", "running", "alive", "slots", "reports", "_col", "_mask_cache", "_idx_cache")
+                 "queue_length", "running", "alive", "slots", "reports", "_col", "_mask_cache", "_idx_cache",
+                 "_free")
 
     def __init__(self, *, version: int, as_of: float, resource_names: Sequence[str],
                  total: np.ndarray, available: np.ndarray, queue_length: np.ndarray,
@@ -102,6 +109,7 @@ class ClusterView:
         self._col = {name: i for i, name in enumerate(self.resource_names)}
         self._mask_cache: dict[tuple, np.ndarray] = {}
         self._idx_cache: dict[tuple, np.ndarray] = {}
+        self._free = None
 
     @property
     def n_nodes(self) -> int:
@@ -148,6 +156,51 @@ class ClusterView:
             idx.flags.writeable = False
             self._idx_cache[key] = idx
         return idx
+
+    def elsewhere(self, node: int) -> tuple[dict[str, float], int]:
+        """What a local scheduler knows of the rest of the cluster from the last heartbeats —
+        one rule for both engines' :class:`LocalView`: (the most of each resource free on any
+        one live node other than ``node``, the free CPU slots of all other live nodes
+        together). O(resources) per call: the per-resource best and second best and the slot
+        total are computed once per view."""
+        if self._free is None:
+            n, r = self.available.shape
+            avail = np.where(self.alive[:, None], self.available, -np.inf) if n else self.available
+            order = np.argsort(-avail, axis=0, kind="stable") if n else np.zeros((0, r), int)
+            best = order[0] if n else np.zeros(r, int)
+            first = avail[best, np.arange(r)] if n else np.zeros(r)
+            second = avail[order[1], np.arange(r)] if n > 1 else np.full(r, -np.inf)
+            col = self._col.get("CPU")
+            slots = (np.floor(np.maximum(self.available[:, col], 0.0) + EPS) * self.alive) if col is not None \
+                else np.zeros(n)
+            self._free = (best, first, second, slots, float(slots.sum()))
+        best, first, second, slots, total = self._free
+        out = {}
+        for j, name in enumerate(self.resource_names):
+            v = second[j] if 0 <= node < self.n_nodes and best[j] == node else first[j]
+            if v > 0:
+                out[name] = float(v)
+        mine = slots[node] if 0 <= node < self.n_nodes else 0.0
+        return out, int(total - mine)
+
+    def where_free(self, demand: Resources) -> "ClusterView":
+        """This view restricted to the live nodes whose available resources hold ``demand``
+        (:meth:`only`), or the view itself when none does; cached per demand, so a policy's
+        per-view caches keep working across decisions."""
+        key = ("free", tuple(sorted(demand.items())))
+        v = self._mask_cache.get(key)
+        if v is None:
+            mask = self.has_available(demand)
+            v = self._mask_cache[key] = self.only(mask) if mask.any() and not mask.all() else self
+        return v
+
+    def only(self, mask: np.ndarray) -> "ClusterView":
+        """This view with every node outside ``mask`` counted as not alive (same version and
+        reports): a policy given it chooses among ``mask``'s nodes."""
+        return ClusterView(version=self.version, as_of=self.as_of, resource_names=self.resource_names,
+                           total=self.total, available=self.available, queue_length=self.queue_length,
+                           running=self.running, alive=self.alive & np.asarray(mask, bool), slots=self.slots,
+                           reports=self.reports)
 
     def has_available(self, demand: Resources) -> np.ndarray:
         """Nodes alive whose *available* resources (at the snapshot) hold ``demand``."""

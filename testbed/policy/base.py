@@ -469,6 +469,17 @@ def reports_run_time(state: str) -> bool:
 _FINISHED = TaskState.FINISHED.value
 
 
+def placement_view(view: ClusterView, demand: dict, where_free: bool) -> ClusterView:
+    """**Which nodes the global scheduler chooses among** — one rule, both engines: with
+    ``where_free`` — an actor (it holds its resources for its life, so it must never queue
+    behind actors that will not finish), or any task when the spillover policy says so
+    (``SpilloverPolicy.place_where_free``: it forwarded the task because another node has
+    room) — the live nodes whose *available* resources (as of the view) hold the demand, if
+    any (:meth:`ClusterView.where_free`); otherwise, and when none has room now, every node
+    that can hold it (where it waits)."""
+    return view.where_free(demand) if where_free else view
+
+
 def place_rebuild(policy: PlacementPolicy, task_id: int, name: str, demand: dict, dead: int,
                   view: ClusterView, now: float, rng: np.random.Generator) -> Placement | None:
     """**Where a lost actor is rebuilt** — one rule, both engines: its creation is placed
@@ -493,6 +504,20 @@ class SpilloverPolicy:
     resources"), applied once here for both engines. The policy is still asked first, so it
     sees every task and draws from ``rng`` the same way in both.
     """
+
+    #: does the policy read ``LocalView.free_elsewhere`` / ``free_slots_elsewhere``? (engines
+    #: fill them only then: they cost a lookup per decision)
+    uses_cluster = False
+    #: does the global scheduler place this policy's forwarded tasks among the nodes with room
+    #: for them now (placement_view)? The paper's rule: no, on every node that can hold them
+    place_where_free = False
+
+    def spillback(self, local: LocalView, now: float) -> int:
+        """**Spillback** — how many of the tasks queued on ``local``'s node (none of which can
+        start there now) to send back to the global scheduler, asked by both engines at each
+        heartbeat the node hears, newest queued first (Ray's raylet spills queued work to
+        nodes with room). Default 0: the paper's policies never take a task back."""
+        return 0
 
     def forwards(self, task: TaskView, local: LocalView, now: float, rng: np.random.Generator) -> bool:
         """The decision both engines take: ``should_forward``'s, or True when ``task`` can

@@ -24,7 +24,7 @@ from ..core.faults import may_run_again
 from ..core.seeding import policy_rng
 from ..core.task import TaskState
 from ..core.views import ClusterView, TaskView
-from ..policy.base import deliver_reports, place_rebuild
+from ..policy.base import deliver_reports, place_rebuild, placement_view
 from .actors import actor_entry
 from . import params
 from .context import Context
@@ -40,7 +40,7 @@ class GlobalScheduler:
         self.loop.listen(ctx.global_scheduler(), ctx.secret)
         self.gcs = GcsClient(ctx, self.loop)
         from ..policy.build import build_policies
-        self.placement, _ = build_policies(ctx.config["scheduler"])
+        self.placement, self.spillover = build_policies(ctx.config["scheduler"])
         self.rng = policy_rng(ctx.config["seed"], "placement")
         self.t0 = time.time()
         #: per node index: latest heartbeat, when it arrived (monotonic), declared dead
@@ -175,11 +175,14 @@ class GlobalScheduler:
     def on_forward(self, ch, spec, tv, rebuild: bool = False) -> None:
         """Place a forwarded task (``rebuild``: a lost actor's creation, from the node in
         ``tv.submitter``, by the rule both engines share, policy.base.place_rebuild)."""
+        # an actor holds its resources for its life: placed where they are free now, if anywhere
+        view = placement_view(self.current_view(), tv.demand,
+                              spec.get("kind") == "actor_create" or self.spillover.place_where_free)
         if rebuild:
             p = place_rebuild(self.placement, tv.task_id, tv.function, tv.demand, tv.submitter,
-                              self.current_view(), self.now(), self.rng)
+                              view, self.now(), self.rng)
         else:
-            p = self.placement.place(tv, self.current_view(), self.now(), self.rng)
+            p = self.placement.place(tv, view, self.now(), self.rng)
         if p is None:
             msg = f"task {spec['name']} asks for {spec['resources']}, which no live node can hold"
             if ch is not None:

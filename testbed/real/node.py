@@ -167,6 +167,8 @@ class NodeManager:
         self.freed_early: set[bytes] = set()
         #: the cluster as the node table says (index -> latest heartbeat); nodes declared dead
         self.node_info: dict[int, dict] = {}
+        #: node_info as a ClusterView for the spillover policy (None: rebuild at next use)
+        self._cluster_view = None
         self.dead_nodes: set[int] = set()
         #: demand (as items) -> whether some live node can hold it
         self._feasible: dict[tuple, bool] = {}
@@ -322,8 +324,7 @@ class NodeManager:
             pin = spec["pin_node"] = None         # a rebuild of work pinned to a node that died
         if pin is None:                           # pinned: the runner's drivers run on that node
             tv = self.task_view(spec)
-            local = LocalView(self.index, self.total, self.avail, len(self.ready), self.running(), len(self.idle))
-            if self.spillover.forwards(tv, local, time.time() - self.t0, self.rng):
+            if self.spillover.forwards(tv, self.local_view(), time.time() - self.t0, self.rng):
                 self.forward(spec, tv)            # the global scheduler says where (and records it)
                 return
         target = self.index if pin is None else int(pin)
@@ -333,6 +334,51 @@ class NodeManager:
             self.accept(spec)
         else:
             self.loop.send(self.peer(target), ("assign", spec))
+
+    def local_view(self) -> LocalView:
+        """This node as its local scheduler sees it, and (for a spillover policy that reads it)
+        the rest of the cluster as of the heartbeats heard last (ClusterView.elsewhere)."""
+        if not self.spillover.uses_cluster:
+            return LocalView(self.index, self.total, self.avail, len(self.ready), self.running(), len(self.idle))
+        free, slots = self.cluster_view().elsewhere(self.index)
+        return LocalView(self.index, self.total, self.avail, len(self.ready), self.running(), len(self.idle),
+                         free, slots)
+
+    def cluster_view(self):
+        """The other nodes' last heartbeats (the node table this node hears), as a ClusterView
+        (cached until the next entry arrives)."""
+        if self._cluster_view is None:
+            from ..core.views import make_cluster_view
+            n = max([self.index, *self.node_info]) + 1
+            nodes = []
+            for i in range(n):
+                info = self.node_info.get(i)
+                alive = info is not None and i not in self.dead_nodes and i != self.index
+                res = info["Resources"] if info else {}
+                nodes.append({"total": res, "available": info["Available"] if info else {},
+                              "queue_length": info["queue_length"] if info else 0,
+                              "running": info["running"] if info else 0, "alive": alive})
+            self._cluster_view = make_cluster_view(nodes)
+        return self._cluster_view
+
+    def spill_back(self) -> None:
+        """At each heartbeat: send back to the global scheduler as many queued tasks (newest
+        first) as the spillover policy says (SpilloverPolicy.spillback: while other nodes have
+        room, work does not wait here)."""
+        if not self.ready:
+            return
+        k = self.spillover.spillback(self.local_view(), time.time() - self.t0)
+        if k <= 0:
+            return
+        keep = deque()
+        while self.ready and k:
+            t = self.ready.pop()
+            if t.spec.get("pin_node") is not None:     # pinned here (a runner's driver): stays
+                keep.appendleft(t)
+                continue
+            k -= 1
+            self.forward(t.spec, self.task_view(t.spec))
+        self.ready.extend(keep)
 
     def task_view(self, spec) -> TaskView:
         from ..core.views import InputView
@@ -946,6 +992,7 @@ class NodeManager:
 
     def on_node_entry(self, table, key, info) -> None:
         i = info["Index"]
+        self._cluster_view = None
         if info["Alive"]:
             if i not in self.dead_nodes:
                 if i not in self.node_info:
@@ -960,6 +1007,7 @@ class NodeManager:
             return
         self.dead_nodes.add(k)
         self.node_info.pop(k, None)
+        self._cluster_view = None
         self._feasible.clear()
         ch = self.peers.pop(k, None)
         if ch is not None:
@@ -1195,6 +1243,7 @@ class NodeManager:
                 "durations": self.durations, "transfers": self.transfers}
         self.durations, self.transfers = [], []
         self.gcs.put("node", self.node_id, info)
+        self.spill_back()
 
     def push_records(self) -> None:
         """Task rows go to the GCS as soon as the loop is done with the messages at hand

@@ -64,7 +64,7 @@ import numpy as np
 
 from ..core.errors import ConfigError
 from ..core.faults import driver_nodes
-from ..policy.base import decides_now, deliver_reports, reports_run_time
+from ..policy.base import decides_now, deliver_reports, placement_view, reports_run_time
 from ..core.resources import EPS, fits
 from ..core.seeding import policy_rng
 from ..core.result import RunResult
@@ -305,6 +305,11 @@ class Simulation:
         self.validate = validate
         self.max_sim_time_s = max_sim_time_s
         self.rng = policy_rng(seed, "placement")   # spillover draws from it too (core.seeding)
+        #: the spillover policy reads the cluster (LocalView.free_elsewhere), and spills back
+        self._sp_cluster = bool(getattr(spillover, "uses_cluster", False))
+        self._spillback = type(spillover).spillback is not SpilloverPolicy.spillback
+        #: forwarded tasks are placed among the nodes with room for them (policy.base.placement_view)
+        self._where_free = bool(getattr(spillover, "place_where_free", False))
         self.trace = TraceRecorder(keep_rows=keep_rows)
         #: the recorder's row buffer, appended to directly on the hot path
         self._rows = self.trace.buf
@@ -584,8 +589,11 @@ class Simulation:
         return None
 
     def _view_arrived(self, news: Any) -> None:
-        """Hook: a heartbeat round's view (``self.view``) and reports reached the global
-        scheduler; ``news`` is what :meth:`_heartbeat_tick` returned at its tick."""
+        """A heartbeat round's view (``self.view``) and reports reached the global scheduler
+        (and the nodes): queued work may spill back. A subclass extends it; ``news`` is what
+        :meth:`_heartbeat_tick` returned at its tick."""
+        if self._spillback:
+            self._spill_back()
 
     def _deliver_reports(self, reports: tuple[list, list] | None = None) -> None:
         """The heartbeat round: each node's samples since its last one reach the placement
@@ -694,9 +702,7 @@ class Simulation:
         if self._ldec:
             t_dec = _serve(self.sched_free, d, now, t_dec, self._ldec)
         tv = TaskView(t.tid, t.function, t.demand, (), d) if not t.deps else self._task_view(t)
-        avail = self.avail[d]
-        local = LocalView(d, self.total[d], avail, self.qlen[d], self.running[d],
-                          int(avail.get("CPU", 0.0) + EPS))
+        local = self._local_view(d)
         if not self.spillover.forwards(tv, local, now, self.rng):
             t.placed = t_dec
             if t.deps:
@@ -704,6 +710,21 @@ class Simulation:
             else:
                 self._enqueue(t, d, t_dec)
             return
+        self._forward(t, tv, t_dec)
+
+    def _local_view(self, d: int) -> LocalView:
+        """Node ``d``'s local scheduler's view of itself (and, for a spillover policy that
+        reads it, of the rest of the cluster as of the last heartbeat: ClusterView.elsewhere)."""
+        avail = self.avail[d]
+        if not self._sp_cluster:
+            return LocalView(d, self.total[d], avail, self.qlen[d], self.running[d], int(avail.get("CPU", 0.0) + EPS))
+        free, slots = self.view.elsewhere(d)
+        return LocalView(d, self.total[d], avail, self.qlen[d], self.running[d], int(avail.get("CPU", 0.0) + EPS),
+                         free, slots)
+
+    def _forward(self, t: _Task, tv: TaskView, t_dec: float) -> None:
+        """``t`` goes to the global scheduler (decided at ``t_dec`` on its node)."""
+        now = self.env._now
         t.spilled = True
         r = self.gs_next
         self.gs_next = (r + 1) % self._n_gs
@@ -713,6 +734,31 @@ class Simulation:
         else:
             self.pending += 1
             self.env.call_in(t_g - now, self._global_event, (t, tv))
+
+    def _spill_back(self) -> None:
+        """At a heartbeat each node with queued tasks asks its spillover policy how many to
+        send back to the global scheduler (SpilloverPolicy.spillback; newest first); they
+        are placed again, like tasks forwarded now."""
+        now = self.env._now
+        sp = self.spillover
+        for m in range(self.n):
+            if not self.qlen[m]:
+                continue
+            k = sp.spillback(self._local_view(m), now)
+            for q in reversed(list(self.queues[m].values())):
+                while k and q:
+                    t = q.pop()
+                    k -= 1
+                    self.qlen[m] -= 1
+                    self._to(t, TaskState.ASSIGNED)
+                    self._spilled_back(t)
+                    self._forward(t, TaskView(t.tid, t.function, t.demand, (), t.submitter) if not t.deps
+                                  else self._task_view(t), now)
+                if not k:
+                    break
+
+    def _spilled_back(self, t: _Task) -> None:
+        """Hook: ``t`` left its node's queue for the global scheduler (spillback)."""
 
     def _later(self, delay: float, value, callback) -> None:
         """Call ``callback(event)`` after ``delay``; counted, so a stuck run is noticed."""
@@ -728,7 +774,8 @@ class Simulation:
         now = self.env._now
         if self._fresh_view:
             self.view = self._snapshot()
-        p = self.placement.place(tv, self.view, now, self.rng)
+        view = placement_view(self.view, t.demand, self._where_free) if self._where_free else self.view
+        p = self.placement.place(tv, view, now, self.rng)
         if p is None:
             self._infeasible(t, now)
             return

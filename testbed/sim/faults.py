@@ -249,6 +249,7 @@ class FaultySimulation(Simulation):
         for m, lost in declared:
             self._settle_lost_on_arrival(lost)
             self._node_declared_dead(m)
+        super()._view_arrived(declared)
         members = self.view.membership
         if members != self._members:
             self._members = members
@@ -321,6 +322,10 @@ class FaultySimulation(Simulation):
             return
         if self._still_wanted(t):
             super()._enqueue(t, m, ready_at)
+
+    def _spilled_back(self, t: _Task) -> None:
+        t.node = -1                         # at the global scheduler again, in no node's queue
+        self._pipeline.add(t)
 
     def _still_wanted(self, t: _Task) -> bool:
         """``t`` leaves the pipeline on reaching a node: False if it failed meanwhile, or an
