@@ -120,6 +120,12 @@ CLUSTER: dict[str, Field] = {
     "heartbeat_delay_s": Field(_num, 0.0, non_negative, ">= 0", "simulator: age of a heartbeat's view when the global "
                                "scheduler gets it (the view of the tick at t, the estimator samples sent with it and, "
                                "with [faults], the nodes declared dead at t reach it at t + heartbeat_delay_s)"),
+    "heartbeat_stagger_s": Field(_num, 0.0, non_negative, ">= 0", "simulator: each node's heartbeats tick at "
+                                 "its own offset from the round, drawn uniformly in [0, this) seconds per node from "
+                                 "the run's seed, and the global scheduler's view changes at each node's report, as "
+                                 "in the real runtime, where every node runs its own timer from its start (0: every "
+                                 "node reports in one synchronized round; heartbeat_interval_s: uniform phases; not "
+                                 "yet applied in runs with [faults])"),
     "worker_start_s": Field(_num, 0.0, non_negative, ">= 0", "simulator: seconds from the run's start until a node's "
                             "workers accept tasks (no task starts before it)"),
     "calibration": Field(_str, "", None, "", "a calibration file (TOML, from `testbed calibrate`) whose [cluster] "

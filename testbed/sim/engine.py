@@ -21,6 +21,14 @@ one rule with the runtime (:func:`testbed.policy.base.decides_now`).
            both reach the global scheduler heartbeat_delay_s after the tick (one round,
            _heartbeat_round, which the fault model extends through two hooks)
 
+Heartbeats come in one synchronized round by default. With ``cluster.heartbeat_stagger_s`` > 0
+each node ticks at its own offset (drawn per node from the run's seed) and its report alone
+changes its entries of the view and its ``ClusterView.reports`` count, as the real global
+scheduler sees the nodes' independent timers: a policy's count of tasks sent to a node since
+its report then resets for that node alone (core.views.since_report), and PaperWaitTime sends
+a burst to the node that has just reported. It costs one event per node per interval and a
+view rebuild at the first decision after each report.
+
 Event flow (the simulator's speed is its event flow): a task costs one event (its
 finish) plus one per forwarded decision and one per open-loop arrival. Servers with a fixed
 service time — local schedulers, global scheduler replicas, GCS shards, network links —
@@ -81,6 +89,9 @@ NAN = math.nan
 PRUNE_BOOKINGS = 32
 #: GCS memory samples kept per run (beyond it every other one is dropped and the rate halves)
 MEMORY_SAMPLES = 2048
+#: the heartbeat offsets' stream tag (``SeedSequence([seed, HEARTBEAT_STREAM])``), apart from
+#: the policy, workload and fault streams, so staggering changes no other draw
+HEARTBEAT_STREAM = 0x4EA27
 
 _FINISHED = TaskState.FINISHED.value
 #: a finish reports its run time to the estimators (policy.base.reports_run_time: only
@@ -324,6 +335,9 @@ class Simulation:
         self._n_gs = cluster["global_schedulers"]
         #: rebuild the ClusterView at every placement decision (no heartbeat staleness)
         self._fresh_view = cluster["view_fresh_per_decision"]
+        #: rebuild the ClusterView before the next placement decision (always, with a fresh
+        #: view; after a node's own heartbeat, with staggered ones)
+        self._rebuild_view = self._fresh_view
         #: modelled overheads of the real runtime (config.py's [cluster] docs; 0 by default)
         self._overhead = cluster["task_overhead_s"]
         self._inflation = cluster["duration_inflation_s"]
@@ -352,6 +366,9 @@ class Simulation:
         self._dkeys: dict[int, tuple] = {}
         self.env = Kernel()
         self._build_nodes()
+        #: per node: its heartbeats' offset from the synchronized round, seconds (None:
+        #: one synchronized round; cluster.heartbeat_stagger_s)
+        self._offsets = self._heartbeat_offsets()
         self.placement.set_truth(self._truth, self._truth_nodes)
 
     # -- cluster ---------------------------------------------------------------------
@@ -419,6 +436,33 @@ class Simulation:
                            total=self._total_arr, available=avail, queue_length=self.qlen,
                            running=self.running, slots=self._slots)
 
+    def _heartbeat_offsets(self) -> np.ndarray | None:
+        """Node m's heartbeats tick at ``offset[m] + k x heartbeat_interval_s`` (k >= 1), the
+        offsets drawn uniformly in [0, ``heartbeat_stagger_s``) from the run's seed (their own
+        stream, :data:`HEARTBEAT_STREAM`); None when the stagger is 0 (one synchronized round)."""
+        stagger = self.cfg["heartbeat_stagger_s"]
+        if stagger <= 0 or self._fresh_view:
+            return None
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, HEARTBEAT_STREAM]))
+        offsets = rng.uniform(0.0, stagger, self.n)
+        # what the global scheduler last heard from each node (available, queue, running),
+        # and how many of its reports it has had (ClusterView.reports: per-node resets of
+        # recent-assignment counts, core.views.since_report)
+        self._rep_avail = np.array([[a.get(k, 0.0) for k in self.names] for a in self.avail]).reshape(self.n, len(self.names))
+        self._rep_queue = np.array(self.qlen, dtype=np.int64)
+        self._rep_running = np.array(self.running, dtype=np.int64)
+        self._rep_count = np.full(self.n, self.view_version, np.int64)   # the first view's
+        return offsets
+
+    def _reported_view(self) -> ClusterView:
+        """With staggered heartbeats: a view of each node's last report, rebuilt (at the next
+        decision) after any node's report, as the real global scheduler does."""
+        self._rebuild_view = False
+        self.view_version += 1
+        return ClusterView(version=self.view_version, as_of=self.env._now, resource_names=self.names,
+                           total=self._total_arr, available=self._rep_avail, queue_length=self._rep_queue,
+                           running=self._rep_running, slots=self._slots, reports=self._rep_count)
+
     def _truth(self, quantity, function, node, now):
         if quantity == "bandwidth":
             return self.bw[node] if node is not None else sum(self.bw) / self.n
@@ -473,12 +517,18 @@ class Simulation:
                 # with their node, job results lost before the driver got them, node deaths,
                 # nodes added, nodes restored
                 "reexecuted": 0, "lost_objects": 0, "results_lost": 0, "nodes_killed": 0, "nodes_added": 0,
-                "nodes_restored": 0}
+                "nodes_restored": 0,
+                # cluster.heartbeat_stagger_s: each node's heartbeat offset, seconds (None: one round)
+                "heartbeat_offsets_s": None if self._offsets is None else self._offsets.tolist()}
         return SimResult(trace=self.trace.frame(), metrics=metrics, info=info)
 
     def _start_processes(self) -> None:
         """Processes that run beside the workload (heartbeats; fault injection in a subclass)."""
         self.env.process(self._heartbeats())
+        if self._offsets is not None:
+            interval = self.cfg["heartbeat_interval_s"]
+            for m, off in enumerate(self._offsets.tolist()):
+                self.env.call_in(interval + off, self._node_heartbeat, m)
         if self.cfg["gcs_flush_interval_s"] > 0:
             self.env.call_in(self.cfg["gcs_flush_interval_s"], self._gcs_flush, None)
         for x in self.cfg["slowdowns"]:
@@ -570,7 +620,10 @@ class Simulation:
         two hooks: :meth:`_heartbeat_tick` (at the tick, before the view is taken; what it
         returns travels with the view) and :meth:`_view_arrived` (when the view arrives)."""
         news = self._heartbeat_tick()
-        if self._hb_delay:
+        if self._offsets is not None:
+            # each node reports on its own tick (_node_heartbeat); the round keeps its hooks
+            self._view_arrived(news)
+        elif self._hb_delay:
             # the round's view and reports reach the global scheduler heartbeat_delay_s later
             # (counted as pending: what arrives with it may unblock a task)
             reports = (self._durs, self._xfers)
@@ -617,6 +670,34 @@ class Simulation:
             self.view = view
         self._deliver_reports(reports)
         self._view_arrived(news)
+
+    def _node_heartbeat(self, m: int) -> None:
+        """Node ``m``'s own heartbeat (``heartbeat_stagger_s`` > 0): its load and its samples
+        since its last one reach the global scheduler ``heartbeat_delay_s`` later."""
+        if self.done:
+            return
+        self.env.call_in(self.cfg["heartbeat_interval_s"], self._node_heartbeat, m)
+        a = self.avail[m]
+        report = (m, [a.get(k, 0.0) for k in self.names], self.qlen[m], self.running[m],
+                  self._durs[m], self._xfers[m])
+        self._durs[m], self._xfers[m] = [], []
+        if self._hb_delay:
+            self.env.call_in(self._hb_delay, self._node_report, report)
+        else:
+            self._node_report(report)
+
+    def _node_report(self, report) -> None:
+        """Node ``m``'s heartbeat reaches the global scheduler: its entries of the view and its
+        report count change (the view is rebuilt at the next decision), and its samples reach
+        the estimators (policy.base.deliver_reports)."""
+        m, avail, queue, running, durs, xfers = report
+        self._rep_avail[m] = avail
+        self._rep_queue[m] = queue
+        self._rep_running[m] = running
+        self._rep_count[m] += 1
+        self._rebuild_view = True
+        if durs or xfers:
+            deliver_reports(self.placement, m, durs, xfers, self.env._now)
 
     def _stop(self) -> None:
         self.done = True
@@ -772,8 +853,8 @@ class Simulation:
 
     def _global_place(self, t: _Task, tv: TaskView) -> None:
         now = self.env._now
-        if self._fresh_view:
-            self.view = self._snapshot()
+        if self._rebuild_view:
+            self.view = self._snapshot() if self._fresh_view else self._reported_view()
         view = placement_view(self.view, t.demand, self._where_free) if self._where_free else self.view
         p = self.placement.place(tv, view, now, self.rng)
         if p is None:
