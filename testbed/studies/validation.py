@@ -210,6 +210,38 @@ def _markdown(tab: pd.DataFrame, what: str) -> str:
     return pd.DataFrame(out).to_markdown(index=False) + "\n"
 
 
+#: the compact table's column per metric
+SHORT = {"throughput_per_s": "thr.", "latency_mean_s": "mean", "latency_p50_s": "p50", "latency_p99_s": "p99",
+         "queue_delay_mean_s": "queue", "spilled_fraction": "spilled", "bytes_transferred": "bytes",
+         "makespan_s": "makespan"}
+
+
+def glance(runs: pd.DataFrame) -> str:
+    """One row per workload, one column per metric: the calibrated simulator's mean relative
+    error (the uncalibrated one's in brackets), ``*`` where the mean misses the goal."""
+    cal, unc = compare_table(runs, "sim"), compare_table(runs, "sim, uncalibrated")
+    if not len(cal):
+        return ""
+
+    def cell(tab, wl, m):
+        r = tab[(tab.workload == wl) & (tab.metric == m)] if len(tab) else tab
+        if not len(r):
+            return "—"
+        r = r.iloc[0]
+        e = r["rel_error"].estimate
+        return f"{e:+.0%}{'' if r['within'] else '*'}" if e == e else "—"
+
+    rows = []
+    for wl in dict.fromkeys(cal.workload):
+        row = {"workload": wl}
+        for m, short in SHORT.items():
+            if m in set(cal.metric):
+                row[short] = f"{cell(cal, wl, m)} ({cell(unc, wl, m)})"
+        rows.append(row)
+    return ("### At a glance\n\nRelative error of the calibrated simulator, the uncalibrated one's in brackets; "
+            "`*` misses the goal.\n\n" + pd.DataFrame(rows).to_markdown(index=False) + "\n")
+
+
 def summary(runs: pd.DataFrame, exp) -> str:
     parts = ["## Simulator against the real runtime (paired per seed)", "",
              "Each workload ran on the real runtime and on the simulator at the same scale, with the "
@@ -230,6 +262,7 @@ def summary(runs: pd.DataFrame, exp) -> str:
                   f"{n_ok} of {len(tab)} workload × metric pairs within the goal ({firm_ok} firmly: "
                   f"the whole interval inside); {firm_miss} firm misses (the whole interval outside).", "",
                   _markdown(tab, variant)]
+    parts.append(glance(runs))
     parts.append(decision_diagnostics(runs))
     return "\n".join(parts)
 
