@@ -160,13 +160,11 @@ class KeyedEstimator:
         self._node_arrays: dict[str | None, np.ndarray] = {}
         #: per function: how many leading entries of its node array are set (no NaN before)
         self._node_set: dict[str | None, int] = {}
-
-    @property
-    def changes_only_on_update(self) -> bool:
-        """Do the estimates change only when ``update`` is called (not with ``now``, not through
-        an Oracle's truth)? Then a policy may cache what it derived from them until the next
-        update (PaperWaitTime's per-view heaps)."""
-        return not self.wants_truth and not getattr(self._fallback, "estimate_uses_now", True)
+        #: do the estimates change only when ``update`` is called (not with ``now``, not through
+        #: an Oracle's truth)? Then a policy may cache what it derived from them until the next
+        #: update (PaperWaitTime's per-view heaps). Fixed by the estimator's kind.
+        self.changes_only_on_update = (not self.wants_truth
+                                       and not getattr(self._fallback, "estimate_uses_now", True))
 
     def key(self, function: str | None, node: int | None) -> object:
         k = self.keying
