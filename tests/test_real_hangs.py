@@ -279,13 +279,14 @@ class Fragile:
         return self.n
 
 
-@pytest.mark.parametrize("max_task_retries, runs", [(0, 1), (2, 3)])
+@pytest.mark.parametrize("max_task_retries, runs", [(None, 1), (0, 1), (2, 3)])
 def test_a_call_that_kills_its_actor_runs_max_task_retries_plus_one_times(cluster, tmp_path,
                                                                           max_task_retries, runs):
     """As in Ray: the call that was running when the actor's process died runs again only
-    under max_task_retries (default 0), then fails with ActorDiedError; the actor itself is
+    under max_task_retries (default 0: None here), then fails with ActorDiedError; the actor itself is
     restarted (max_restarts=-1), replays the calls it completed, and later calls run."""
-    a = Fragile.options(max_task_retries=max_task_retries).remote()
+    cls = Fragile if max_task_retries is None else Fragile.options(max_task_retries=max_task_retries)
+    a = cls.remote()
     assert tb.get(a.incr.remote(), timeout=30) == 1
     with pytest.raises(tb.ActorDiedError, match="max_task_retries"):
         tb.get(a.crash.remote(str(tmp_path)), timeout=30)
