@@ -15,7 +15,7 @@ _API = {
     "kill_actor_process", "kill_gcs_replica", "gcs_chains",
 }
 _ERRORS = {"TaskError", "GetTimeoutError", "InfeasibleError", "WorkerCrashedError", "ClusterError",
-           "ActorDiedError", "ObjectLostError"}
+           "ActorDiedError", "ObjectLostError", "ObjectStoreFullError"}
 
 
 def __getattr__(name):

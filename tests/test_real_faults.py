@@ -311,8 +311,25 @@ def test_calls_in_flight_when_the_actors_node_dies_run_once_in_order():
 
 
 def test_an_actor_process_killed_mid_call_runs_that_call_once_after_the_rebuild(tmp_path):
-    """The call that was running when the actor's process died runs again after the replay
-    (the state it had not changed yet is rebuilt first), and later calls follow in order."""
+    """With max_task_retries=1, the call that was running when the actor's process died runs
+    again after the replay (the state it had not changed yet is rebuilt first), and later
+    calls follow in order."""
+    with tb.init(num_cpus=2, **FAST) as c:
+        a = Tally.options(max_task_retries=1).remote()
+        assert tb.get([a.incr.remote() for _ in range(3)]) == [1, 2, 3]
+        mid = a.incr.remote(str(tmp_path), 1.0)
+        after = [a.incr.remote() for _ in range(2)]
+        _wait_started(tmp_path)                        # call 4 is running
+        tb.kill_actor_process(a)
+        assert tb.get([mid] + after, timeout=60) == [4, 5, 6]
+        assert _replayed("Tally.incr") == 4      # the replay of calls 1-3, and call 4's second attempt
+    assert_cluster_gone(c)
+
+
+def test_an_actor_process_killed_mid_call_fails_that_call_by_default(tmp_path):
+    """max_task_retries=0 (the default, as in Ray): the call that was running when the
+    actor's process died fails with ActorDiedError; the actor is restarted (calls 1-3
+    replayed) and later calls run in order."""
     with tb.init(num_cpus=2, **FAST) as c:
         a = Tally.remote()
         assert tb.get([a.incr.remote() for _ in range(3)]) == [1, 2, 3]
@@ -320,8 +337,10 @@ def test_an_actor_process_killed_mid_call_runs_that_call_once_after_the_rebuild(
         after = [a.incr.remote() for _ in range(2)]
         _wait_started(tmp_path)                        # call 4 is running
         tb.kill_actor_process(a)
-        assert tb.get([mid] + after, timeout=60) == [4, 5, 6]
-        assert _replayed("Tally.incr") == 3      # the replay of calls 1-3
+        with pytest.raises(tb.ActorDiedError, match="max_task_retries=0"):
+            tb.get(mid, timeout=60)
+        assert tb.get(after, timeout=60) == [4, 5]
+        assert _replayed("Tally.incr") == 3
     assert_cluster_gone(c)
 
 

@@ -46,7 +46,8 @@ class ActorClass:
         spec = {"kind": "actor_create", "task_id": actor_id, "actor_id": actor_id, "fn_id": fid, "fn": data,
                 "name": f"{name}.__init__", "class_name": name, "args": args, "kwargs": kwargs,
                 "num_returns": 1, "max_retries": 0, "pin_node": opts.get("_node"),
-                "max_restarts": opts.get("max_restarts", 0), "checkpoint_interval": opts.get("checkpoint_interval", 0),
+                "max_restarts": opts.get("max_restarts", 0), "max_task_retries": opts.get("max_task_retries", 0),
+                "checkpoint_interval": opts.get("checkpoint_interval", 0),
                 "resources": _resources(opts.get("num_cpus", 0), opts.get("num_gpus"), opts.get("resources"), "")}
         core.send(("submit", spec))
         return ActorHandle(actor_id, name, self._methods)
@@ -125,8 +126,11 @@ def actor_entry(spec: dict, node: int, state: str | None = None, restarts: int |
 
 
 def kill(handle: ActorHandle) -> None:
-    """Kill an actor's process now; its pending and future calls fail with ActorDiedError."""
+    """Kill an actor's process now; its pending and future calls fail with ActorDiedError.
+    Anything but an actor handle is a ValueError (as in Ray); killing a dead actor again
+    does nothing."""
     from .api import _core
     if not isinstance(handle, ActorHandle):
-        raise TypeError(f"kill() expects an actor handle, got {type(handle).__name__}")
+        raise ValueError(f"kill() is for actors: it expects an actor handle, got {type(handle).__name__} "
+                         f"{handle!r:.60}")
     _core().send(("kill_actor", handle._actor_id))

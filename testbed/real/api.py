@@ -8,6 +8,7 @@ from __future__ import annotations
 import atexit
 import inspect
 import json
+import math
 import os
 import queue
 import shutil
@@ -49,8 +50,11 @@ def _core() -> Core:
 # --- options ---------------------------------------------------------------------------
 
 def _check_amount(name: str, v, *, integer: bool = False) -> float:
-    if isinstance(v, bool) or not isinstance(v, Real) or v < 0 or v != v:
-        raise ValueError(f"{name} must be a number >= 0, got {v!r}")
+    """``v`` as a float; anything but a finite number >= 0 is a ValueError naming ``name``
+    (an infinite amount of CPUs, bytes or seconds is never meant: use None where "no
+    limit" is allowed)."""
+    if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(v) or v < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
     if integer and int(v) != v:
         raise ValueError(f"{name} must be a whole number, got {v!r}")
     return float(v)
@@ -92,6 +96,8 @@ class Cluster:
         self.proc.stdin.write((json.dumps(boot) + "\n").encode())
         self.proc.stdin.flush()
         self.pids: dict[int, tuple[str, list]] = {}
+        #: nodes tb.kill_node has killed (the node table says so only after the heartbeat timeout)
+        self.killed_nodes: set[int] = set()
         threading.Thread(target=self._read_events, name="testbed-supervisor-events", daemon=True).start()
         self._wait_for("started")
         from .gcsclient import connect_retry
@@ -283,9 +289,10 @@ def init(num_cpus: float | None = None, num_gpus: float | None = None, resources
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
         _check_amount("gcs_flush_interval_s", gcs_flush_interval_s)
-        for name, v in (("heartbeat_interval_s", heartbeat_interval_s), ("object_store_bytes", object_store_bytes),
-                        ("link_latency_s", link_latency_s)):
+        for name, v in (("heartbeat_interval_s", heartbeat_interval_s), ("link_latency_s", link_latency_s)):
             _check_amount(name, v)
+        if not _check_amount("object_store_bytes", object_store_bytes, integer=True) > 0:
+            raise ValueError(f"object_store_bytes must be > 0, got {object_store_bytes!r}")
         if heartbeat_interval_s <= 0:
             raise ValueError(f"heartbeat_interval_s must be > 0, got {heartbeat_interval_s}")
         if link_bandwidth_bytes_per_s is not None and not _check_amount("link_bandwidth_bytes_per_s",
@@ -358,7 +365,7 @@ _INTERNAL_OPTIONS = ("_node", "_job_id")
 
 
 def _check_options(opts: dict, for_class: bool) -> dict:
-    allowed = _TASK_OPTIONS + (("max_restarts", "checkpoint_interval") if for_class else ())
+    allowed = _TASK_OPTIONS + (("max_restarts", "max_task_retries", "checkpoint_interval") if for_class else ())
     for k in opts:
         if k not in allowed and k not in _INTERNAL_OPTIONS:
             raise TypeError(f"unknown option {k!r}; options: {', '.join(allowed)}")
@@ -368,7 +375,7 @@ def _check_options(opts: dict, for_class: bool) -> dict:
     if isinstance(nr, bool) or not isinstance(nr, int) or nr < 1:
         raise ValueError(f"num_returns must be an integer >= 1, got {nr!r}")
     if for_class:
-        for name, lo in (("max_restarts", -1), ("checkpoint_interval", 0)):
+        for name, lo in (("max_restarts", -1), ("max_task_retries", -1), ("checkpoint_interval", 0)):
             v = opts.get(name, 0)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
@@ -588,21 +595,30 @@ def _driver_cluster() -> Cluster:
     return _cluster
 
 
-def _node_index(node_id: str) -> int:
+def _node_entry(node_id: str) -> dict:
     for n in nodes():
         if n["NodeID"] == node_id:
-            return n["Index"]
+            return n
     raise ValueError(f"no node with NodeID {node_id!r} (see tb.nodes())")
+
+
+def _node_index(node_id: str) -> int:
+    return _node_entry(node_id)["Index"]
 
 
 def kill_node(node_id: str) -> None:
     """Crash a node (a NodeID from tb.nodes()): its node manager and workers die at once
     (they are dead when this returns) and its objects are lost. Node 0 hosts the driver
-    and cannot be killed."""
+    and cannot be killed. A node that is already dead (killed, or declared dead) is a
+    ValueError: a test that kills it twice has lost track of its cluster."""
     c = _driver_cluster()
-    index = _node_index(node_id)
+    entry = _node_entry(node_id)
+    index = entry["Index"]
     if index == 0:
         raise ValueError("node 0 hosts the driver's connection and cannot be killed")
+    if index in c.killed_nodes or not entry["Alive"]:
+        raise ValueError(f"node {node_id} (index {index}) is already dead; tb.nodes() says which are alive")
+    c.killed_nodes.add(index)
     c.command(cmd="kill_node", index=index)
     c._wait_for("node_killed", "killing a node")          # its processes are dead when this returns
 

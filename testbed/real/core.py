@@ -23,7 +23,7 @@ from typing import Any
 import cloudpickle
 
 from . import objstore
-from .errors import GetTimeoutError, TaskError, is_failure
+from .errors import GetTimeoutError, ObjectStoreFullError, TaskError, is_failure
 
 #: values up to this size are passed inline, not through shared memory (the store's default)
 INLINE_MAX = objstore.DEFAULT_INLINE_MAX_BYTES
@@ -182,7 +182,7 @@ class Core:
     def put_serialized(self, oid: bytes, ser) -> tuple:
         seg, off = self.request("create", oid, ser.size)
         if seg is None:
-            raise MemoryError(f"object store of node {self.node} is full ({ser.size} bytes asked): {off}")
+            raise ObjectStoreFullError(f"object store of node {self.node} is full ({ser.size} bytes asked): {off}")
         self.store.write(seg, off, ser)
         self.send(("seal", oid, ser.size))
         return ("shm", ser.size)
@@ -199,6 +199,8 @@ class Core:
         reply = self.request("get", [r.id for r in refs], timeout)
         if reply == "timeout":
             raise GetTimeoutError(f"get timed out after {timeout} s")
+        if isinstance(reply, tuple) and reply[0] == "store_full":
+            raise ObjectStoreFullError(reply[1])
         values = []
         for r, desc in zip(refs, reply):
             v = self.decode(r.id, desc)

@@ -23,23 +23,49 @@ class TaskError(TestbedRuntimeError):
         return (TaskError, (self.function, self.cause_type, self.cause_repr, self.traceback_str, self.cause))
 
     def as_instanceof_cause(self) -> "TaskError":
-        """This error as an instance of a class deriving from TaskError *and* the cause's type."""
+        """This error as an instance of a class deriving from the cause's type *and* TaskError
+        (``except MemoryError`` catches it), carrying the cause's attributes; itself when the
+        cause's type cannot be derived from, and for KeyboardInterrupt, SystemExit and
+        GeneratorExit, which the interpreter treats as control flow (an uncaught SystemExit
+        from ``get`` would end the driver quietly)."""
         ct = self.cause_type
-        if ct is None or not isinstance(ct, type) or issubclass(TaskError, ct) or not issubclass(ct, BaseException):
+        if ct is None or not isinstance(ct, type) or issubclass(TaskError, ct) or not issubclass(ct, BaseException) \
+                or issubclass(ct, _CONTROL):
             return self
+        cause = self.cause if type(self.cause) is ct else None
         try:
             cls = _DERIVED.get(ct)
             if cls is None:
-                cls = type(f"TaskError({ct.__name__})", (TaskError, ct), {
-                    "__init__": lambda s, *a: None, "__str__": lambda s: TaskError.__str__(s),
-                    "__reduce__": TaskError.__reduce__})
+                # the cause's type first: its constructor (__new__) builds the instance, so
+                # types with their own layout or __new__ (MemoryError, UnicodeError,
+                # ExceptionGroup) work; TaskError's methods override the cause's
+                cls = type(f"TaskError({ct.__name__})", (ct, TaskError), {
+                    "__init__": _no_init, "__str__": TaskError.__str__, "__reduce__": TaskError.__reduce__,
+                    "__module__": __name__})
                 _DERIVED[ct] = cls
-            err = cls.__new__(cls)
-            TaskError.__init__(err, self.function, ct, self.cause_repr, self.traceback_str, self.cause)
-            return err
-        except TypeError:    # a cause type that cannot be subclassed (final, or layout conflict)
+            err = ct.__new__(cls, *(cause.args if cause is not None else ()))
+        except Exception:  # noqa: BLE001 - a type that cannot be subclassed or built without its arguments
             return self
+        if cause is not None:
+            if ct.__module__ == "builtins":
+                try:      # a built-in type's fields are set by its __init__ (UnicodeError's, OSError's)
+                    ct.__init__(err, *cause.args)
+                except Exception:  # noqa: BLE001 - the fields just stay unset
+                    pass
+            if isinstance(cause, OSError):      # filename(2) are not in OSError's args
+                err.errno, err.strerror = cause.errno, cause.strerror
+                err.filename, err.filename2 = cause.filename, cause.filename2
+            err.__dict__.update(getattr(cause, "__dict__", {}))   # a user type's attributes
+        TaskError.__init__(err, self.function, ct, self.cause_repr, self.traceback_str, self.cause)
+        return err
 
+
+def _no_init(self, *args, **kwargs) -> None:
+    """A derived TaskError is built by as_instanceof_cause, never by calling its class."""
+
+
+#: exceptions the interpreter treats as control flow: get raises a plain TaskError for them
+_CONTROL = (KeyboardInterrupt, SystemExit, GeneratorExit)
 
 _DERIVED: dict[type, type] = {}
 
@@ -81,3 +107,9 @@ class ActorDiedError(TestbedRuntimeError):
 class ObjectLostError(TestbedRuntimeError):
     """An object was lost with its node and cannot be rebuilt (a put, no lineage, or too
     many re-executions)."""
+
+
+class ObjectStoreFullError(TestbedRuntimeError, MemoryError):
+    """A node's object store cannot hold what is asked of it at once: a ``put`` or a task's
+    result that does not fit, or a ``get`` of more objects than fit in the store together
+    (a get pins every object it returns). Also a MemoryError."""

@@ -65,7 +65,7 @@ class Client:
 
 class Actor:
     __slots__ = ("id", "name", "worker", "queue", "busy", "killed", "spec", "restarts", "log", "ckpt",
-                 "calls_done", "restarting", "executed")
+                 "calls_done", "restarting", "executed", "crashing")
 
     def __init__(self, actor_id: bytes, name: str, worker: Client, spec: dict | None = None):
         self.id = actor_id
@@ -87,6 +87,9 @@ class Actor:
         self.queue: deque[Task] = deque()
         self.busy = False
         self.killed = False
+        #: its process was sent SIGKILL (kill_actor_process) and has not been seen to die yet:
+        #: no call is sent to it meanwhile
+        self.crashing = False
 
     def ran(self, spec: dict) -> None:
         """A call ran (or its replay was queued): a repeat of it is dropped from now on."""
@@ -520,6 +523,27 @@ class NodeManager:
         seg, off, size = self.store.get(oid, pin_for=client.id)
         return ("shm", seg, off, size)
 
+    def descriptors(self, oids: list[bytes], client: Client) -> list:
+        """Every object's descriptor, each pinned for ``client``; if they cannot all be in
+        memory at once (StoreFull while restoring a spilled one), none stays pinned."""
+        out = []
+        try:
+            for o in oids:
+                out.append(self.descriptor(o, client))
+        except objstore.StoreFull:
+            for o, d in zip(oids, out):
+                if d[0] == "shm":
+                    self.store.unpin(o, client.id)
+            raise
+        return out
+
+    def store_full_text(self, oids: list[bytes], exc: Exception) -> str:
+        need = sum(self.sizes.get(o, 0) for o in dict.fromkeys(oids))
+        return (f"get of {len(oids)} objects ({need / 2**20:.1f} MiB) cannot be met: they do not fit in node "
+                f"{self.index}'s object store together (object_store_bytes={self.store.capacity_bytes}; a get "
+                f"keeps every object it returns in memory): {exc}. Get fewer objects at a time, or start the "
+                f"cluster with a larger object_store_bytes")
+
     def add_object(self, oid: bytes, size: int) -> None:
         if oid in self.freed_early:            # nobody can ask for it any more
             self.freed_early.discard(oid)
@@ -738,6 +762,9 @@ class NodeManager:
                     return
                 if old is not None and old.restarting:      # a restart here: replay, then carry on
                     old.worker, old.restarting, old.busy = w, False, False
+                    if old.killed:                 # tb.kill came while it restarted: it dies now
+                        self.kill_process(w)
+                        return
                     self.gcs.put("actor", old.id, actor_entry(old.spec, self.index, "alive", old.restarts))
                     old.queue_replays(store=False)
                     self.dispatch_actor(old)
@@ -752,7 +779,10 @@ class NodeManager:
                 if rb is not None:
                     self.dispatch_actor(a)
                 for spec in self.actor_pending.pop(a.id, ()):
-                    self.route_call(spec)
+                    if spec == "kill":             # tb.kill came while it was being created
+                        self.on_kill_actor(None, a.id)
+                    else:
+                        self.route_call(spec)      # after a kill: they fail when it has died
             else:
                 a = self.actors.get(w.actor)
                 if a is not None:
@@ -899,7 +929,7 @@ class NodeManager:
         self.dispatch_actor(a)
 
     def dispatch_actor(self, a: Actor) -> None:
-        if a.busy or a.restarting or not a.queue or a.queue[0].missing or a.id not in self.actors:
+        if a.busy or a.restarting or a.killed or a.crashing or not a.queue or a.queue[0].missing or a.id not in self.actors:
             return
         t = a.queue.popleft()
         a.busy = True
@@ -909,11 +939,12 @@ class NodeManager:
     def on_kill_actor(self, ch, aid, crash_only=False) -> None:
         a = self.actors.get(aid)
         if a is not None:
+            if a.killed:
+                return
             a.killed = not crash_only
-            try:
-                os.kill(a.worker.pid, 9)
-            except ProcessLookupError:
-                pass
+            if not a.restarting:           # restarting: the new process dies once it is up
+                a.crashing = True
+                self.kill_process(a.worker)
             return
         if aid in self.actor_dead:
             return
@@ -926,17 +957,37 @@ class NodeManager:
             self.actor_pending[aid] = ["kill"]
             self.await_actor(aid)
 
+    def kill_process(self, w: Client) -> None:
+        """SIGKILL a worker; its connection closing (on_close) tells the rest."""
+        try:
+            os.kill(w.pid, 9)
+        except ProcessLookupError:
+            pass
+
     def restart_actor(self, a: Actor) -> None:
         """The actor's process died: start it again here from its last checkpoint (or its
-        constructor), then replay the calls completed since; the call it was running runs again
-        as a normal call, and calls arriving meanwhile wait in its queue."""
+        constructor), then replay the calls completed since; calls arriving meanwhile wait in
+        its queue. The call it was running runs again only under the actor's
+        ``max_task_retries`` (Ray's rule, default 0): else it fails with ActorDiedError, so a
+        call that kills its actor is not re-run after every restart."""
         w = a.worker
         self._give_back(w)
         a.restarts += 1
         a.restarting = True
         a.busy = False
-        if w.task is not None and w.task.spec.get("kind") == "actor_call" and not w.task.spec.get("replay"):
-            a.queue.appendleft(w.task)
+        a.crashing = False
+        t = w.task
+        if t is not None and t.spec.get("kind") == "actor_call" and not t.spec.get("replay"):
+            limit = a.spec.get("max_task_retries", 0)
+            if may_run_again(t.attempt - 1, limit):
+                t.attempt += 1
+                a.queue.appendleft(t)
+            else:
+                a.ran(t.spec)              # a copy sent again after a node died is dropped too
+                self.fail(t.spec, ActorDiedError(
+                    f"actor {a.name}'s process died while running {t.spec['name']}"
+                    + (f" ({t.attempt} attempts)" if t.attempt > 1 else "")
+                    + f"; the actor was restarted, the call not retried (max_task_retries={limit})"))
         a.queue = deque(t for t in a.queue if not t.spec.get("replay"))   # replays are rebuilt from the log
         w.task = None
         spec = dict(a.spec, restore=a.ckpt, calls_done=a.calls_done - len(a.log), attempt=a.restarts + 1)
@@ -1197,8 +1248,13 @@ class NodeManager:
             self._unblock(c)
             if timed_out:
                 self.loop.send(ch, ("reply", req, "timeout"))
-            else:
-                self.loop.send(ch, ("reply", req, [self.descriptor(o, c) for o in oids]))
+                return
+            try:
+                descs = self.descriptors(oids, c)
+            except objstore.StoreFull as exc:       # they do not fit in memory together
+                self.loop.send(ch, ("reply", req, ("store_full", self.store_full_text(oids, exc))))
+                return
+            self.loop.send(ch, ("reply", req, descs))
 
         if not missing:
             finish()

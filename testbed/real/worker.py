@@ -5,7 +5,8 @@
 
 Arguments arrive resolved: inline bytes, or a place in the node's shared memory (read
 zero-copy). Results go back inline when small, else the worker writes them into shared
-memory itself and sends only where. An exception becomes a TaskError value for every return.
+memory itself and sends only where. An exception — any BaseException the body raises,
+KeyboardInterrupt and SystemExit included — becomes a TaskError value for every return.
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ class Worker:
 
     def _unexpected(self, msg) -> None:
         if msg[0] == "exit":
-            raise SystemExit(0)
+            raise _Exit(0)
         raise RuntimeError(f"worker {self.wid}: unexpected {msg[0]!r} while waiting for a reply")
 
     def serve(self) -> None:
@@ -100,7 +101,10 @@ class Worker:
         except _Propagate as p:
             results = [self._result(task["task_id"], i, p.error) for i in range(task["num_returns"])]
             failed = True
-        except Exception as exc:  # noqa: BLE001 - the user's task may raise anything
+        except _Exit:
+            raise                                  # the node manager ends this worker
+        except BaseException as exc:  # noqa: BLE001 - the user's task may raise anything (as in Ray,
+            #                           KeyboardInterrupt or SystemExit too: a task error, not a crash)
             err = TaskError(task["name"], type(exc), f"{type(exc).__name__}: {exc}", traceback.format_exc(),
                             exc if _picklable(exc) else None)
             results = [self._result(task["task_id"], i, err) for i in range(task["num_returns"])]
@@ -125,6 +129,10 @@ class Worker:
         return ("shm", ser.size)
 
 
+class _Exit(SystemExit):
+    """The node manager told this worker to exit while its task waited for a reply."""
+
+
 class _Propagate(Exception):
     def __init__(self, error: TaskError):
         self.error = error
@@ -132,7 +140,7 @@ class _Propagate(Exception):
 
 def _picklable(exc: BaseException) -> bool:
     try:
-        cloudpickle.dumps(exc)
+        cloudpickle.loads(cloudpickle.dumps(exc))     # the driver must be able to load it too
         return True
     except Exception:  # noqa: BLE001
         return False
