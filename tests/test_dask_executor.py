@@ -14,13 +14,12 @@ import threading
 import time
 from pathlib import Path
 
+import distributed  # in the test extra: CI runs these on a real LocalCluster
 import pandas as pd
 import pytest
 
 from testbed.cli import main
 from testbed.studies import executors
-
-distributed = pytest.importorskip("distributed")
 
 pytestmark = pytest.mark.timeout(120)
 
