@@ -1,6 +1,7 @@
 """The ``testbed`` command.
 
     testbed run CONFIG [--set KEY=VALUE ...] [--out DIR] [--jobs N] [--max-runs N] [--quiet] [--resume DIR]
+                       [--executor local|dask|dask://HOST:PORT]
     testbed validate CONFIG... [--set KEY=VALUE ...] [--max-runs N]
     testbed list [--plugin pkg.module:Name ...]
     testbed bench sim|real [--json] [--tasks N] [--cases a,b]
@@ -51,6 +52,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", metavar="DIR", default=None,
                    help="run only the points and seeds missing from DIR's runs.csv (same config; run.seeds may "
                         "add seeds) and write the combined result to --out or the default folder; DIR is kept")
+    r.add_argument("--executor", default="local", metavar="local|dask|dask://HOST:PORT",
+                   help="where the runs execute: local (default) forked processes; dask: a local Dask cluster of "
+                        "--jobs worker processes; dask://HOST:PORT: a running Dask scheduler (its workers decide "
+                        "the parallelism). Same runs.csv for all; dask needs pip install 'testbed[dask]'")
 
     v = sub.add_parser("validate", help="check configs without running them")
     v.add_argument("configs", nargs="+", metavar="CONFIG")
@@ -141,10 +146,12 @@ def _run(args) -> int:
     from pathlib import Path
 
     from .studies.experiment import load_experiment
+    from .studies.executors import parse_executor
     from .studies.runner import default_out_dir, run_experiment
     from .core.errors import LINE_BREAKS
     if args.out is not None and (not args.out.strip() or any(c in args.out for c in LINE_BREAKS)):
         raise _UsageError(f"run: argument --out: expected a folder name on one line, got {args.out!r}")
+    parse_executor(args.executor)
     exp = load_experiment(args.config, args.overrides, max_runs=args.max_runs)
     resume = None
     if args.resume is not None:
@@ -161,7 +168,8 @@ def _run(args) -> int:
         todo = f"; {len(resume.missing)} missing from {args.resume}" if resume is not None else ""
         print(f"{exp.name}: {len(exp.points)} point(s) x {len(exp.seeds)} seed(s) = {n:,} run(s){todo}, "
               f"study '{exp.study}'", file=sys.stderr)
-    out = run_experiment(exp, out, jobs=args.jobs, progress=not args.quiet, resume=resume)
+    out = run_experiment(exp, out, jobs=args.jobs, progress=not args.quiet, resume=resume,
+                         executor=args.executor)
     print(f"results: {printable(str(out))}")
     summary = (out / "summary.md").read_text()
     if not args.quiet:

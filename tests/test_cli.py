@@ -14,7 +14,7 @@ import pytest
 
 from testbed.cli import main
 from testbed.core import config as C
-from testbed.studies import runner
+from testbed.studies import executors, runner
 from testbed.studies.experiment import load_experiment
 from testbed.workloads.spec import FIELDS as WORKLOAD_FIELDS
 
@@ -179,7 +179,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, monkeypatch, 
         cfg.write_text(text)
     ran = []
     monkeypatch.setattr(runner, "_one", lambda t: ran.append(t))     # nothing may start
-    monkeypatch.setattr(runner.cf, "ProcessPoolExecutor", no_pool)   # (--jobs 10**9 once forked until killed)
+    monkeypatch.setattr(executors.cf, "ProcessPoolExecutor", no_pool)   # (--jobs 10**9 once forked until killed)
     code = main(["run", str(cfg), *extra])
     out, err = capsys.readouterr()
     assert code == 2
@@ -602,7 +602,7 @@ def test_jobs_is_capped_at_the_runs_and_the_cores(tmp_path, monkeypatch, capsys,
     monkeypatch.chdir(tmp_path)
     cfg = write(tmp_path, TINY)                                   # 2 points x 2 seeds
     monkeypatch.setattr(runner.os, "cpu_count", lambda: cores)
-    monkeypatch.setattr(runner.cf, "ProcessPoolExecutor", RecordingPool)
+    monkeypatch.setattr(executors.cf, "ProcessPoolExecutor", RecordingPool)
     monkeypatch.setattr(RecordingPool, "made", [])
     argv = ["run", str(cfg), "--out", str(tmp_path / "out"), "--quiet"] + (["--jobs", jobs] if jobs else [])
     assert main(argv) == 0

@@ -1,5 +1,8 @@
 """Run every sweep point x seed, in parallel processes, and write the results folder.
 
+Where the runs execute is :mod:`.executors`' business (a local process pool, or a Dask
+cluster); the folder is the same whichever ran them.
+
 Layout of ``DIR`` (default ``results/<config name>/<timestamp>/``)::
 
     config.toml   the resolved config, every default filled in (plus [sweep])
@@ -17,8 +20,6 @@ one-line error says where.
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
-import multiprocessing
 import os
 import shutil
 import signal
@@ -32,6 +33,7 @@ import pandas as pd
 import tomli_w
 
 from ..core.errors import TestbedError, printable
+from .executors import make_executor, parse_executor
 from .experiment import Experiment, Point, factor_column
 from .resume import Resume
 
@@ -132,52 +134,38 @@ def _probe(folder: Path) -> None:
         os.unlink(probe)
 
 
-def _quiet_worker() -> None:
-    # Ctrl-C is the parent's to handle: it stops the pool and saves what finished
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def run_experiment(exp: Experiment, out: Path, jobs: int | None = None, progress: bool = True,
-                   resume: "Resume | None" = None) -> Path:
+                   resume: "Resume | None" = None, executor: str = "local") -> Path:
     """Run all points x seeds; write ``out``; return it. On Ctrl-C, save what finished in
     ``<out>-interrupted`` and raise KeyboardInterrupt(that folder). With ``resume``
     (:func:`.resume.load_resume`), run only the pairs its folder lacks and write the combined
-    result (``exp`` is then ``resume.experiment``)."""
+    result (``exp`` is then ``resume.experiment``). ``executor`` says where the runs go
+    (:mod:`.executors`: ``local``, ``dask`` or ``dask://HOST:PORT``); the folder is the same."""
     from . import studies
     study = studies.STUDIES[exp.study]
     out = Path(out)
+    parse_executor(executor)      # a bad --executor fails before anything is checked or started
     check_out_dir(out)
     done = resume.done if resume is not None else set()
     tasks = [(i, p, s) for i, p in enumerate(exp.points) for s in exp.seeds if (i, s) not in done]
     cores = os.cpu_count() or 1
     jobs = max(1, min(jobs or cores, len(tasks), cores))   # more processes than runs or cores cannot help
     if any(p.config["run"]["engine"] == "real" for p in exp.points):
+        if executor != "local":
+            raise RunFailed(f"--executor {executor}: this sweep has points on engine 'real', each of which "
+                            f"starts a runtime cluster on the machine it runs on; run it with the local executor")
         jobs = 1          # each real run starts a whole cluster on this machine: one at a time
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     interrupted = False
-    bar = _bar(len(tasks), exp.name, progress)
+    bar = _NoBar()
     try:
-        if jobs <= 1 or len(tasks) == 1:
-            for t in tasks:
-                rows.append(_guarded(t))
+        # starts (or connects to) the workers; leaving stops them and cancels what has not run
+        with make_executor(executor, jobs, len(tasks)) as ex:
+            bar = _bar(len(tasks), exp.name, progress)
+            for row in ex.results(_guarded, tasks):
+                rows.append(row)
                 bar.update(1)
-        else:
-            ctx = multiprocessing.get_context("fork")
-            pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_quiet_worker)
-            try:
-                futs = {pool.submit(_guarded, t): t for t in tasks}
-                for f in cf.as_completed(futs):
-                    rows.append(f.result())
-                    bar.update(1)
-            except BaseException:
-                for f in futs:
-                    f.cancel()
-                for p in list((getattr(pool, "_processes", None) or {}).values()):
-                    p.terminate()
-                raise
-            finally:
-                pool.shutdown(wait=True, cancel_futures=True)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -276,6 +264,9 @@ def _write(exp: Experiment, study, rows: list[dict], tmp: Path, wall: float, pla
             trace.to_parquet(tmp / name, index=False)
         else:
             trace.to_csv(tmp / name, index=False)
+    # in (point, seed) order before the frame is built, so the column order does not depend on
+    # the order the runs finished in (executors, --jobs)
+    rows = sorted(rows, key=lambda r: (r["point"], r["seed"]))
     series = [r for row in rows for r in row.pop("_timeseries", ())]
     ts = pd.DataFrame(series)
     runs = pd.DataFrame(rows) if rows else pd.DataFrame(columns=["point", "label", "seed"])
