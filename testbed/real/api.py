@@ -21,11 +21,12 @@ from numbers import Real
 from typing import Any
 
 from ..core.trace import NAMES as TRACE_NAMES
-from . import transport
+from . import leftovers, transport
 from . import params
 from .context import Context
 from .core import Core, ObjectRef, escape, new_task_id, object_id, to_bytes
 from .errors import ClusterError
+from .objstore import cleanup_prefix
 
 #: the driver's cluster (None when not initialised); workers set _worker_core instead
 _cluster: "Cluster | None" = None
@@ -82,11 +83,13 @@ class Cluster:
         self.dir = tempfile.mkdtemp(prefix="testbed-")        # 0700
         self.secret = transport.new_secret()
         self.shm_prefix = f"tb-{uuid.uuid4().hex[:10]}-"
+        leftovers.write_owner(self.dir, self.shm_prefix, [os.getpid()])   # before anything is made
         #: where the cluster's processes listen, and its names (config is the same dict)
         self.ctx = Context(dir=self.dir, secret=self.secret, config=config, shm_prefix=self.shm_prefix)
         self.events: "queue.Queue[dict]" = queue.Queue()
         self.proc = subprocess.Popen([sys.executable, "-m", "testbed.real.supervisor"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, close_fds=True)
+        leftovers.write_owner(self.dir, self.shm_prefix, [os.getpid(), self.proc.pid])
         boot = {"dir": self.dir, "secret": self.secret.hex(), "config": config, "shm_prefix": self.shm_prefix,
                 "sys_path": [p for p in sys.path if p], "cwd": os.getcwd()}
         self.proc.stdin.write((json.dumps(boot) + "\n").encode())
@@ -177,6 +180,7 @@ class Cluster:
             self.proc.wait()
         if self.proc.stdout:
             self.proc.stdout.close()
+        cleanup_prefix(self.shm_prefix)       # a supervisor killed above left them; the folder goes last
         shutil.rmtree(self.dir, ignore_errors=True)
 
     # context manager: `with tb.init(...):`
@@ -185,6 +189,23 @@ class Cluster:
 
     def __exit__(self, *exc):
         shutdown()
+        return False
+
+
+class WorkerConnection:
+    """What ``tb.init(ignore_reinit_error=True)`` returns inside a task: the worker's existing
+    connection (no cluster starts). As a context manager it does nothing on exit: the cluster
+    is the driver's to shut down."""
+
+    def __init__(self, core: Core):
+        self.core = core
+        #: the node the worker runs on
+        self.node_index = core.node
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
         return False
 
 
@@ -239,6 +260,13 @@ def init(num_cpus: float | None = None, num_gpus: float | None = None, resources
     key or a bad value is a ValueError naming it.
     """
     global _cluster
+    if _worker_core is not None:
+        # inside a task (or an actor) the process is connected to its cluster already: as in
+        # Ray, init is an error there, or a no-op returning that connection
+        if ignore_reinit_error:
+            return WorkerConnection(_worker_core)
+        raise ClusterError("tb.init() was called inside a task: the worker is connected to its cluster "
+                           "already (pass ignore_reinit_error=True to get that connection, or drop the call)")
     given = dict(placement=placement, spillover=spillover, task_time=task_time, task_time_key=task_time_key,
                  bandwidth=bandwidth, bandwidth_key=bandwidth_key, decide_at=decide_at, gcs_shards=gcs_shards,
                  heartbeat_interval_s=heartbeat_interval_s, num_heartbeats_timeout=num_heartbeats_timeout,
@@ -306,6 +334,7 @@ def init(num_cpus: float | None = None, num_gpus: float | None = None, resources
                   "object_store_bytes": int(object_store_bytes), "scheduler": scheduler,
                   "link_bandwidth_bytes_per_s": link_bandwidth_bytes_per_s, "link_latency_s": float(link_latency_s),
                   "seed": seed, "system": system}
+        leftovers.remove_dead()      # clusters whose driver and supervisor were killed together
         _cluster = Cluster(config)
         return _cluster
 

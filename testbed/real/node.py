@@ -43,7 +43,7 @@ _PLACED = frozenset(x.value for x in (TaskState.ASSIGNED, TaskState.QUEUED, Task
 
 
 class Client:
-    __slots__ = ("ch", "kind", "id", "pid", "task", "blocked", "held", "fns", "actor")
+    __slots__ = ("ch", "kind", "id", "pid", "task", "blocked", "held", "fns", "actor", "idle_since", "retiring")
 
     def __init__(self, ch, kind: str, cid: str, pid: int):
         self.ch = ch
@@ -61,6 +61,10 @@ class Client:
         self.fns: set[str] = set()
         #: the actor this worker is dedicated to (None: a pooled task worker)
         self.actor: bytes | None = None
+        #: when it last became idle (monotonic seconds)
+        self.idle_since = time.monotonic()
+        #: told to exit because the pool is larger than the node needs (not replaced)
+        self.retiring = False
 
 
 class Actor:
@@ -202,6 +206,13 @@ class NodeManager:
         self.gcs.subscribe("node", None, self.on_node_entry)
         self.loop.every(max(params.of(ctx, "lost_recheck_min_s"),
                             cfg["heartbeat_interval_s"] * params.of(ctx, "lost_recheck_heartbeats")), self.recheck_lost)
+        #: pooled task workers kept however long they idle: one per CPU (min 1), as started
+        self.pool_size = max(1, int(self.total.get("CPU", 1)))
+        self.idle_timeout_s = params.of(ctx, "idle_worker_timeout_s")
+        #: calls an actor restart may replay before it warns (once per actor, naming checkpoint_interval)
+        self.replay_warn_calls = params.of(ctx, "replay_warn_calls")
+        self.replay_warned: set[bytes] = set()
+        self.loop.every(self.idle_timeout_s / 2, self.trim_idle)
 
     # --- clients ----------------------------------------------------------------------
     def on_hello_worker(self, ch, wid, pid) -> None:
@@ -226,6 +237,8 @@ class NodeManager:
         self.store.release_client(c.id)
         if c in self.idle:
             self.idle.remove(c)
+        if c.retiring:                 # it exited as told (trim_idle): not replaced
+            return
         if c.kind == "worker" and c.actor is not None and c.actor in self.actors:
             a = self.actors[c.actor]
             if a.worker is c and not a.killed and may_run_again(a.restarts, a.spec.get("max_restarts", 0)):
@@ -250,6 +263,19 @@ class NodeManager:
                         + (f" after {t.attempt} attempts" if t.attempt > 1 else "")))
             self.spawn_worker()
             self.dispatch()
+
+    def trim_idle(self) -> None:
+        """Idle pooled workers beyond the node's pool size exit once idle for
+        idle_worker_timeout_s, the longest idle first (the pool grows past its size when
+        tasks block in get; this shrinks it back)."""
+        pooled = sum(1 for c in self.clients.values() if c.kind == "worker" and c.actor is None
+                     and not c.retiring)
+        now = time.monotonic()
+        while pooled > self.pool_size and self.idle and now - self.idle[0].idle_since >= self.idle_timeout_s:
+            w = self.idle.popleft()
+            w.retiring = True
+            pooled -= 1
+            self.loop.send(w.ch, ("exit",))
 
     def spawn_worker(self) -> None:
         if self.request_fd is None:
@@ -729,6 +755,7 @@ class NodeManager:
         w.task = None
         w.blocked = False
         self._give_back(w)
+        w.idle_since = time.monotonic()
         self.idle.append(w)
         self.dispatch()
 
@@ -759,7 +786,23 @@ class NodeManager:
         a.calls_done = ck.get("calls_done", 0) + len(log)
         for spec in log:
             a.ran(spec)
+        self.warn_replay(a, len(log))
         a.queue_replays(store=True)
+
+    def warn_replay(self, a: Actor, n: int) -> None:
+        """A restart replays ``n`` calls (every call since the last checkpoint, its whole
+        history without one): past replay_warn_calls, say once per actor how to bound it."""
+        if n <= self.replay_warn_calls or a.id in self.replay_warned:
+            return
+        self.replay_warned.add(a.id)
+        import sys
+        every = a.spec.get("checkpoint_interval", 0)
+        since = "since its last checkpoint" if every else "(its whole history: it has no checkpoint)"
+        print(f"testbed warning: actor {a.name} restarted on node {self.index} and replays {n} calls {since}; "
+              f"a restart replays every call since the last checkpoint, so set "
+              f"@tb.remote(checkpoint_interval=K) (the actor is pickled every K calls; "
+              f"__getstate__/__setstate__ choose what is kept) to bound it. Shown once per actor; "
+              f"the threshold is the runtime parameter replay_warn_calls.", file=sys.stderr, flush=True)
 
     def route_call(self, spec) -> None:
         """Send an actor call on towards its actor, keeping each caller's order."""
@@ -886,6 +929,7 @@ class NodeManager:
         a.queue = deque(t for t in a.queue if not t.spec.get("replay"))   # replays are rebuilt from the log
         w.task = None
         spec = dict(a.spec, restore=a.ckpt, calls_done=a.calls_done - len(a.log), attempt=a.restarts + 1)
+        self.warn_replay(a, len(a.log))
         t = Task(spec)
         t.attempt = a.restarts + 1
         self.ready.appendleft(t)
