@@ -186,3 +186,47 @@ def test_a_restart_replaying_many_calls_warns_once_naming_checkpoint_interval(ca
     err = capfd.readouterr().err
     assert err.count("checkpoint_interval") == 1, err
     assert "_Counter" in err and "replays 8 calls" in err
+
+
+# --- a result fetched from another node is freed there too -----------------------------------
+
+@tb.remote
+def _produce(i):
+    import numpy as np
+    return np.full(12_500, float(i))          # 100 kB: kept inline by the node that made it
+
+
+@tb.remote
+def _node_objects():
+    from testbed.real import api
+    return api._core().request("store_stats")["objects"]
+
+
+def test_a_fetched_result_is_freed_on_the_node_that_made_it():
+    """The driver (node 0) gets results made on node 1 and drops them: once it frees its
+    copy, node 1 frees the original (before, node 1 kept one object per round for good)."""
+    from testbed.real import api
+    rounds = 60
+    with tb.init(num_cpus=1, num_nodes=2) as c:
+        for i in range(rounds):
+            assert float(tb.get(_produce.options(_node=1).remote(i), timeout=60)[0]) == i
+        poll_until(lambda: tb.get(_node_objects.options(_node=1).remote(), timeout=60) <= 4,
+                   f"node 1 freed the {rounds} results the driver fetched and dropped", timeout=30)
+        assert api._core().request("store_stats")["objects"] <= 4
+        kept = _produce.options(_node=1).remote(-1)       # a result still referenced stays
+        assert float(tb.get(kept, timeout=60)[0]) == -1.0
+        assert float(tb.get(kept, timeout=60)[0]) == -1.0
+    assert_cluster_gone(c)
+
+
+def test_a_result_dropped_before_it_is_made_elsewhere_is_freed_there():
+    """Fire and forget: results made on node 1 whose refs the driver dropped at once are
+    freed on node 1 once they exist (before, each stayed there for good)."""
+    rounds = 40
+    with tb.init(num_cpus=1, num_nodes=2) as c:
+        for i in range(rounds):
+            _produce.options(_node=1).remote(i)           # the ref dies at once
+        assert float(tb.get(_produce.options(_node=1).remote(-1), timeout=60)[0]) == -1.0
+        poll_until(lambda: tb.get(_node_objects.options(_node=1).remote(), timeout=60) <= 4,
+                   f"node 1 freed the {rounds} results nobody holds", timeout=30)
+    assert_cluster_gone(c)

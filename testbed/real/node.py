@@ -198,7 +198,7 @@ class NodeManager:
         for kind in ("hello_worker", "hello_driver", "submit", "assign", "infeasible", "done", "get", "wait",
                      "create", "seal", "put_inline", "unpin", "pull", "object", "nodes", "records",
                      "records_part", "records_reply",
-                     "actor_call", "kill_actor", "free", "store_stats", "kill_worker"):
+                     "actor_call", "kill_actor", "free", "free_copy", "store_stats", "kill_worker"):
             self.loop.on(kind, getattr(self, "on_" + kind))
         self.loop.on_close = self.on_close
         self.loop.every(cfg["heartbeat_interval_s"], self.heartbeat)
@@ -503,6 +503,9 @@ class NodeManager:
             self.inline.pop(oid, None)
             if self.store.contains(oid):
                 self.store.delete(oid)
+            self.exists_waiters.pop(oid, None)   # free_when_made's: it was made here
+            self.unwatch(oid)
+            self.known.pop(oid, None)
             return
         first = oid not in self.sizes
         self.sizes[oid] = size
@@ -640,21 +643,67 @@ class NodeManager:
         """The owner dropped its last ref: the object's memory can be reused (once readers
         that still view it have unpinned it)."""
         for oid in oids:
+            elsewhere = [n for n in self.live_copies(oid) if n != self.index]
             if oid in self.inline:
                 del self.inline[oid]
             elif self.store.contains(oid):
                 self.store.delete(oid)
             else:
-                self.freed_early.add(oid)      # its task has not finished yet
+                self.freed_early.add(oid)      # its task has not finished yet (here or elsewhere)
+                self.free_when_made(oid)
                 continue
             self.sizes.pop(oid, None)
             self.pulled.discard(oid)
+            self.known.pop(oid, None)
+            self.gcs.obj_remove(oid, self.index)
+            # a copy this node fetched: the node that made it frees the original. The owner's
+            # last ref is gone and the id never left its process (core.escape), so no other
+            # process can ask for any copy of it
+            self.free_copies(oid, elsewhere)
+
+    def free_copies(self, oid: bytes, nodes) -> None:
+        for n in nodes:
+            try:
+                self.loop.send(self.peer(n), ("free_copy", [oid]))
+            except OSError:
+                pass                           # a dead node's copies are gone anyway
+
+    def free_when_made(self, oid: bytes) -> None:
+        """An object freed before it exists: if it is made on another node, free it there
+        once the object table shows it (made here, add_object drops it)."""
+        def made():
+            self.freed_early.discard(oid)
+            self.unwatch(oid)
+            self.free_copies(oid, [n for n in self.live_copies(oid) if n != self.index])
+            self.known.pop(oid, None)
+        self.exists_waiters.setdefault(oid, []).append(made)
+        self.watch(oid)
+
+    def unwatch(self, oid: bytes) -> None:
+        if oid in self.watching:
+            self.watching.discard(oid)
+            self.gcs.unsubscribe("obj", oid)
+
+    def on_free_copy(self, ch, oids) -> None:
+        """Another node's owner freed these objects and this node holds a copy (it made them,
+        or fetched them): delete it. An object not here is not remembered (unlike on_free)."""
+        for oid in oids:
+            if oid in self.inline:
+                del self.inline[oid]
+            elif self.store.contains(oid):
+                self.store.delete(oid)
+            else:
+                continue
+            self.sizes.pop(oid, None)
+            self.pulled.discard(oid)
+            self.known.pop(oid, None)
             self.gcs.obj_remove(oid, self.index)
 
     def on_store_stats(self, ch, req) -> None:
         st = self.store.stats
         self.loop.send(ch, ("reply", req, {"used_bytes": self.store.used_bytes, "spilled": st.spilled,
-                                           "inline_objects": len(self.inline)}))
+                                           "inline_objects": len(self.inline), "objects": len(self.sizes),
+                                           "known": len(self.known), "freed_early": len(self.freed_early)}))
 
     def on_unpin(self, ch, oids) -> None:
         c = self.clients.get(ch)
