@@ -212,7 +212,7 @@ class NodeManager:
         #: calls an actor restart may replay before it warns (once per actor, naming checkpoint_interval)
         self.replay_warn_calls = params.of(ctx, "replay_warn_calls")
         self.replay_warned: set[bytes] = set()
-        self.loop.every(self.idle_timeout_s / 2, self.trim_idle)
+        self.loop.every(max(self.idle_timeout_s / 2, 0.05), self.trim_idle)
 
     # --- clients ----------------------------------------------------------------------
     def on_hello_worker(self, ch, wid, pid) -> None:
@@ -1083,7 +1083,8 @@ class NodeManager:
     def waited_for(self) -> list[bytes]:
         """Objects someone here waits for that are not here (each once)."""
         waited = [o for o in list(self.local_waiters) + list(self.exists_waiters) if isinstance(o, bytes)]
-        return [o for o in dict.fromkeys(waited) if not self.is_local(o)]
+        # an object freed before it was made is only watched to free it (free_when_made): never rebuilt
+        return [o for o in dict.fromkeys(waited) if not self.is_local(o) and o not in self.freed_early]
 
     def live_copies(self, oid: bytes) -> list[int]:
         """Live nodes the object table (as last seen) says hold ``oid``."""
