@@ -230,3 +230,44 @@ def test_a_result_dropped_before_it_is_made_elsewhere_is_freed_there():
         poll_until(lambda: tb.get(_node_objects.options(_node=1).remote(), timeout=60) <= 4,
                    f"node 1 freed the {rounds} results nobody holds", timeout=30)
     assert_cluster_gone(c)
+
+
+def test_leftovers_are_removed_only_when_every_owner_is_dead(tmp_path, monkeypatch):
+    """The owner record's rules, without a cluster: all owners dead (or a reused pid: another
+    start time) -> folder and /dev/shm files go; a live owner, or no record, -> untouched.
+    `testbed` commands sweep too."""
+    import uuid
+
+    from testbed.cli import main
+    from testbed.real import leftovers
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    me, my_start = os.getpid(), leftovers.start_time(os.getpid())
+    cases = {"dead": [[dead.pid, 1]], "reused": [[me, my_start + 1]], "live": [[dead.pid, 1], [me, my_start]],
+             "norecord": None}
+    made = {}
+    try:
+        for name, owners in cases.items():
+            prefix = f"tb-{uuid.uuid4().hex[:10]}-"
+            folder = tmp_path / f"testbed-{name}"
+            folder.mkdir()
+            if owners is not None:
+                (folder / leftovers.RECORD).write_text(json.dumps({"shm_prefix": prefix, "owners": owners}))
+            (Path("/dev/shm") / f"{prefix}n0-1").write_bytes(b"x")
+            made[name] = (folder, prefix)
+        removed = leftovers.remove_dead(str(tmp_path))
+        assert sorted(Path(f).name for f in removed) == ["testbed-dead", "testbed-reused"]
+        for name, (folder, prefix) in made.items():
+            kept = name in ("live", "norecord")
+            assert folder.exists() == kept and (Path("/dev/shm") / f"{prefix}n0-1").exists() == kept, name
+        (made["live"][0] / leftovers.RECORD).write_text(json.dumps({"shm_prefix": made["live"][1],
+                                                                    "owners": [[dead.pid, 1]]}))
+        import tempfile
+        monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+        assert main(["list"]) == 0                      # any command sweeps first
+        assert not made["live"][0].exists() and made["norecord"][0].exists()
+    finally:
+        from testbed.real.objstore import cleanup_prefix
+        for _, prefix in made.values():
+            cleanup_prefix(prefix)
