@@ -1,6 +1,8 @@
-"""Run: python examples/memory_rounds.py ROUNDS EVERY {args|fetch}.
 """RSS of every runtime process, and each node's object-store use, per N rounds of
-(a) passing 16 x 100 kB put refs to a task, (b) fetching a 100 kB result made on node 1."""
+(a) passing 16 x 100 kB put refs to a task, (b) fetching a 100 kB result made on node 1.
+
+Run: python examples/memory_rounds.py ROUNDS EVERY {args|fetch}  (e.g. 500 100 args)
+"""
 import sys, time
 import numpy as np
 import testbed as tb

@@ -1,5 +1,7 @@
-"""Run: python examples/memory_tasks.py TASKS EVERY.
-"""RSS of every runtime process per N no-op tasks (batches of 100, results fetched and dropped)."""
+"""RSS of every runtime process per N no-op tasks (batches of 100, results fetched and dropped).
+
+Run: python examples/memory_tasks.py TASKS EVERY  (e.g. 30000 10000)
+"""
 import sys
 import testbed as tb
 from testbed.real import api
