@@ -112,6 +112,8 @@ def _jobs(text: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
+        from .real.leftovers import remove_dead
+        remove_dead()        # folders and /dev/shm files of clusters whose owners were killed
         return _dispatch(args)
     except (_UsageError, TestbedError) as exc:
         print(f"testbed: error: {one_line(str(exc))}", file=sys.stderr)

@@ -20,9 +20,9 @@ def test_the_readme_lists_every_parameter_as_the_table_defines_it():
 
 def test_every_parameter_has_a_unit_and_a_meaning():
     for name, f in params.RUNTIME.items():
-        assert name.endswith("_s") or name.endswith("_heartbeats"), name
+        assert name.endswith(("_s", "_heartbeats", "_calls")), name
         unit, _, meaning = f.doc.partition(":")
-        assert unit in ("seconds", "heartbeat intervals") and len(meaning) > 20, name
+        assert unit in ("seconds", "heartbeat intervals", "calls") and len(meaning) > 20, name
 
 
 def test_resolve_fills_defaults_and_takes_overrides():

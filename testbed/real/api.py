@@ -22,11 +22,12 @@ from numbers import Real
 from typing import Any
 
 from ..core.trace import NAMES as TRACE_NAMES
-from . import transport
+from . import leftovers, transport
 from . import params
 from .context import Context
-from .core import Core, ObjectRef, escape, new_task_id, object_id, to_bytes
+from .core import Core, ObjectRef, _to_free, escape, new_task_id, object_id, to_bytes
 from .errors import ClusterError
+from .objstore import cleanup_prefix
 
 #: the driver's cluster (None when not initialised); workers set _worker_core instead
 _cluster: "Cluster | None" = None
@@ -86,11 +87,13 @@ class Cluster:
         self.dir = tempfile.mkdtemp(prefix="testbed-")        # 0700
         self.secret = transport.new_secret()
         self.shm_prefix = f"tb-{uuid.uuid4().hex[:10]}-"
+        leftovers.write_owner(self.dir, self.shm_prefix, [os.getpid()])   # before anything is made
         #: where the cluster's processes listen, and its names (config is the same dict)
         self.ctx = Context(dir=self.dir, secret=self.secret, config=config, shm_prefix=self.shm_prefix)
         self.events: "queue.Queue[dict]" = queue.Queue()
         self.proc = subprocess.Popen([sys.executable, "-m", "testbed.real.supervisor"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, close_fds=True)
+        leftovers.write_owner(self.dir, self.shm_prefix, [os.getpid(), self.proc.pid])
         boot = {"dir": self.dir, "secret": self.secret.hex(), "config": config, "shm_prefix": self.shm_prefix,
                 "sys_path": [p for p in sys.path if p], "cwd": os.getcwd()}
         self.proc.stdin.write((json.dumps(boot) + "\n").encode())
@@ -183,6 +186,7 @@ class Cluster:
             self.proc.wait()
         if self.proc.stdout:
             self.proc.stdout.close()
+        cleanup_prefix(self.shm_prefix)       # a supervisor killed above left them; the folder goes last
         shutil.rmtree(self.dir, ignore_errors=True)
 
     # context manager: `with tb.init(...):`
@@ -191,6 +195,23 @@ class Cluster:
 
     def __exit__(self, *exc):
         shutdown()
+        return False
+
+
+class WorkerConnection:
+    """What ``tb.init(ignore_reinit_error=True)`` returns inside a task: the worker's existing
+    connection (no cluster starts). As a context manager it does nothing on exit: the cluster
+    is the driver's to shut down."""
+
+    def __init__(self, core: Core):
+        self.core = core
+        #: the node the worker runs on
+        self.node_index = core.node
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
         return False
 
 
@@ -248,6 +269,13 @@ def init(num_cpus: float | None = None, num_gpus: float | None = None, resources
     key or a bad value is a ValueError naming it.
     """
     global _cluster
+    if _worker_core is not None:
+        # inside a task (or an actor) the process is connected to its cluster already: as in
+        # Ray, init is an error there, or a no-op returning that connection
+        if ignore_reinit_error:
+            return WorkerConnection(_worker_core)
+        raise ClusterError("tb.init() was called inside a task: the worker is connected to its cluster "
+                           "already (pass ignore_reinit_error=True to get that connection, or drop the call)")
     given = dict(placement=placement, spillover=spillover, task_time=task_time, task_time_key=task_time_key,
                  bandwidth=bandwidth, bandwidth_key=bandwidth_key, decide_at=decide_at, gcs_shards=gcs_shards,
                  heartbeat_interval_s=heartbeat_interval_s, num_heartbeats_timeout=num_heartbeats_timeout,
@@ -325,6 +353,7 @@ def init(num_cpus: float | None = None, num_gpus: float | None = None, resources
                   "link_bandwidth_bytes_per_s": link_bandwidth_bytes_per_s, "link_latency_s": float(link_latency_s),
                   "link_bandwidth_per_node": link_bandwidth_per_node,
                   "seed": seed, "system": system}
+        leftovers.remove_dead()      # clusters whose driver and supervisor were killed together
         _cluster = Cluster(config)
         return _cluster
 
@@ -411,11 +440,15 @@ class RemoteFunction:
         res = self._demand
         task_id = new_task_id()
         name = self._task_name
-        args, kwargs = _encode_args(core, args, kwargs, name)
+        temps: list[bytes] = []
+        # the caller's refs stay alive (in args) until the submit is sent: a ref freed before
+        # would reach the node first, and the task would wait for a freed object
+        eargs, ekwargs = _encode_args(core, args, kwargs, name, temps)
         spec = {"task_id": task_id, "fn_id": fid, "fn": data, "name": name, "submitted_at": time.time(),
-                "job_id": opts.get("_job_id", -1), "pin_node": opts.get("_node"), "args": args, "kwargs": kwargs,
+                "job_id": opts.get("_job_id", -1), "pin_node": opts.get("_node"), "args": eargs, "kwargs": ekwargs,
                 "num_returns": num_returns, "resources": res, "max_retries": opts.get("max_retries", 3)}
         core.send(("submit", spec))
+        _to_free.extend(temps)        # after the submit: the node holds them until the task has run
         return _return_refs(task_id, num_returns)
 
 
@@ -427,15 +460,20 @@ def _serialize(value, what: str):
         raise TypeError(f"{what} cannot be pickled: {type(exc).__name__}: {exc}") from None
 
 
-def _encode_args(core: Core, args: tuple, kwargs: dict, fname: str) -> tuple[list, dict]:
-    """A call's positional and keyword arguments as its spec carries them (see ``_encode``)."""
-    return ([_encode(core, a, i, fname) for i, a in enumerate(args)],
-            {k: _encode(core, v, k, fname) for k, v in kwargs.items()})
+def _encode_args(core: Core, args: tuple, kwargs: dict, fname: str,
+                 temps: list | None = None) -> tuple[list, dict]:
+    """A call's positional and keyword arguments as its spec carries them (see ``_encode``).
+    ``temps`` given (a task's, not an actor's): its node holds its ref arguments until it has
+    run, so they are not escaped (their owner frees them as usual), and the objects made for
+    large values are appended to ``temps``, to be freed once the submit is sent."""
+    return ([_encode(core, a, i, fname, temps) for i, a in enumerate(args)],
+            {k: _encode(core, v, k, fname, temps) for k, v in kwargs.items()})
 
 
-def _encode(core: Core, value, where, fname: str):
+def _encode(core: Core, value, where, fname: str, temps: list | None = None):
     if isinstance(value, ObjectRef):
-        escape(value.id)          # the task needs it, whatever this process does with its ref
+        if temps is None:
+            escape(value.id)      # an actor's: restarts replay it, so it is never freed
         return ("r", value.id)
     what = f"argument {where!r}" if isinstance(where, str) else f"argument {where}"
     inline, ser = _serialize(value, f"{what} of {fname}")
@@ -443,7 +481,10 @@ def _encode(core: Core, value, where, fname: str):
         return ("v", inline)
     oid = object_id(new_task_id(), 0)
     core.put_serialized(oid, ser)
-    escape(oid)                   # no ref of it exists here: only the task holds it
+    if temps is None:
+        escape(oid)               # no ref of it exists here: only the actor holds it
+    else:
+        temps.append(oid)
     return ("r", oid)
 
 

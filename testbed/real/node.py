@@ -43,7 +43,7 @@ _PLACED = frozenset(x.value for x in (TaskState.ASSIGNED, TaskState.QUEUED, Task
 
 
 class Client:
-    __slots__ = ("ch", "kind", "id", "pid", "task", "blocked", "held", "fns", "actor")
+    __slots__ = ("ch", "kind", "id", "pid", "task", "blocked", "held", "fns", "actor", "idle_since", "retiring")
 
     def __init__(self, ch, kind: str, cid: str, pid: int):
         self.ch = ch
@@ -61,6 +61,10 @@ class Client:
         self.fns: set[str] = set()
         #: the actor this worker is dedicated to (None: a pooled task worker)
         self.actor: bytes | None = None
+        #: when it last became idle (monotonic seconds)
+        self.idle_since = time.monotonic()
+        #: told to exit because the pool is larger than the node needs (not replaced)
+        self.retiring = False
 
 
 class Actor:
@@ -168,6 +172,12 @@ class NodeManager:
         self.pulled: set[bytes] = set()
         #: objects freed by their owner before they were made here
         self.freed_early: set[bytes] = set()
+        #: object -> tasks submitted here (by its owner) that take it as an argument and have
+        #: not produced their result yet; the owner's free of a held object waits (free_pending)
+        self.arg_holds: dict[bytes, int] = {}
+        self.free_pending: set[bytes] = set()
+        #: objects given to tasks submitted here: other nodes may have fetched copies
+        self.lent: set[bytes] = set()
         #: the cluster as the node table says (index -> latest heartbeat); nodes declared dead
         self.node_info: dict[int, dict] = {}
         #: node_info as a ClusterView for the spillover policy (None: rebuild at next use)
@@ -202,14 +212,24 @@ class NodeManager:
         for kind in ("hello_worker", "hello_driver", "submit", "assign", "infeasible", "done", "get", "wait",
                      "create", "seal", "put_inline", "unpin", "pull", "object", "nodes", "records",
                      "records_part", "records_reply",
-                     "actor_call", "kill_actor", "free", "store_stats", "kill_worker", "link_bandwidth"):
+                     "actor_call", "kill_actor", "free", "free_copy", "store_stats", "kill_worker",
+                     "link_bandwidth"):
             self.loop.on(kind, getattr(self, "on_" + kind))
+        # a task's ref arguments are held until it has run (arg_holds): around on_submit
+        self.loop.on("submit", self.on_submit_holding)
         self.loop.on_close = self.on_close
         self.loop.every(cfg["heartbeat_interval_s"], self.heartbeat)
         self.heartbeat()
         self.gcs.subscribe("node", None, self.on_node_entry)
         self.loop.every(max(params.of(ctx, "lost_recheck_min_s"),
                             cfg["heartbeat_interval_s"] * params.of(ctx, "lost_recheck_heartbeats")), self.recheck_lost)
+        #: pooled task workers kept however long they idle: one per CPU (min 1), as started
+        self.pool_size = max(1, int(self.total.get("CPU", 1)))
+        self.idle_timeout_s = params.of(ctx, "idle_worker_timeout_s")
+        #: calls an actor restart may replay before it warns (once per actor, naming checkpoint_interval)
+        self.replay_warn_calls = params.of(ctx, "replay_warn_calls")
+        self.replay_warned: set[bytes] = set()
+        self.loop.every(max(self.idle_timeout_s / 2, 0.05), self.trim_idle)
 
     # --- clients ----------------------------------------------------------------------
     def on_hello_worker(self, ch, wid, pid) -> None:
@@ -234,6 +254,8 @@ class NodeManager:
         self.store.release_client(c.id)
         if c in self.idle:
             self.idle.remove(c)
+        if c.retiring:                 # it exited as told (trim_idle): not replaced
+            return
         if c.kind == "worker" and c.actor is not None and c.actor in self.actors:
             a = self.actors[c.actor]
             if a.worker is c and not a.killed and may_run_again(a.restarts, a.spec.get("max_restarts", 0)):
@@ -258,6 +280,19 @@ class NodeManager:
                         + (f" after {t.attempt} attempts" if t.attempt > 1 else "")))
             self.spawn_worker()
             self.dispatch()
+
+    def trim_idle(self) -> None:
+        """Idle pooled workers beyond the node's pool size exit once idle for
+        idle_worker_timeout_s, the longest idle first (the pool grows past its size when
+        tasks block in get; this shrinks it back)."""
+        pooled = sum(1 for c in self.clients.values() if c.kind == "worker" and c.actor is None
+                     and not c.retiring)
+        now = time.monotonic()
+        while pooled > self.pool_size and self.idle and now - self.idle[0].idle_since >= self.idle_timeout_s:
+            w = self.idle.popleft()
+            w.retiring = True
+            pooled -= 1
+            self.loop.send(w.ch, ("exit",))
 
     def spawn_worker(self) -> None:
         if self.request_fd is None:
@@ -550,6 +585,9 @@ class NodeManager:
             self.inline.pop(oid, None)
             if self.store.contains(oid):
                 self.store.delete(oid)
+            self.exists_waiters.pop(oid, None)   # free_when_made's: it was made here
+            self.unwatch(oid)
+            self.known.pop(oid, None)
             return
         first = oid not in self.sizes
         self.sizes[oid] = size
@@ -688,25 +726,117 @@ class NodeManager:
         self.store.seal(oid)
         self.add_object(oid, size)
 
+    def on_submit_holding(self, ch, spec) -> None:
+        """A task from a client here: its ref arguments (owned by that client unless they
+        escaped it, see core.escape) are held until its first result exists, so the owner's
+        free of one waits until the task has run (retries included). Actor creations and calls
+        are not held: their submitters never free their arguments (restarts replay them)."""
+        self.on_submit(ch, spec)
+        if spec.get("kind") is not None:
+            return
+        refs = [a[1] for a in list(spec["args"]) + list(spec["kwargs"].values()) if a[0] == "r"]
+        if not refs:
+            return
+        for oid in refs:
+            self.arg_holds[oid] = self.arg_holds.get(oid, 0) + (1 if spec["num_returns"] >= 1 else 1 << 60)
+            self.lent.add(oid)
+        if spec["num_returns"] >= 1:
+            result = object_id(spec["task_id"], 0)
+            self.when_exists(result, lambda: self.release_args(refs, result))
+
+    def release_args(self, refs, result: bytes) -> None:
+        if result not in self.local_waiters and result not in self.exists_waiters and not self.is_local(result):
+            self.unwatch(result)              # watched only for this (a get watches it again)
+            self.known.pop(result, None)
+        for oid in refs:
+            n = self.arg_holds.get(oid, 0) - 1
+            if n > 0:
+                self.arg_holds[oid] = n
+                continue
+            self.arg_holds.pop(oid, None)
+            if oid in self.free_pending:
+                self.free_pending.discard(oid)
+                self.free_now(oid)
+
     def on_free(self, ch, oids) -> None:
         """The owner dropped its last ref: the object's memory can be reused (once readers
-        that still view it have unpinned it)."""
+        that still view it have unpinned it), unless a task given it has not run yet."""
+        for oid in oids:
+            if oid in self.arg_holds:
+                self.free_pending.add(oid)
+            else:
+                self.free_now(oid)
+
+    def free_now(self, oid: bytes) -> None:
+        """Free every copy of ``oid`` (a task's argument may have been fetched by other
+        nodes: the object table says where its copies are)."""
+        others_too = oid in self.lent
+        self.lent.discard(oid)
+        elsewhere = [n for n in self.live_copies(oid) if n != self.index]
+        if oid in self.inline:
+            del self.inline[oid]
+        elif self.store.contains(oid):
+            self.store.delete(oid)
+        else:
+            self.freed_early.add(oid)      # its task has not finished yet (here or elsewhere)
+            self.free_when_made(oid)
+            return
+        self.sizes.pop(oid, None)
+        self.pulled.discard(oid)
+        self.known.pop(oid, None)
+        self.gcs.obj_remove(oid, self.index)
+        # a copy this node fetched: the node that made it frees the original. The owner's
+        # last ref is gone and the id never left its process (core.escape) but as the
+        # argument of tasks that have run, so no process can ask for any copy of it
+        self.free_copies(oid, elsewhere)
+        if others_too:
+            self.gcs.get("obj", oid, lambda e: self.free_copies(
+                oid, [n for n in (e or {}).get("locations", []) if n != self.index and n not in elsewhere
+                      and n not in self.dead_nodes]))
+
+    def free_copies(self, oid: bytes, nodes) -> None:
+        for n in nodes:
+            try:
+                self.loop.send(self.peer(n), ("free_copy", [oid]))
+            except OSError:
+                pass                           # a dead node's copies are gone anyway
+
+    def free_when_made(self, oid: bytes) -> None:
+        """An object freed before it exists: if it is made on another node, free it there
+        once the object table shows it (made here, add_object drops it)."""
+        def made():
+            self.freed_early.discard(oid)
+            self.unwatch(oid)
+            self.free_copies(oid, [n for n in self.live_copies(oid) if n != self.index])
+            self.known.pop(oid, None)
+        self.exists_waiters.setdefault(oid, []).append(made)
+        self.watch(oid)
+
+    def unwatch(self, oid: bytes) -> None:
+        if oid in self.watching:
+            self.watching.discard(oid)
+            self.gcs.unsubscribe("obj", oid)
+
+    def on_free_copy(self, ch, oids) -> None:
+        """Another node's owner freed these objects and this node holds a copy (it made them,
+        or fetched them): delete it. An object not here is not remembered (unlike on_free)."""
         for oid in oids:
             if oid in self.inline:
                 del self.inline[oid]
             elif self.store.contains(oid):
                 self.store.delete(oid)
             else:
-                self.freed_early.add(oid)      # its task has not finished yet
                 continue
             self.sizes.pop(oid, None)
             self.pulled.discard(oid)
+            self.known.pop(oid, None)
             self.gcs.obj_remove(oid, self.index)
 
     def on_store_stats(self, ch, req) -> None:
         st = self.store.stats
         self.loop.send(ch, ("reply", req, {"used_bytes": self.store.used_bytes, "spilled": st.spilled,
-                                           "inline_objects": len(self.inline)}))
+                                           "inline_objects": len(self.inline), "objects": len(self.sizes),
+                                           "known": len(self.known), "freed_early": len(self.freed_early)}))
 
     def on_unpin(self, ch, oids) -> None:
         c = self.clients.get(ch)
@@ -813,6 +943,7 @@ class NodeManager:
         w.task = None
         w.blocked = False
         self._give_back(w)
+        w.idle_since = time.monotonic()
         self.idle.append(w)
         self.dispatch()
 
@@ -843,7 +974,23 @@ class NodeManager:
         a.calls_done = ck.get("calls_done", 0) + len(log)
         for spec in log:
             a.ran(spec)
+        self.warn_replay(a, len(log))
         a.queue_replays(store=True)
+
+    def warn_replay(self, a: Actor, n: int) -> None:
+        """A restart replays ``n`` calls (every call since the last checkpoint, its whole
+        history without one): past replay_warn_calls, say once per actor how to bound it."""
+        if n <= self.replay_warn_calls or a.id in self.replay_warned:
+            return
+        self.replay_warned.add(a.id)
+        import sys
+        every = a.spec.get("checkpoint_interval", 0)
+        since = "since its last checkpoint" if every else "(its whole history: it has no checkpoint)"
+        print(f"testbed warning: actor {a.name} restarted on node {self.index} and replays {n} calls {since}; "
+              f"a restart replays every call since the last checkpoint, so set "
+              f"@tb.remote(checkpoint_interval=K) (the actor is pickled every K calls; "
+              f"__getstate__/__setstate__ choose what is kept) to bound it. Shown once per actor; "
+              f"the threshold is the runtime parameter replay_warn_calls.", file=sys.stderr, flush=True)
 
     def route_call(self, spec) -> None:
         """Send an actor call on towards its actor, keeping each caller's order."""
@@ -991,6 +1138,7 @@ class NodeManager:
         a.queue = deque(t for t in a.queue if not t.spec.get("replay"))   # replays are rebuilt from the log
         w.task = None
         spec = dict(a.spec, restore=a.ckpt, calls_done=a.calls_done - len(a.log), attempt=a.restarts + 1)
+        self.warn_replay(a, len(a.log))
         t = Task(spec)
         t.attempt = a.restarts + 1
         self.ready.appendleft(t)
@@ -1097,7 +1245,8 @@ class NodeManager:
     def waited_for(self) -> list[bytes]:
         """Objects someone here waits for that are not here (each once)."""
         waited = [o for o in list(self.local_waiters) + list(self.exists_waiters) if isinstance(o, bytes)]
-        return [o for o in dict.fromkeys(waited) if not self.is_local(o)]
+        # an object freed before it was made is only watched to free it (free_when_made): never rebuilt
+        return [o for o in dict.fromkeys(waited) if not self.is_local(o) and o not in self.freed_early]
 
     def live_copies(self, oid: bytes) -> list[int]:
         """Live nodes the object table (as last seen) says hold ``oid``."""

@@ -61,6 +61,12 @@ RUNTIME: dict[str, Field] = {
                          "report this often during tb.init and tb.add_node"),
     "supervisor_poll_s": _num(0.2, "seconds: the supervisor's wait between checks "
                               "for exited processes when no command arrives"),
+    "idle_worker_timeout_s": _num(1.0, "seconds: a pooled worker idle this long exits while "
+                                  "its node has more task workers than CPUs (min 1), as Ray's idle-worker killing; "
+                                  "workers blocked in get, or nested tasks, grow the pool, this shrinks it back"),
+    "replay_warn_calls": _num(100.0, "calls: an actor restart that replays more calls "
+                              "than this (the calls since its last checkpoint) prints one warning per actor "
+                              "naming checkpoint_interval"),
 }
 
 #: this process's parameters (installed by the supervisor before it forks the roles)

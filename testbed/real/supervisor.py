@@ -11,6 +11,9 @@ process starts in milliseconds instead of a Python start-up each. It stays singl
 (forking a threaded process is unsafe). Children die with it (PR_SET_PDEATHSIG); it dies
 with the driver: EOF on stdin (driver exited, crashed or was SIGKILLed) means clean up —
 stop every child, unlink every /dev/shm file with the cluster's prefix, remove the folder.
+It is a child subreaper (PR_SET_CHILD_SUBREAPER): a process a task starts and leaves behind
+(orphaned, even in a session of its own) becomes its child, so the clean-up kills every
+descendant, not only the roles it forked.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ from .context import Context
 from .objstore import cleanup_prefix
 
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
 
 
 def _die_with_parent(sig: int = signal.SIGKILL) -> None:
@@ -36,6 +40,36 @@ def _die_with_parent(sig: int = signal.SIGKILL) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
     except Exception:   # noqa: BLE001 - not Linux: the lifeline (stdin EOF) still works
         pass
+
+
+def _become_subreaper() -> None:
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1)
+    except Exception:   # noqa: BLE001 - not Linux: a task's orphans escape the clean-up
+        pass
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc; Linux's per-thread children lists)."""
+    out: list[int] = []
+    stack = [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            tasks = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for t in tasks:
+            try:
+                with open(f"/proc/{p}/task/{t}/children") as f:
+                    kids = [int(k) for k in f.read().split()]
+            except (OSError, ValueError):
+                continue
+            for k in kids:
+                if k not in out:
+                    out.append(k)
+                    stack.append(k)
+    return out
 
 
 class Supervisor:
@@ -235,9 +269,29 @@ class Supervisor:
             except ChildProcessError:
                 break
             self.children.pop(pid, None)
+        self.kill_descendants()
         if self.ctx.shm_prefix:
             cleanup_prefix(self.ctx.shm_prefix)      # it ends in "-": every file of the cluster
         shutil.rmtree(self.ctx.dir, ignore_errors=True)
+
+
+    def kill_descendants(self, timeout_s: float = 5.0) -> None:
+        """Kill and reap whatever tasks left running: their children, orphaned to us (the
+        subreaper) when the workers died, and anything those started meanwhile."""
+        me = os.getpid()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for pid in descendants(me):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return                       # no child left at all
+            if pid == 0:
+                time.sleep(0.005)            # SIGKILLed, not exited yet (a bounded wait)
 
 
 def _run_role(ctx: Context, role: str, args: tuple, extra_fd) -> None:
@@ -276,6 +330,7 @@ def main() -> None:
         os.chdir(boot["cwd"])
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(signal.SIGTERM)
+    _become_subreaper()
     sup = Supervisor(ctx)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit(0)))
     # import the roles once, so that forked children start warm
