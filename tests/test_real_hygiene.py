@@ -271,30 +271,3 @@ def test_leftovers_are_removed_only_when_every_owner_is_dead(tmp_path, monkeypat
         from testbed.real.objstore import cleanup_prefix
         for _, prefix in made.values():
             cleanup_prefix(prefix)
-
-
-@tb.remote
-def _consume(*xs):
-    return sum(float(x[0]) for x in xs)
-
-
-def test_refs_passed_to_a_task_are_freed_once_it_has_run_and_their_owner_dropped_them():
-    """Objects put by the driver and passed to a task on another node: once the task has
-    run and the driver's refs are gone, both nodes free them (before: every one stayed on
-    both, 16 per round). A ref dropped before the task runs still reaches it."""
-    import numpy as np
-
-    from testbed.real import api
-    rounds = 25
-    with tb.init(num_cpus=1, num_nodes=2) as c:
-        for i in range(rounds):
-            refs = [tb.put(np.full(12_500, float(i))) for _ in range(16)]
-            assert tb.get(_consume.options(_node=1).remote(*refs), timeout=60) == 16.0 * i
-        del refs
-        # dropped at once: the node holds the put (and a large value passed inline) until the task ran
-        big = np.full(200_000, 2.0)
-        assert tb.get(_consume.options(_node=1).remote(tb.put(np.ones(12_500)), big), timeout=60) == 3.0
-        poll_until(lambda: api._core().request("store_stats")["objects"] <= 4
-                   and tb.get(_node_objects.options(_node=1).remote(), timeout=60) <= 4,
-                   "both nodes freed the arguments", timeout=30)
-    assert_cluster_gone(c)

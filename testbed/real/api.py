@@ -25,7 +25,7 @@ from ..core.trace import NAMES as TRACE_NAMES
 from . import leftovers, transport
 from . import params
 from .context import Context
-from .core import Core, ObjectRef, _to_free, escape, new_task_id, object_id, to_bytes
+from .core import Core, ObjectRef, escape, new_task_id, object_id, to_bytes
 from .errors import ClusterError
 from .objstore import cleanup_prefix
 
@@ -440,15 +440,11 @@ class RemoteFunction:
         res = self._demand
         task_id = new_task_id()
         name = self._task_name
-        temps: list[bytes] = []
-        # the caller's refs stay alive (in args) until the submit is sent: a ref freed before
-        # would reach the node first, and the task would wait for a freed object
-        eargs, ekwargs = _encode_args(core, args, kwargs, name, temps)
+        args, kwargs = _encode_args(core, args, kwargs, name)
         spec = {"task_id": task_id, "fn_id": fid, "fn": data, "name": name, "submitted_at": time.time(),
-                "job_id": opts.get("_job_id", -1), "pin_node": opts.get("_node"), "args": eargs, "kwargs": ekwargs,
+                "job_id": opts.get("_job_id", -1), "pin_node": opts.get("_node"), "args": args, "kwargs": kwargs,
                 "num_returns": num_returns, "resources": res, "max_retries": opts.get("max_retries", 3)}
         core.send(("submit", spec))
-        _to_free.extend(temps)        # after the submit: the node holds them until the task has run
         return _return_refs(task_id, num_returns)
 
 
@@ -460,20 +456,15 @@ def _serialize(value, what: str):
         raise TypeError(f"{what} cannot be pickled: {type(exc).__name__}: {exc}") from None
 
 
-def _encode_args(core: Core, args: tuple, kwargs: dict, fname: str,
-                 temps: list | None = None) -> tuple[list, dict]:
-    """A call's positional and keyword arguments as its spec carries them (see ``_encode``).
-    ``temps`` given (a task's, not an actor's): its node holds its ref arguments until it has
-    run, so they are not escaped (their owner frees them as usual), and the objects made for
-    large values are appended to ``temps``, to be freed once the submit is sent."""
-    return ([_encode(core, a, i, fname, temps) for i, a in enumerate(args)],
-            {k: _encode(core, v, k, fname, temps) for k, v in kwargs.items()})
+def _encode_args(core: Core, args: tuple, kwargs: dict, fname: str) -> tuple[list, dict]:
+    """A call's positional and keyword arguments as its spec carries them (see ``_encode``)."""
+    return ([_encode(core, a, i, fname) for i, a in enumerate(args)],
+            {k: _encode(core, v, k, fname) for k, v in kwargs.items()})
 
 
-def _encode(core: Core, value, where, fname: str, temps: list | None = None):
+def _encode(core: Core, value, where, fname: str):
     if isinstance(value, ObjectRef):
-        if temps is None:
-            escape(value.id)      # an actor's: restarts replay it, so it is never freed
+        escape(value.id)          # the task needs it, whatever this process does with its ref
         return ("r", value.id)
     what = f"argument {where!r}" if isinstance(where, str) else f"argument {where}"
     inline, ser = _serialize(value, f"{what} of {fname}")
@@ -481,10 +472,7 @@ def _encode(core: Core, value, where, fname: str, temps: list | None = None):
         return ("v", inline)
     oid = object_id(new_task_id(), 0)
     core.put_serialized(oid, ser)
-    if temps is None:
-        escape(oid)               # no ref of it exists here: only the actor holds it
-    else:
-        temps.append(oid)
+    escape(oid)                   # no ref of it exists here: only the task holds it
     return ("r", oid)
 
 

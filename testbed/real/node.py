@@ -172,12 +172,6 @@ class NodeManager:
         self.pulled: set[bytes] = set()
         #: objects freed by their owner before they were made here
         self.freed_early: set[bytes] = set()
-        #: object -> tasks submitted here (by its owner) that take it as an argument and have
-        #: not produced their result yet; the owner's free of a held object waits (free_pending)
-        self.arg_holds: dict[bytes, int] = {}
-        self.free_pending: set[bytes] = set()
-        #: objects given to tasks submitted here: other nodes may have fetched copies
-        self.lent: set[bytes] = set()
         #: the cluster as the node table says (index -> latest heartbeat); nodes declared dead
         self.node_info: dict[int, dict] = {}
         #: node_info as a ClusterView for the spillover policy (None: rebuild at next use)
@@ -215,8 +209,6 @@ class NodeManager:
                      "actor_call", "kill_actor", "free", "free_copy", "store_stats", "kill_worker",
                      "link_bandwidth"):
             self.loop.on(kind, getattr(self, "on_" + kind))
-        # a task's ref arguments are held until it has run (arg_holds): around on_submit
-        self.loop.on("submit", self.on_submit_holding)
         self.loop.on_close = self.on_close
         self.loop.every(cfg["heartbeat_interval_s"], self.heartbeat)
         self.heartbeat()
@@ -726,73 +718,27 @@ class NodeManager:
         self.store.seal(oid)
         self.add_object(oid, size)
 
-    def on_submit_holding(self, ch, spec) -> None:
-        """A task from a client here: its ref arguments (owned by that client unless they
-        escaped it, see core.escape) are held until its first result exists, so the owner's
-        free of one waits until the task has run (retries included). Actor creations and calls
-        are not held: their submitters never free their arguments (restarts replay them)."""
-        self.on_submit(ch, spec)
-        if spec.get("kind") is not None:
-            return
-        refs = [a[1] for a in list(spec["args"]) + list(spec["kwargs"].values()) if a[0] == "r"]
-        if not refs:
-            return
-        for oid in refs:
-            self.arg_holds[oid] = self.arg_holds.get(oid, 0) + (1 if spec["num_returns"] >= 1 else 1 << 60)
-            self.lent.add(oid)
-        if spec["num_returns"] >= 1:
-            result = object_id(spec["task_id"], 0)
-            self.when_exists(result, lambda: self.release_args(refs, result))
-
-    def release_args(self, refs, result: bytes) -> None:
-        if result not in self.local_waiters and result not in self.exists_waiters and not self.is_local(result):
-            self.unwatch(result)              # watched only for this (a get watches it again)
-            self.known.pop(result, None)
-        for oid in refs:
-            n = self.arg_holds.get(oid, 0) - 1
-            if n > 0:
-                self.arg_holds[oid] = n
-                continue
-            self.arg_holds.pop(oid, None)
-            if oid in self.free_pending:
-                self.free_pending.discard(oid)
-                self.free_now(oid)
-
     def on_free(self, ch, oids) -> None:
         """The owner dropped its last ref: the object's memory can be reused (once readers
-        that still view it have unpinned it), unless a task given it has not run yet."""
+        that still view it have unpinned it)."""
         for oid in oids:
-            if oid in self.arg_holds:
-                self.free_pending.add(oid)
+            elsewhere = [n for n in self.live_copies(oid) if n != self.index]
+            if oid in self.inline:
+                del self.inline[oid]
+            elif self.store.contains(oid):
+                self.store.delete(oid)
             else:
-                self.free_now(oid)
-
-    def free_now(self, oid: bytes) -> None:
-        """Free every copy of ``oid`` (a task's argument may have been fetched by other
-        nodes: the object table says where its copies are)."""
-        others_too = oid in self.lent
-        self.lent.discard(oid)
-        elsewhere = [n for n in self.live_copies(oid) if n != self.index]
-        if oid in self.inline:
-            del self.inline[oid]
-        elif self.store.contains(oid):
-            self.store.delete(oid)
-        else:
-            self.freed_early.add(oid)      # its task has not finished yet (here or elsewhere)
-            self.free_when_made(oid)
-            return
-        self.sizes.pop(oid, None)
-        self.pulled.discard(oid)
-        self.known.pop(oid, None)
-        self.gcs.obj_remove(oid, self.index)
-        # a copy this node fetched: the node that made it frees the original. The owner's
-        # last ref is gone and the id never left its process (core.escape) but as the
-        # argument of tasks that have run, so no process can ask for any copy of it
-        self.free_copies(oid, elsewhere)
-        if others_too:
-            self.gcs.get("obj", oid, lambda e: self.free_copies(
-                oid, [n for n in (e or {}).get("locations", []) if n != self.index and n not in elsewhere
-                      and n not in self.dead_nodes]))
+                self.freed_early.add(oid)      # its task has not finished yet (here or elsewhere)
+                self.free_when_made(oid)
+                continue
+            self.sizes.pop(oid, None)
+            self.pulled.discard(oid)
+            self.known.pop(oid, None)
+            self.gcs.obj_remove(oid, self.index)
+            # a copy this node fetched: the node that made it frees the original. The owner's
+            # last ref is gone and the id never left its process (core.escape), so no other
+            # process can ask for any copy of it
+            self.free_copies(oid, elsewhere)
 
     def free_copies(self, oid: bytes, nodes) -> None:
         for n in nodes:
