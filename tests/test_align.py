@@ -78,8 +78,11 @@ def test_job_j_has_the_same_driver_and_draws_in_both_engines(tmp_path, arrival):
             got_sim = sim[sim.submitter == node].sort_values("job_id").submitted_s.to_numpy()
             got_real = real[real.submitter == node].sort_values("job_id").submitted_s.to_numpy()
             assert got_sim == pytest.approx(want)
-            # the real driver waits out the same gaps (x the CPU ratio, 1 here) from its own start
-            assert (np.diff(got_real) >= np.diff(want) - 0.005).mean() > 0.8
+            # the real driver waits out the same gaps (x the CPU ratio, 1 here) from its own
+            # start: a busy machine can make a submission late, never early (no job comes before
+            # its drawn time on the run's clock; it used to count gaps >= drawn - 5 ms, which a
+            # loaded machine's catch-up after a late start broke 1 time in 3)
+            assert (got_real >= want - 0.005).all()
 
 
 # --- driver nodes and random kills: one rule in testbed.core.faults -------------------------
