@@ -120,13 +120,7 @@ class WaitModel(PlacementPolicy):
         if self.per_slot:
             wait /= view.slots
         if task.inputs:
-            if bytes_on is None:
-                bytes_on = bytes_on_nodes(task, n)
-            remote = np.maximum(task.input_bytes - bytes_on, 0.0)
-            bw = self.bandwidth.estimate_nodes(None, n, now, default=None)
-            np.copyto(bw, self.default_bandwidth_bytes_per_s, where=np.isnan(bw))
-            with np.errstate(divide="ignore", invalid="ignore"):
-                wait += np.where(remote > 0, remote / bw, 0.0)
+            wait += _transfer_s(self, task, view, now, bytes_on)
         if np.isnan(wait.sum()):      # only if an estimate was inf or NaN: count it as +inf
             wait[np.isnan(wait)] = np.inf
         return wait
