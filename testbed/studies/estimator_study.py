@@ -61,8 +61,6 @@ DESCRIBE: dict[str, tuple[str, float, str]] = {
 N_RESAMPLES = 2000
 #: the report's bootstrap generator seed (the report is the same every time it is rebuilt)
 REPORT_SEED = 0
-#: latency quantiles kept per run for the CDF plots
-QUANTILES = np.round(np.linspace(0.01, 0.99, 99), 2)
 
 
 # --- per run ------------------------------------------------------------------------------
@@ -114,16 +112,6 @@ def herding(trace: pd.DataFrame, interval_s: float) -> dict:
     counts = pd.Series(1, index=pd.MultiIndex.from_arrays([window, g.node.to_numpy()])).groupby(level=[0, 1]).sum()
     busiest = counts.groupby(level=0).max()
     return {"herd_max": float(busiest.max()), "herd_mean": float(busiest.mean())}
-
-
-def latency_quantiles(trace: pd.DataFrame | None) -> pd.DataFrame | None:
-    if trace is None:
-        return None
-    done = trace[trace.state == "finished"]
-    if not len(done):
-        return None
-    lat = (done.finished_s - done.submitted_s).to_numpy()
-    return pd.DataFrame({"q": QUANTILES, "latency_s": np.quantile(lat, QUANTILES)})
 
 
 # --- the design: treatment, baseline, strata ----------------------------------------------

@@ -787,7 +787,7 @@ class EstimatorStudy(Study):
     report_name = "report.md"
 
     def timeseries(self, trace, info, cfg):
-        return estimator_study.latency_quantiles(trace)
+        return validation.latency_quantiles(trace)   # the same per-run quantiles
 
     def run_metrics(self, trace, info, cfg):
         return estimator_study.run_metrics(trace, cfg)
