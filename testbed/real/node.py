@@ -326,9 +326,12 @@ class NodeManager:
                 self.mark_actor_dead(spec["actor_id"], msg, infeasible=True)
             self.fail(spec, InfeasibleError(msg))
             return
-        refs = [a[1] for a in list(spec["args"]) + list(spec["kwargs"].values()) if a[0] == "r"]
-        pending = [o for o in refs if not self.exists(o)]
-        if pending and not decides_now(self.decide_at, False):
+        # decided now unless the rule waits for inputs and one does not exist yet (only then are
+        # the task's refs looked at: submission is the hot path)
+        pending = () if decides_now(self.decide_at, False) else [
+            a[1] for a in list(spec["args"]) + list(spec["kwargs"].values())
+            if a[0] == "r" and not self.exists(a[1])]
+        if pending:
             # decided once every input exists (policy.base.decides_now)
             left = set(pending)
 
