@@ -833,8 +833,7 @@ class Simulation:
                     self.qlen[m] -= 1
                     self._to(t, TaskState.ASSIGNED)
                     self._spilled_back(t)
-                    self._forward(t, TaskView(t.tid, t.function, t.demand, (), t.submitter) if not t.deps
-                                  else self._task_view(t), now)
+                    self._forward(t, self._task_view(t), now)
                 if not k:
                     break
 
