@@ -15,7 +15,7 @@ def captured(monkeypatch):
     seen = {}
 
     class FakeCluster:
-        def __init__(self, config):
+        def __init__(self, config, preload=None):
             seen["config"] = config
 
     monkeypatch.setattr(api, "Cluster", FakeCluster)

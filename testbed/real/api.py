@@ -82,7 +82,7 @@ def _resources(num_cpus, num_gpus, resources, where: str) -> dict[str, float]:
 class Cluster:
     """A running cluster: the supervisor process and the driver's connection."""
 
-    def __init__(self, config: dict[str, Any]):
+    def __init__(self, config: dict[str, Any], preload: list[str] | None = None):
         self.config = config
         self.dir = tempfile.mkdtemp(prefix="testbed-")        # 0700
         self.secret = transport.new_secret()
@@ -95,7 +95,7 @@ class Cluster:
                                      stdout=subprocess.PIPE, close_fds=True)
         leftovers.write_owner(self.dir, self.shm_prefix, [os.getpid(), self.proc.pid])
         boot = {"dir": self.dir, "secret": self.secret.hex(), "config": config, "shm_prefix": self.shm_prefix,
-                "sys_path": [p for p in sys.path if p], "cwd": os.getcwd()}
+                "sys_path": [p for p in sys.path if p], "cwd": os.getcwd(), "preload": list(preload or ())}
         self.proc.stdin.write((json.dumps(boot) + "\n").encode())
         self.proc.stdin.flush()
         self.pids: dict[int, tuple[str, list]] = {}
@@ -142,6 +142,9 @@ class Cluster:
                                    f"{start_timeout_s:.0f} s") from None
             if ev.get("event") == name:
                 return
+            if ev.get("event") == "failed":
+                self.shutdown()
+                raise ClusterError(f"the cluster did not start: {ev.get('why', 'unknown reason')}")
             if ev.get("event") == "supervisor-exited":
                 self.shutdown()
                 raise ClusterError(f"the cluster's supervisor exited during {during} (see its output above)")
@@ -242,6 +245,7 @@ def init(num_cpus: float | None = None, num_gpus: float | None = None, resources
          num_heartbeats_timeout: int | None = None, lineage: bool | None = None,
          gcs_chain_length: int | None = None, gcs_flush_interval_s: float | None = None,
          gcs_replace_replicas: bool | None = None, seed: int | None = None,
+         preload: list[str] | tuple[str, ...] = (),
          _system_config: dict | None = None, ignore_reinit_error: bool = False) -> Cluster:
     """Start a cluster of logical nodes on this machine and connect this process as its driver.
 
@@ -264,7 +268,10 @@ def init(num_cpus: float | None = None, num_gpus: float | None = None, resources
     one per node of ``nodes``, in order) gives those nodes their own link bandwidth for the inputs
     they fetch, instead of ``link_bandwidth_bytes_per_s`` (which nodes added later keep). ``seed`` seeds every policy's
     generator (testbed.core.seeding: the streams the simulator uses for the same seed); ``None``
-    is the schema's first ``run.seeds`` (0). ``_system_config`` overrides the runtime's timing
+    is the schema's first ``run.seeds`` (0). ``preload`` names modules to import once in the
+    process the workers fork from, before it forks them, so a task's first call on each worker
+    does not pay their import (a module that imports numpy costs a worker ~0.1 s; eight workers
+    starting on two cores turned that into the runtime's first-second warm-up). ``_system_config`` overrides the runtime's timing
     parameters (testbed.real.params, README "Runtime parameters"), as Ray's does; an unknown
     key or a bad value is a ValueError naming it.
     """
@@ -342,6 +349,7 @@ def init(num_cpus: float | None = None, num_gpus: float | None = None, resources
                      "decide_at": opt["decide_at"]}
         _check_policies(scheduler)
         system = params.resolve(_system_config)
+        preload = _check_preload(preload)
         if isinstance(num_heartbeats_timeout, bool) or not isinstance(num_heartbeats_timeout, int) \
                 or num_heartbeats_timeout < 1:
             raise ValueError(f"num_heartbeats_timeout must be an integer >= 1, got {num_heartbeats_timeout!r}")
@@ -354,8 +362,25 @@ def init(num_cpus: float | None = None, num_gpus: float | None = None, resources
                   "link_bandwidth_per_node": link_bandwidth_per_node,
                   "seed": seed, "system": system}
         leftovers.remove_dead()      # clusters whose driver and supervisor were killed together
-        _cluster = Cluster(config)
+        _cluster = Cluster(config, preload)
         return _cluster
+
+
+def _check_preload(preload) -> list[str]:
+    """``preload`` as a list of module names that can be found here (else a ValueError naming one)."""
+    import importlib.util
+    if isinstance(preload, str) or not isinstance(preload, (list, tuple)):
+        raise TypeError(f"preload must be a list of module names, got {type(preload).__name__}")
+    for name in preload:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"preload: expected module names, got {name!r}")
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise ValueError(f"preload: no module named {name!r}")
+    return list(preload)
 
 
 def _check_policies(scheduler: dict) -> None:

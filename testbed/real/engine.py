@@ -461,7 +461,8 @@ def run_real(cfg: dict, seed: int):
              link_bandwidth_per_node=_link_bandwidths(c, n),
              lineage=faults["lineage"], num_heartbeats_timeout=c["num_heartbeats_timeout"],
              gcs_chain_length=c["gcs_chain_length"], gcs_flush_interval_s=c["gcs_flush_interval_s"],
-             gcs_replace_replicas=faults["gcs_replace_replicas"], seed=seed)
+             gcs_replace_replicas=faults["gcs_replace_replicas"], seed=seed,
+             preload=[__name__])   # workers start with _work's module imported: no warm-up in the results
     info: dict = {}
     memory = _MemorySampler(api._driver_cluster(), c["heartbeat_interval_s"])
     try:

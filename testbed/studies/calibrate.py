@@ -515,7 +515,7 @@ def measure(progress=print, nodes: int = NODES, cpus_per_node: float = CPUS_PER_
     ]
     for what, kwargs, fn in phases:
         progress(f"calibrate: {what} ...")
-        tb.init(**kwargs)
+        tb.init(**kwargs, preload=[__name__])      # as the real engine: workers start with this module imported
         try:
             fn(tb, meas)
         finally:
