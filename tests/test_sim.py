@@ -177,6 +177,23 @@ def test_two_cpus_two_in_flight_run_two_at_a_time():
     assert max_concurrent(tr.started_s, tr.finished_s) == 2
 
 
+@pytest.mark.parametrize("ret", [0.0, 0.002])
+def test_a_closed_loop_submits_after_the_finish_has_dispatched(ret):
+    """A closed-loop driver submits its next job when it sees the last result, so its local
+    scheduler sees the node after the finish freed the slot and started the queued task (as
+    the runtime's driver, whose submission follows its get). One CPU, two jobs in flight: one
+    runs and one waits, so each new job meets an empty queue and stays (QueueThreshold 1);
+    deciding before that dispatch saw the waiting one and forwarded every job after the first
+    two."""
+    _, res = simulate({"nodes": 2, "cpus_per_node": 1, **NO_OVERHEADS, "result_return_s": ret},
+                      {"jobs": 12, "in_flight": 2, "driver_nodes": [0],
+                       "duration": const(0.1)},
+                      {"spillover": {"name": "QueueThreshold", "threshold": 1}})
+    tr = res.trace
+    assert res.info["complete"] and len(tr) == 12
+    assert not tr.spilled.any() and (tr.node == 0).all()
+
+
 @pytest.mark.parametrize("critical", [True, False])
 def test_local_decision_and_gcs_writes_add_exact_delays(critical):
     """local_decision_s delays each placement; with gcs_on_critical_path a task starts only once

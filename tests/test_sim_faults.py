@@ -141,8 +141,9 @@ def test_with_retries_every_task_ends_finished_and_the_run_completes(shape):
     """Nodes fail (some come back), retries are unlimited: the run completes, every task's
     last attempt is "finished", attempts are numbered 1..k, and nothing starts on a dead node."""
     jobs = 40                  # enough that the run outlasts the last failure (0.9 s)
+    # 6 jobs in flight per driver on 10 CPUs: each failure finds tasks on its node to lose
     sim, res = simulate({"nodes": 5, "cpus_per_node": 2, "heartbeat_interval_s": 0.05, "num_heartbeats_timeout": 4},
-                        {"shape": shape, "jobs": jobs, "in_flight": 3, "drivers": 2, **SHAPE_PARAMS,
+                        {"shape": shape, "jobs": jobs, "in_flight": 6, "drivers": 2, **SHAPE_PARAMS,
                          "output_bytes": {"dist": "exponential", "mean": 1e6}},
                         {"spillover": {"name": "QueueThreshold", "threshold": 1}, "placement": "Random"},
                         {"node_failures": [{"at_s": 0.3, "node": 1}, {"at_s": 0.6, "node": 3}, {"at_s": 0.9, "node": 0}],

@@ -205,18 +205,14 @@ class ActorSimulation(FaultySimulation):
         c.ready_at = t + (self._lat if a.node != c.submitter else 0.0)
         c.placed = c.ready_at
 
-    def _submit_at(self, driver: int) -> None:
-        self.pending -= 1
-        self._submit(driver, self.env._now)
-
     def _deliver(self, c: _Call, visible: float) -> None:
         """The caller sees ``c``'s result at ``visible``; a closed-loop driver calls again then
-        (as an event, so that calls reach a mailbox in the order they are made)."""
+        (Simulator._next_job: an event, so that calls reach a mailbox in the order they are made)."""
         self.jobs_done += 1
         if self.jobs_done >= self.workload.total_jobs:
             self._stop()
         elif self.workload.arrival == "closed":
-            self._later(visible - self.env._now, c.driver, self._submit_at)
+            self._next_job(c.driver, visible)
 
     def _fail_call(self, c: _Call, when: float) -> None:
         """``c``'s actor is gone for good: the call fails (its caller gets an error, no hang)."""

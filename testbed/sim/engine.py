@@ -1082,7 +1082,19 @@ class Simulation:
         if self.jobs_done >= self.workload.total_jobs:
             self._stop()
         elif self.workload.arrival == "closed":
-            self._submit(t.driver, seen)
+            self._next_job(t.driver, seen)
+
+    def _next_job(self, driver: int, seen: float) -> None:
+        """Closed loop: ``driver`` submits its next job when it sees the last one's result, at
+        ``seen`` — as an event, so its local scheduler decides with the node as it is then
+        (the finish that made the result has freed its slot and dispatched the queue), as in
+        the runtime, where the submission follows the driver's get."""
+        now = self.env._now
+        self._later(seen - now if seen > now else 0.0, driver, self._submit_at)
+
+    def _submit_at(self, driver: int) -> None:
+        self.pending -= 1
+        self._submit(driver, self.env._now)
 
     def _infeasible(self, t: _Task, when: float) -> None:
         """No node can ever hold ``t``: record it and fail everything downstream (once each,
@@ -1135,4 +1147,4 @@ class Simulation:
             self._stop()
             return
         if self.workload.arrival == "closed":
-            self._submit(j.job.driver, seen)
+            self._next_job(j.job.driver, seen)
