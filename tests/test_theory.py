@@ -238,3 +238,24 @@ def test_the_mean_is_also_compared_with_the_theory_at_the_realized_arrival_rate(
     text = Theory().summary(runs, _Exp())
     assert "rel. error at realized λ" in text and f"{want:+.2%}" in text
     assert all(np.isnan(x["rel_realized"]) for x in out if not x["check"].startswith("mean"))
+
+
+@pytest.mark.parametrize("override, words", [
+    (["workload.shape=chains"], "needs Poisson arrivals of independent tasks"),
+    (["workload.arrival=closed"], "needs Poisson arrivals of independent tasks"),
+    (['workload.functions=[{name="a", weight=1.0}, {name="b", weight=1.0}]'], "mix of functions"),
+    (["workload.shift={at_s=1.0, scale=2.0}"], "workload.shift"),
+    (["cluster.slow_nodes=1", "cluster.slow_factor=3.0"], "identical nodes"),
+    (['faults.node_failures=[{at_s=1.0, node=0}]'], "[faults]"),
+])
+def test_a_config_the_theory_study_cannot_read_is_refused_before_any_run(override, words):
+    """study = "theory" on a workload without a closed form is a ConfigError at load time
+    (it used to fail after every run had finished)."""
+    from testbed.core.errors import ConfigError
+    from testbed.studies.experiment import load_experiment
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "experiments" / "theory.toml"
+    load_experiment(path)                                         # the shipped config is fine
+    with pytest.raises(ConfigError, match=r"theory\.toml: run\.study: at sweep point \[.*\]: study 'theory' ") as e:
+        load_experiment(path, override)
+    assert words in str(e.value) and "\n" not in str(e.value)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..core.errors import ConfigError
 from . import estimator_study, theory, validation
 from .stats import mean_ci, paired_rel_error_ci, rel_error
 
@@ -585,6 +586,12 @@ class Theory(Study):
     #: a case passes when the theory lies in the simulated 95% interval, or within this
     #: relative error when the interval is tighter than it
     TOLERANCE = 0.02
+
+    def check_config(self, cfg, label):
+        try:
+            theory.check_textbook(cfg)
+        except ValueError as exc:
+            raise ConfigError(f"study 'theory' {exc}", key="run.study") from None
 
     def run_metrics(self, trace, info, cfg):
         case = theory.textbook_case(cfg)

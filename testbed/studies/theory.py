@@ -116,6 +116,30 @@ def service_moments(dist: dict) -> tuple[float, float]:
     raise ValueError(f"no closed form for duration dist {kind!r}")
 
 
+def check_textbook(cfg: dict[str, Any]) -> None:
+    """Raise ValueError unless the resolved config is a textbook system :func:`textbook_case`
+    has a closed form for: Poisson arrivals of independent one-CPU tasks from one duration
+    distribution, identical nodes, no faults (a workload it cannot read fails before any run)."""
+    c, w, f = cfg["cluster"], cfg["workload"], cfg["faults"]
+    if w["shape"] != "independent" or w["arrival"] != "poisson":
+        raise ValueError(f"needs Poisson arrivals of independent tasks (workload.shape = 'independent', "
+                         f"arrival = 'poisson'), got shape {w['shape']!r}, arrival {w['arrival']!r}")
+    if len(w["functions"]) > 1:
+        raise ValueError("has no closed form for a mix of functions (workload.functions)")
+    if any(fn.get("resources", {}) != {"CPU": 1.0} for fn in w["functions"]):
+        raise ValueError("needs tasks of one CPU each (workload.resources)")
+    for key in ("shift", "drift", "slowdowns"):
+        if w.get(key):
+            raise ValueError(f"has no closed form with workload.{key} set")
+    if w.get("trace_file"):
+        raise ValueError("has no closed form for a replayed trace (workload.trace_file)")
+    if c["slow_nodes"] and c["slow_factor"] != 1.0 or c["node_groups"]:
+        raise ValueError("needs identical nodes (no cluster.slow_nodes, no cluster.node_groups)")
+    if f["node_failures"] or f["kill_every_s"] or f["worker_failures"]:
+        raise ValueError("has no closed form with [faults]")
+    textbook_case(cfg)
+
+
 def textbook_case(cfg: dict[str, Any], lam: float | None = None) -> dict[str, Any]:
     """Which textbook system a resolved config is, and its closed-form values (at arrival
     rate ``lam``, 1/s; default the config's ``rate_per_s`` x ``drivers``).
