@@ -177,6 +177,24 @@ def test_a_listener_without_the_secret_is_refused_by_the_client(secret, sock_dir
 
 
 @TIMEOUT
+def test_a_listener_that_closes_mid_handshake_is_also_a_connection_error(secret, sock_dir):
+    """A listener that hangs up after the client's proof (a node being killed; or a wrong
+    secret: the client cannot tell which) is an AuthenticationError and a ConnectionError,
+    so the runtime's ``except OSError`` treats that peer as gone. The global scheduler got a
+    plain AuthenticationError from a dying node, its handler stopped, and the task it was
+    placing was dropped: a run under kills and restores hung (4 of 12 runs at load 6-8)."""
+    srv, th, result = _fake_listener(str(sock_dir / "dying.sock"), lambda conn: (
+        conn.sendall(b"TB1" + secrets.token_bytes(32)), _recv_n(conn, 64))[1])
+    try:
+        with pytest.raises(tp.HandshakeClosed, match="closed the connection during the handshake") as err:
+            connect(str(sock_dir / "dying.sock"), secret, timeout=SLOW_S)
+        assert isinstance(err.value, AuthenticationError) and isinstance(err.value, ConnectionError)
+        th.join(SLOW_S)
+    finally:
+        srv.close()
+
+
+@TIMEOUT
 def test_a_peer_that_is_not_a_testbed_listener_is_refused(secret, sock_dir):
     """A server speaking another protocol (here: a length-prefixed frame) is refused
     before the client sends anything derived from the secret."""

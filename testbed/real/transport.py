@@ -91,6 +91,14 @@ class AuthenticationError(Exception):
     """The peer failed the handshake: wrong secret, or not a testbed endpoint."""
 
 
+class HandshakeClosed(AuthenticationError, ConnectionError):
+    """The listener closed the connection after our proof, without its own: it rejected our
+    secret — or it is going away (a node being killed closes every socket mid-handshake).
+    Both types, because the client cannot tell which: code that treats a failed connection to
+    a peer as that peer's death (``except OSError``) does so here too, and a wrong secret is
+    still an AuthenticationError."""
+
+
 def new_secret() -> bytes:
     """A fresh per-cluster secret (32 random bytes). Keep it out of argv and logs."""
     return secrets.token_bytes(SECRET_BYTES)
@@ -692,7 +700,8 @@ def connect(address, secret: bytes, *, timeout: float = CONNECT_TIMEOUT_S) -> Ch
     """Connect to a :class:`Listener` and run the handshake; returns the Channel.
 
     Raises ``AuthenticationError`` if the listener rejects us or cannot prove it knows the
-    secret, ``TimeoutError`` if the whole thing takes longer than ``timeout`` seconds, and
+    secret (:class:`HandshakeClosed`, also a ConnectionError, when it just closes: a rejection
+    or a listener going away), ``TimeoutError`` if the whole thing takes longer than ``timeout`` seconds, and
     lets ``FileNotFoundError`` / ``ConnectionRefusedError`` (no listener) and any
     other ``ConnectionError`` (listener closing or overloaded before the handshake) through.
     """
@@ -726,7 +735,8 @@ def connect(address, secret: bytes, *, timeout: float = CONNECT_TIMEOUT_S) -> Ch
         except ConnectionResetError:
             proof = b""
         if len(proof) < _MAC_BYTES:
-            raise AuthenticationError(f"{peer}: the listener rejected the handshake (wrong secret?)")
+            raise HandshakeClosed(f"{peer}: the listener closed the connection during the handshake "
+                                  f"(it rejected our secret, or it is closing)")
         if not hmac.compare_digest(proof, _mac(secret, _SERVER_LABEL, client_nonce)):
             raise AuthenticationError(f"{peer}: the listener failed to prove it knows the cluster secret")
         return _channel_from_socket(sock, peer)
