@@ -81,7 +81,7 @@ def test_the_runtime_writes_only_shared_task_states():
     rank = Shard.STATE_RANK
     assert set(rank) <= values
     for a, b in TRANSITIONS:
-        # a rebuild starts over; a spilled-back task is placed again (the table keeps "queued")
+        # a rebuild starts over; a spilled-back task is placed again (a new hop: gcs.Shard.task_update)
         if a.value in rank and b.value in rank and b is not TaskState.RECONSTRUCTING \
                 and (a, b) != (TaskState.QUEUED, TaskState.ASSIGNED):
             assert rank[a.value] <= rank[b.value], (a, b)

@@ -96,3 +96,40 @@ def test_flushing_bounds_the_task_table_and_lineage_is_read_back_from_disk():
         assert tb.get([total.remote(r) for r in refs], timeout=60) == [i * 50_000.0 for i in range(4)]
         assert 2 in {r["attempt"] for r in records() if r["function"] == "make"}   # rebuilt from flushed lineage
     assert_cluster_gone(c)
+
+
+# --- the task table's ordering rule (no processes) -------------------------------------------
+
+def _bare_shard():
+    """A GCS shard's tables and task_update, without its loop or chain (the rule alone)."""
+    from collections import defaultdict
+    from testbed.real.gcs import Shard
+    sh = Shard.__new__(Shard)
+    sh.tables, sh.subs, sh.waiting, sh.db = defaultdict(dict), {}, defaultdict(list), None
+    return sh
+
+
+def test_a_task_sent_back_reads_as_assigned_where_it_went_not_queued_where_it_was():
+    """Node 0 queued the task, sent it back (spillback: hop 1), the global scheduler assigned it
+    to node 2: the table must say node 2, so that node 2's death makes a waiter rebuild it
+    (before hops, "assigned" ranked below "queued" and was dropped: the entry read queued on
+    live node 0, and the run hung with nothing to rebuild it — seen under kills + restores)."""
+    sh = _bare_shard()
+    tid = b"t" * 16
+    sh.task_update(None, tid, {"node": 0, "state": "submitted", "attempt": 1, "name": "f"})
+    sh.task_update(None, tid, {"node": 0, "state": "queued", "attempt": 1, "hop": 0})
+    sh.task_update(None, tid, {"node": 2, "state": "assigned", "attempt": 1, "hop": 1})
+    assert {k: sh.tables["task"][tid][k] for k in ("node", "state", "hop")} == {"node": 2, "state": "assigned", "hop": 1}
+    # a write of the earlier placement arriving late (write-behind) changes nothing
+    sh.task_update(None, tid, {"node": 0, "state": "finished", "attempt": 1, "hop": 0})
+    assert sh.tables["task"][tid]["node"] == 2 and sh.tables["task"][tid]["state"] == "assigned"
+    # within a placement the state only advances; the node's own writes carry its hop
+    sh.task_update(None, tid, {"node": 2, "state": "finished", "attempt": 1, "hop": 1})
+    sh.task_update(None, tid, {"node": 2, "state": "queued", "attempt": 1, "hop": 1})
+    assert sh.tables["task"][tid]["state"] == "finished"
+    # a rebuild is a new attempt: it starts over, at its first placement
+    sh.task_update(None, tid, {"node": 3, "state": "reconstructing", "attempt": 2})
+    entry = sh.tables["task"][tid]
+    assert (entry["node"], entry["state"], entry["attempt"], entry.get("hop", 0)) == (3, "reconstructing", 2, 0)
+    sh.task_update(None, tid, {"node": 2, "state": "finished", "attempt": 1, "hop": 1, "extra": 1})
+    assert sh.tables["task"][tid]["attempt"] == 2 and sh.tables["task"][tid]["extra"] == 1

@@ -60,8 +60,8 @@ TRANSITIONS: frozenset[tuple[TaskState, TaskState]] = frozenset({
     (S.WAITING_FOR_INPUTS, S.LOST),
     (S.RECONSTRUCTING, S.LOST),
     # spilled back from a node's queue to the global scheduler, which places it again
-    # (SpilloverPolicy.spillback); the runtime's task table keeps "queued" meanwhile (its
-    # states only advance), the simulator's task is "assigned" until it queues again
+    # (SpilloverPolicy.spillback): a new placement of the same attempt (the runtime's task
+    # table orders placements by their ``hop``, real.gcs.Shard.task_update)
     (S.QUEUED, S.ASSIGNED),
 })
 

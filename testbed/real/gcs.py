@@ -117,17 +117,28 @@ class Shard:
 
     def task_update(self, ch, key, fields) -> None:
         """A task-table write from any process. Writes about one attempt race each other (the
-        submitter's, the global scheduler's, the node's), so an entry only moves forward:
-        a later attempt replaces an earlier one, and within an attempt the state only advances."""
+        submitter's, the global scheduler's, the node's), so an entry only moves forward, by
+        (attempt, hop, state rank): a later attempt replaces an earlier one; within an attempt
+        a later placement (``hop``: a node sent the task back to the global scheduler,
+        SpilloverPolicy.spillback) replaces an earlier one, so its "assigned" is kept over the
+        node's "queued" — else a task sent back and then lost with the node it went to would
+        read as queued on the node that let it go, and nobody would rebuild it; within a
+        placement the state only advances. A write that is behind keeps only its other fields."""
         old = self._lookup("task", key) or {}
         new = dict(old)
-        a_old, a_new = old.get("attempt", 0), fields.get("attempt", old.get("attempt", 1))
-        rank = self.STATE_RANK
-        if "state" in fields and old and a_new == a_old and \
-                rank.get(fields["state"], 0) < rank.get(old.get("state"), 0):
-            fields = {k: v for k, v in fields.items() if k not in ("state", "node")}
-        elif a_new < a_old:
-            fields = {k: v for k, v in fields.items() if k not in ("state", "node", "attempt")}
+        if old:
+            a_old, a_new = old.get("attempt", 0), fields.get("attempt", old.get("attempt", 1))
+            h_old, h_new = old.get("hop", 0), fields.get("hop", 0)
+            rank = self.STATE_RANK
+            if a_new < a_old:
+                fields = {k: v for k, v in fields.items() if k not in ("state", "node", "attempt", "hop")}
+            elif a_new == a_old and h_new < h_old:
+                fields = {k: v for k, v in fields.items() if k not in ("state", "node", "hop")}
+            elif a_new == a_old and h_new == h_old and "state" in fields and \
+                    rank.get(fields["state"], 0) < rank.get(old.get("state"), 0):
+                fields = {k: v for k, v in fields.items() if k not in ("state", "node")}
+            elif a_new > a_old and "hop" not in fields:
+                new.pop("hop", None)          # a new attempt starts at its first placement
         new.update(fields)
         self.tables["task"][key] = new
         self._publish("task", key, new)

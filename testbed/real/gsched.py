@@ -204,7 +204,7 @@ class GlobalScheduler:
         # the task table says where it went: if that node dies before running it, whoever
         # waits for its result knows to run it again (an actor: the actor table, see rebuild_actors)
         self.gcs.task_update(spec["task_id"], {"node": int(p.node), "state": TaskState.ASSIGNED.value,
-                                               "attempt": spec.get("attempt", 1)})
+                                               "attempt": spec.get("attempt", 1), "hop": spec.get("hop", 0)})
         if spec.get("kind") == "actor_create":
             self.gcs.put("actor", spec["actor_id"], actor_entry(spec, int(p.node)))
         self.loop.send(target, ("assign", spec))

@@ -410,6 +410,9 @@ class NodeManager:
                 keep.appendleft(t)
                 continue
             k -= 1
+            # a new placement of the same attempt: the task table takes the global
+            # scheduler's "assigned" over this node's "queued" (gcs.Shard.task_update)
+            t.spec["hop"] = t.spec.get("hop", 0) + 1
             self.forward(t.spec, self.task_view(t.spec))
         self.ready.extend(keep)
 
@@ -442,7 +445,8 @@ class NodeManager:
         t = Task(spec)
         t.attempt = spec.get("attempt", 1)
         if spec.get("kind") != "actor_call":
-            self.gcs.task_update(spec["task_id"], {"node": self.index, "state": TaskState.QUEUED.value, "attempt": t.attempt})
+            self.gcs.task_update(spec["task_id"], {"node": self.index, "state": TaskState.QUEUED.value, "attempt": t.attempt,
+                                                   "hop": spec.get("hop", 0)})
         for a in list(spec["args"]) + list(spec["kwargs"].values()):
             if a[0] == "r" and not self.is_local(a[1]):
                 t.missing.add(a[1])
@@ -888,7 +892,8 @@ class NodeManager:
             state = TaskState.FAILED.value if failed else TaskState.FINISHED.value
             if reports_run_time(state):       # a failed attempt's time is no sample (policy.base)
                 self.durations.append((t.spec["name"], end - start))
-            self.gcs.task_update(task_id, {"node": self.index, "state": state, "attempt": t.attempt}, later=True)
+            self.gcs.task_update(task_id, {"node": self.index, "state": state, "attempt": t.attempt,
+                                           "hop": t.spec.get("hop", 0)}, later=True)
         w.task = None
         w.blocked = False
         self._give_back(w)
@@ -1249,7 +1254,7 @@ class NodeManager:
                 lost.attempt = attempt - 1
                 self.record(lost, node, float("nan"), time.time(), TaskState.LOST.value)
             self.gcs.task_update(tid, {"state": TaskState.RECONSTRUCTING.value, "attempt": attempt, "node": self.index})
-            spec.update(attempt=attempt, origin=self.index, spilled=False, pred=None, submitted_at=time.time())
+            spec.update(attempt=attempt, hop=0, origin=self.index, spilled=False, pred=None, submitted_at=time.time())
             self.on_submit(None, spec)
         self.gcs.get("task", tid, got)
 
