@@ -27,13 +27,14 @@ from ..core.trace import TraceRow
 from ..core.views import LocalView, TaskView
 from ..policy.base import decides_now, reports_run_time
 from . import objstore
-from .actors import ONE_CREATION, actor_entry
+from .actors import ONE_CREATION, actor_entry, placement_demand
 from . import params
 from .context import Context
 from .core import object_id
 from .errors import ActorDiedError, InfeasibleError, ObjectLostError, WorkerCrashedError, as_failure
 from . import transport
 from .gcsclient import GcsClient, connect_retry
+from .gpus import GpuPool
 from .loop import Loop
 
 #: task-table states of an attempt not yet finished, and of one a node holds (or was sent)
@@ -43,7 +44,8 @@ _PLACED = frozenset(x.value for x in (TaskState.ASSIGNED, TaskState.QUEUED, Task
 
 
 class Client:
-    __slots__ = ("ch", "kind", "id", "pid", "task", "blocked", "held", "fns", "actor", "idle_since", "retiring")
+    __slots__ = ("ch", "kind", "id", "pid", "task", "blocked", "held", "fns", "actor", "idle_since", "retiring",
+                 "gpu_ids")
 
     def __init__(self, ch, kind: str, cid: str, pid: int):
         self.ch = ch
@@ -65,6 +67,8 @@ class Client:
         self.idle_since = time.monotonic()
         #: told to exit because the pool is larger than the node needs (not replaced)
         self.retiring = False
+        #: the GPU ids it holds with ``held`` (see gpus.GpuPool)
+        self.gpu_ids: list[int] = []
 
 
 class Actor:
@@ -133,6 +137,8 @@ class NodeManager:
         self.node_id = ctx.node_id(index)
         self.total = dict(ctx.config["nodes"][index])
         self.avail = dict(self.total)
+        #: which GPU ids the running tasks and actors hold (tb.get_gpu_ids)
+        self.gpus = GpuPool(self.total.get("GPU", 0.0))
         self.request_fd = request_fd
         #: this node's emulated link bandwidth, bytes/s, once a run changed it
         #: (cluster.bandwidth_changes); None = the config's
@@ -317,11 +323,13 @@ class NodeManager:
         if kind == "actor_call":
             self.route_call(spec)
             return
-        demand = spec["resources"]
+        demand = placement_demand(spec)
         if not self.feasible(demand):
             have = ", ".join(f"node {i}: {n}" for i, n in self.live_nodes().items())
             what = f"actor {spec['class_name']}" if kind == "actor_create" else f"task {spec['name']}"
             msg = f"{what} asks for {demand}, which no node has ({have})"
+            if "placement_resources" in spec:
+                msg += "; an actor that asks for no resources needs 1 CPU to be placed (as in Ray)"
             if kind == "actor_create":
                 self.mark_actor_dead(spec["actor_id"], msg, infeasible=True)
             self.fail(spec, InfeasibleError(msg))
@@ -422,7 +430,7 @@ class NodeManager:
                 size = self.sizes.get(a[1], entry["size"] if entry else 0)
                 locs = tuple(entry["locations"]) if entry else ((self.index,) if a[1] in self.sizes else ())
                 inputs.append(InputView(size, locs))
-        return TaskView(int.from_bytes(spec["task_id"][:8], "little"), spec["name"], spec["resources"],
+        return TaskView(int.from_bytes(spec["task_id"][:8], "little"), spec["name"], placement_demand(spec),
                         tuple(inputs), self.index)
 
     def forward(self, spec, tv) -> None:
@@ -505,17 +513,21 @@ class NodeManager:
         while self.ready:
             t = self.ready[0]
             demand = t.spec["resources"]
-            if not fits(demand, self.avail):
+            if not fits(placement_demand(t.spec), self.avail):
                 return
             if not self.idle:
                 if self.starting == 0:
                     self.spawn_worker()
+                return
+            gpu_ids = self.gpus.take(demand.get("GPU", 0.0))
+            if gpu_ids is None:              # enough GPU by count, but spread over the ids: wait
                 return
             self.ready.popleft()
             w = self.idle.popleft()
             for k, v in demand.items():
                 self.avail[k] = self.avail.get(k, 0.0) - v
             w.held = dict(demand)
+            w.gpu_ids = gpu_ids
             w.task = t
             if t.spec.get("kind") == "actor_create":
                 w.actor = t.spec["actor_id"]
@@ -531,6 +543,7 @@ class NodeManager:
         if fid is not None:
             task["fn"] = None if fid in w.fns else self.fns[fid]
             w.fns.add(fid)
+        task["gpu_ids"] = w.gpu_ids               # a task's, or its actor's for the actor's life
         task["args"] = [self.resolve(a, w) for a in spec["args"]]
         task["kwargs"] = {k: self.resolve(a, w) for k, a in spec["kwargs"].items()}
         t.bytes_in = sum(self.sizes.get(a[1], 0) for a in list(spec["args"]) + list(spec["kwargs"].values())
@@ -796,6 +809,8 @@ class NodeManager:
 
     # --- tasks ending -------------------------------------------------------------------
     def _give_back(self, w: Client) -> None:
+        self.gpus.give(w.gpu_ids, w.held.get("GPU", 0.0))
+        w.gpu_ids = []
         for k, v in w.held.items():
             self.avail[k] = self.avail.get(k, 0.0) + v
         w.held = {}
@@ -898,6 +913,8 @@ class NodeManager:
 
     def fail(self, spec, error: BaseException) -> None:
         """Every return of the task becomes ``error`` (raised by get)."""
+        if isinstance(error, ActorDiedError) and error.actor_id is None and spec.get("actor_id") is not None:
+            error.actor_id = spec["actor_id"].hex()       # which actor died (as Ray's actor_id)
         now = time.time()
         state = TaskState.INFEASIBLE.value if isinstance(error, InfeasibleError) else TaskState.FAILED.value
         self.record(Task(spec), -1 if state == TaskState.INFEASIBLE.value else self.index, float("nan"), now, state)
@@ -1264,7 +1281,8 @@ class NodeManager:
         def got_actor(info):
             if info is not None and info.get("state") == "dead":
                 self.lost(oid, f"the result of {spec['name']} was lost with its node, and the actor is dead: "
-                               f"{info.get('error')}", ActorDiedError)
+                               f"{info.get('error')}",
+                          lambda why: ActorDiedError(why, actor_id=spec["actor_id"].hex()))
                 return
             self.gcs.get("actor_ckpt", spec["actor_id"], got_ckpt)
 
