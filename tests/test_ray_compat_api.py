@@ -9,6 +9,7 @@ with the first test that asks for it and runs until the module ends (one driver,
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -345,3 +346,28 @@ def test_kill_does_not_restart_unless_asked(cluster):
     assert err.value.actor_id == b._actor_id.hex()
     with pytest.raises(TypeError, match="no_restart must be True or False"):
         tb.kill(b, no_restart="yes")
+
+
+@tb.remote(max_restarts=1)
+class SlowStart:
+    def __init__(self, ready_file):
+        with open(ready_file, "w"):
+            pass                                  # the constructor has started
+        self.wait_file = ready_file + ".go"
+        while not os.path.exists(self.wait_file):   # held in its constructor until the test says go
+            time.sleep(0.01)
+
+    def pid(self):
+        return os.getpid()
+
+
+def test_kill_without_no_restart_while_the_constructor_runs_restarts_it(cluster, tmp_path):
+    """tb.kill(a, no_restart=False) that reaches an actor still being created is a crash there
+    too: the actor restarts (max_restarts=1) and serves calls; it is not killed for good."""
+    ready = str(tmp_path / "ready")
+    a = SlowStart.remote(ready)
+    poll_until(lambda: os.path.exists(ready), "the constructor started")
+    tb.kill(a, no_restart=False)
+    call = a.pid.remote()
+    open(ready + ".go", "w").close()              # the constructor ends (a restart's at once)
+    assert tb.get(call, timeout=60) > 0

@@ -41,6 +41,9 @@ from .loop import Loop
 _PENDING = frozenset(x.value for x in (TaskState.SUBMITTED, TaskState.RECONSTRUCTING, TaskState.ASSIGNED,
                                        TaskState.QUEUED, TaskState.RUNNING))
 _PLACED = frozenset(x.value for x in (TaskState.ASSIGNED, TaskState.QUEUED, TaskState.RUNNING))
+#: what a kill of an actor not up yet leaves among its pending calls: "kill" (tb.kill: dead for
+#: good) or "crash" (tb.kill(no_restart=False), tb.kill_actor_process: it may restart)
+_KILLS = ("kill", "crash")
 
 
 class Client:
@@ -873,8 +876,8 @@ class NodeManager:
                 if rb is not None:
                     self.dispatch_actor(a)
                 for spec in self.actor_pending.pop(a.id, ()):
-                    if spec == "kill":             # tb.kill came while it was being created
-                        self.on_kill_actor(None, a.id)
+                    if spec in _KILLS:             # tb.kill came while it was being created
+                        self.on_kill_actor(None, a.id, spec == "crash")
                     else:
                         self.route_call(spec)      # after a kill: they fail when it has died
             else:
@@ -1014,8 +1017,8 @@ class NodeManager:
         else:
             self.actor_loc[aid] = info["node"]
         for spec in pend:
-            if spec == "kill":
-                self.on_kill_actor(None, aid)
+            if spec in _KILLS:
+                self.on_kill_actor(None, aid, spec == "crash")
             else:
                 self.route_call(spec)
 
@@ -1065,9 +1068,9 @@ class NodeManager:
         if loc is not None and loc != self.index:
             self.loop.send(self.peer(loc), ("kill_actor", aid, crash_only))
         elif aid in self.actor_pending:
-            self.actor_pending[aid].append("kill")
+            self.actor_pending[aid].append("crash" if crash_only else "kill")
         else:
-            self.actor_pending[aid] = ["kill"]
+            self.actor_pending[aid] = ["crash" if crash_only else "kill"]
             self.await_actor(aid)
 
     def kill_process(self, w: Client) -> None:
@@ -1129,7 +1132,7 @@ class NodeManager:
             self.actor_infeasible.add(aid)
         self.gcs.put("actor", aid, {"node": self.index, "state": "dead", "error": why, "infeasible": infeasible})
         for spec in self.actor_pending.pop(aid, ()):
-            if spec != "kill":
+            if spec not in _KILLS:
                 self.fail(spec, InfeasibleError(why) if infeasible else ActorDiedError(why))
 
     def _error_text(self, oid: bytes) -> str:
