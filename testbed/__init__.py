@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 _API = {
     "init", "shutdown", "is_initialized", "remote", "get", "put", "wait", "nodes",
     "cluster_resources", "available_resources", "kill", "timeline", "kill_node", "add_node", "kill_worker",
-    "kill_actor_process", "kill_gcs_replica", "gcs_chains",
+    "kill_actor_process", "kill_gcs_replica", "gcs_chains", "method", "get_gpu_ids",
 }
 _ERRORS = {"TaskError", "GetTimeoutError", "InfeasibleError", "WorkerCrashedError", "ClusterError",
            "ActorDiedError", "ObjectLostError", "ObjectStoreFullError"}

@@ -104,6 +104,9 @@ def no_leftovers():
     if sup is not None:
         procs -= {sup} | _children(sup)
         shm = {s for s in shm if not s.startswith(prefix)}
+        # a cluster process that exited between the two looks (an idle worker trimmed, a killed
+        # actor's) was seen by the first and not the second: gone, so not left behind
+        procs &= _children(me)
     for pid in procs:
         try:
             os.kill(pid, signal.SIGKILL)

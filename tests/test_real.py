@@ -153,7 +153,7 @@ def test_misuse_gives_clear_errors(cluster):
     with pytest.raises(TypeError, match="cannot be pickled"):
         double.remote(socket.socket())
     with pytest.raises(ValueError, match="num_returns"):
-        tb.remote(num_returns=0)(lambda: 1)
+        tb.remote(num_returns=-1)(lambda: 1)         # 0 is allowed, as in Ray (test_ray_compat_api)
     with pytest.raises(TypeError, match="unknown option"):
         tb.remote(gpus=1)(lambda: 1)
 

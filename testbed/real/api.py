@@ -240,7 +240,8 @@ def init(num_cpus: float | None = None, num_gpus: float | None = None, resources
          task_time: Any = None, task_time_key: str | None = None,
          bandwidth: Any = None, bandwidth_key: str | None = None, decide_at: str | None = None,
          gcs_shards: int | None = None, heartbeat_interval_s: float | None = None,
-         object_store_bytes: int = OBJECT_STORE_BYTES, link_bandwidth_bytes_per_s: float | None = None,
+         object_store_bytes: int | None = None, object_store_memory: int | None = None,
+         link_bandwidth_bytes_per_s: float | None = None,
          link_latency_s: float = 0.0, link_bandwidth_per_node: list[float] | None = None,
          num_heartbeats_timeout: int | None = None, lineage: bool | None = None,
          gcs_chain_length: int | None = None, gcs_flush_interval_s: float | None = None,
@@ -263,7 +264,8 @@ def init(num_cpus: float | None = None, num_gpus: float | None = None, resources
     A keyword left at ``None`` takes the config schema's default for the same key
     (:data:`INIT_DEFAULTS` names it: ``heartbeat_interval_s`` is ``cluster.heartbeat_interval_s``,
     ``placement`` is ``scheduler.placement``, ...), so ``tb.init`` and a config file agree.
-    ``object_store_bytes`` (1 GiB: what this machine's /dev/shm holds) and ``link_latency_s``
+    ``object_store_bytes`` (1 GiB: what this machine's /dev/shm holds; ``object_store_memory`` is
+    Ray's name for it, and giving both with different values is a ValueError) and ``link_latency_s``
     (0: no emulated link unless asked) are the runtime's own; ``link_bandwidth_per_node`` (bytes/s,
     one per node of ``nodes``, in order) gives those nodes their own link bandwidth for the inputs
     they fetch, instead of ``link_bandwidth_bytes_per_s`` (which nodes added later keep). ``seed`` seeds every policy's
@@ -326,8 +328,10 @@ def init(num_cpus: float | None = None, num_gpus: float | None = None, resources
         _check_amount("gcs_flush_interval_s", gcs_flush_interval_s)
         for name, v in (("heartbeat_interval_s", heartbeat_interval_s), ("link_latency_s", link_latency_s)):
             _check_amount(name, v)
-        if not _check_amount("object_store_bytes", object_store_bytes, integer=True) > 0:
-            raise ValueError(f"object_store_bytes must be > 0, got {object_store_bytes!r}")
+        store_key = "object_store_bytes" if object_store_memory is None else "object_store_memory"
+        object_store_bytes = _store_bytes(object_store_bytes, object_store_memory)
+        if not _check_amount(store_key, object_store_bytes, integer=True) > 0:
+            raise ValueError(f"{store_key} must be > 0, got {object_store_bytes!r}")
         if heartbeat_interval_s <= 0:
             raise ValueError(f"heartbeat_interval_s must be > 0, got {heartbeat_interval_s}")
         if link_bandwidth_bytes_per_s is not None and not _check_amount("link_bandwidth_bytes_per_s",
@@ -364,6 +368,17 @@ def init(num_cpus: float | None = None, num_gpus: float | None = None, resources
         leftovers.remove_dead()      # clusters whose driver and supervisor were killed together
         _cluster = Cluster(config, preload)
         return _cluster
+
+
+def _store_bytes(object_store_bytes, object_store_memory):
+    """The per-node store size from testbed's ``object_store_bytes`` or Ray's name for it,
+    ``object_store_memory`` (either, or both if equal); OBJECT_STORE_BYTES when neither."""
+    if object_store_memory is None:
+        return OBJECT_STORE_BYTES if object_store_bytes is None else object_store_bytes
+    if object_store_bytes is not None and object_store_bytes != object_store_memory:
+        raise ValueError(f"object_store_memory ({object_store_memory!r}) is Ray's name for object_store_bytes "
+                         f"({object_store_bytes!r}): give one of them, or the same value")
+    return object_store_memory
 
 
 def _check_preload(preload) -> list[str]:
@@ -425,9 +440,12 @@ def _check_options(opts: dict, for_class: bool) -> dict:
             raise TypeError(f"unknown option {k!r}; options: {', '.join(allowed)}")
     out = dict(opts)
     _resources(opts.get("num_cpus"), opts.get("num_gpus"), opts.get("resources"), "")
-    nr = opts.get("num_returns", 1)
-    if isinstance(nr, bool) or not isinstance(nr, int) or nr < 1:
-        raise ValueError(f"num_returns must be an integer >= 1, got {nr!r}")
+    gpus = opts.get("num_gpus")
+    if gpus is not None and gpus > 1 and int(gpus) != gpus:
+        # as in Ray: a fraction of one GPU can be shared, more than one GPU comes in whole GPUs
+        raise ValueError(f"num_gpus above 1 must be a whole number (a fraction is for sharing one GPU), "
+                         f"got {gpus!r}")
+    _check_num_returns(opts.get("num_returns", 1))
     if for_class:
         for name, lo in (("max_restarts", -1), ("max_task_retries", -1), ("checkpoint_interval", 0)):
             v = opts.get(name, 0)
@@ -437,6 +455,73 @@ def _check_options(opts: dict, for_class: bool) -> dict:
     if isinstance(mr, bool) or not isinstance(mr, int) or mr < -1:
         raise ValueError(f"max_retries must be an integer >= 0 (or -1 for unlimited), got {mr!r}")
     return out
+
+
+def _check_num_returns(nr) -> int:
+    """``num_returns`` of a task or actor method: an integer >= 0 (0: the call returns None)."""
+    if isinstance(nr, bool) or not isinstance(nr, int) or nr < 0:
+        raise ValueError(f"num_returns must be an integer >= 0, got {nr!r}")
+    return nr
+
+
+#: a parameter's default in a call signature kept for checking calls (see call_signature)
+_DEFAULT = object()
+
+
+class CallSignature:
+    """A callable's parameters as far as checking a call needs them (names, kinds, whether
+    each has a default), so it pickles with an actor handle whatever the defaults and
+    annotations are. A call with positional arguments only, to parameters that take them,
+    is checked by counting (the common case, ~0.2 us); anything else by ``Signature.bind``
+    (~7 us)."""
+    __slots__ = ("sig", "lo", "hi")
+
+    def __init__(self, sig: inspect.Signature):
+        self.sig = sig
+        P = inspect.Parameter
+        ps = list(sig.parameters.values())
+        positional = [p for p in ps if p.kind in (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD)]
+        needs_keyword = any(p.kind is P.KEYWORD_ONLY and p.default is P.empty for p in ps)
+        #: a call with lo..hi positional arguments and no keywords fits (lo None: always bind)
+        self.lo = None if needs_keyword else sum(1 for p in positional if p.default is P.empty)
+        self.hi = math.inf if any(p.kind is P.VAR_POSITIONAL for p in ps) else len(positional)
+
+    def __reduce__(self):
+        return (CallSignature, (self.sig,))
+
+    def check(self, what: str, args: tuple, kwargs: dict) -> None:
+        """A call that does not fit is a TypeError at the call site naming ``what`` (Ray raises
+        there too; the task would only fail when it ran)."""
+        if not kwargs and self.lo is not None and self.lo <= len(args) <= self.hi:
+            return
+        try:
+            self.sig.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{what}.remote(): {exc}") from None
+
+
+def call_signature(fn, skip_first: bool = False) -> CallSignature | None:
+    """``fn``'s signature for checking a call's arguments at ``.remote()`` (as Ray does), or
+    None when it has none (some built-ins). ``skip_first``: drop ``self`` of a method taken
+    from its class."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+    params = list(sig.parameters.values())
+    if skip_first and params and params[0].kind in (inspect.Parameter.POSITIONAL_ONLY,
+                                                    inspect.Parameter.POSITIONAL_OR_KEYWORD):
+        params = params[1:]
+    return CallSignature(inspect.Signature([
+        p.replace(annotation=inspect.Parameter.empty,
+                  default=inspect.Parameter.empty if p.default is inspect.Parameter.empty else _DEFAULT)
+        for p in params]))
+
+
+def check_call(sig: CallSignature | None, what: str, args: tuple, kwargs: dict) -> None:
+    """``sig.check(...)``; nothing to check without a signature."""
+    if sig is not None:
+        sig.check(what, args, kwargs)
 
 
 class RemoteFunction:
@@ -449,6 +534,7 @@ class RemoteFunction:
         # what every .remote() sends, worked out once (options are fixed per RemoteFunction)
         self._demand = _resources(options.get("num_cpus", 1), options.get("num_gpus"), options.get("resources"), "")
         self._task_name = options.get("name") or getattr(fn, "__qualname__", self.__name__)
+        self._signature = call_signature(fn)
 
     def __call__(self, *args, **kwargs):
         raise TypeError(f"remote function {self.__name__} cannot be called directly; "
@@ -458,6 +544,7 @@ class RemoteFunction:
         return RemoteFunction(self._fn, _check_options({**self._options, **opts}, False))
 
     def remote(self, *args, **kwargs):
+        check_call(self._signature, self.__name__, args, kwargs)
         core = _core()
         opts = self._options
         num_returns = opts.get("num_returns", 1)
@@ -502,19 +589,43 @@ def _encode(core: Core, value, where, fname: str):
 
 
 def _return_refs(task_id: bytes, num_returns: int):
-    """What ``.remote()`` returns: the ref of the task's one return value, or a list of them."""
+    """What ``.remote()`` returns: the ref of the task's one return value, a list of them, or
+    None for ``num_returns=0`` (as in Ray)."""
+    if num_returns == 0:
+        return None
     refs = [ObjectRef(object_id(task_id, i)) for i in range(num_returns)]
     return refs[0] if num_returns == 1 else refs
 
 
 def remote(*args, **options):
     """``@tb.remote`` or ``@tb.remote(num_cpus=..., num_gpus=..., resources=..., num_returns=...,
-    max_retries=...)`` on a function (or, later, a class)."""
+    max_retries=...)`` on a function or a class. ``@tb.remote()`` with no options is refused,
+    as Ray refuses it."""
     if len(args) == 1 and not options and callable(args[0]):
         return _make(args[0], {})
-    if args:
-        raise TypeError("use @tb.remote or @tb.remote(option=value, ...)")
+    if args or not options:
+        raise TypeError("use @tb.remote (no parentheses) or @tb.remote(option=value, ...) with at least one "
+                        "option, as in Ray")
     return lambda obj: _make(obj, options)
+
+
+def method(*args, **options):
+    """``@tb.method(num_returns=N)`` on an actor method: its calls return N refs (0: None) unless
+    a call's ``.options(num_returns=...)`` says otherwise (Ray's ``@ray.method``). It needs at
+    least one option, as Ray's does."""
+    if args or not options:
+        raise TypeError("use @tb.method(num_returns=N) on an actor method")
+    for k in options:
+        if k != "num_returns":
+            raise TypeError(f"unknown option {k!r} of @tb.method; options: num_returns")
+    nr = _check_num_returns(options["num_returns"])
+
+    def mark(fn):
+        if not callable(fn):
+            raise TypeError(f"@tb.method applies to a method, not {type(fn).__name__}")
+        fn.__tb_num_returns__ = nr
+        return fn
+    return mark
 
 
 def _make(obj, options: dict):
@@ -578,6 +689,20 @@ def wait(refs, *, num_returns: int = 1, timeout: float | None = None):
 
 # --- cluster information ---------------------------------------------------------------
 
+#: the GPU ids the node assigned to the task or actor this worker runs (the node manager's
+#: per-node pool, NodeManager.take_gpus); set by the worker, empty in the driver
+_gpu_ids: list[int] = []
+
+
+def get_gpu_ids() -> list[int]:
+    """The ids of the GPUs assigned to the calling task or actor (Ray's ``ray.get_gpu_ids()``):
+    a node with G GPUs has ids 0..G-1; a task or actor asking for ``num_gpus=k`` (whole) gets k
+    ids for as long as it runs (an actor: for its life), one asking for a fraction gets the one
+    id whose GPU it shares. ``[]`` in the driver and in a task that asked for no GPU. The ids are
+    logical: testbed runs no GPU code, but sets ``CUDA_VISIBLE_DEVICES`` to them, as Ray does."""
+    return list(_gpu_ids)
+
+
 def nodes() -> list[dict]:
     """One dict per node: "NodeID", "Alive", "Resources" (as in Ray), plus "Index", "Available"."""
     return _core().request("nodes")
@@ -601,10 +726,12 @@ def available_resources() -> dict[str, float]:
     return {k: v for k, v in _alive_total("Available").items() if v > 0}
 
 
-def kill(handle) -> None:
-    """Kill an actor (``tb.kill(handle)``)."""
+def kill(handle, *, no_restart: bool = True) -> None:
+    """Kill an actor (``tb.kill(handle)``). As in Ray, it is not restarted (``no_restart=True``,
+    the default) even with ``max_restarts`` left; ``no_restart=False`` kills its process as a
+    crash would: it restarts if restarts remain."""
     from .actors import kill as _kill
-    _kill(handle)
+    _kill(handle, no_restart=no_restart)
 
 
 #: columns of the rows node managers record (the Trace's, plus the worker's pid)

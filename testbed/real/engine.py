@@ -484,10 +484,12 @@ def run_real(cfg: dict, seed: int):
                         gcs_reads_wrong=clients.reads_wrong)
         else:
             if shape == "actors":
-                cls = api.remote(max_restarts=wl_table["actor_max_restarts"],
+                # num_cpus=0: the simulator's actors hold no CPU and are placed at once (Ray's
+                # 0-CPU actors); a default actor would need a free CPU to be placed (actors.py)
+                cls = api.remote(num_cpus=0, max_restarts=wl_table["actor_max_restarts"],
                                  checkpoint_interval=wl_table["actor_checkpoint_interval"])(Actor)
                 handles = [cls.options(_node=a % n).remote(slowdown, r["real_work"]) for a in range(n_actors)]
-            Driver = api.remote(_Driver)
+            Driver = api.remote(num_cpus=0)(_Driver)
             drivers = [Driver.options(_node=driver_nodes[d]).remote() for d in range(n_drivers)]
             runs = [drv.run.remote(d, n_drivers, total, wl_table, seed, r["real_work"], scale, gap_scale, slowdown,
                                    faults["max_retries"], t0, handles) for d, drv in enumerate(drivers)]

@@ -101,7 +101,13 @@ class ClusterError(TestbedRuntimeError):
 
 
 class ActorDiedError(TestbedRuntimeError):
-    """The actor is dead (killed, crashed, or its constructor raised); the call did not run."""
+    """The actor is dead (killed, crashed, or its constructor raised); the call did not run.
+    ``actor_id`` is the dead actor's id as a hex string (as in Ray), the same as
+    ``handle._actor_id.hex()``; None when unknown."""
+
+    def __init__(self, message: str = "", actor_id: str | None = None):
+        super().__init__(message)
+        self.actor_id = actor_id
 
 
 class ObjectLostError(TestbedRuntimeError):

@@ -25,7 +25,7 @@ from ..core.seeding import policy_rng
 from ..core.task import TaskState
 from ..core.views import ClusterView, TaskView
 from ..policy.base import deliver_reports, place_rebuild, placement_view
-from .actors import actor_entry
+from .actors import actor_entry, placement_demand
 from . import params
 from .context import Context
 from . import transport
@@ -147,7 +147,7 @@ class GlobalScheduler:
                                                          f"no restarts left (max_restarts={limit})"})
                     continue
                 spec.update(rebuild=True, attempt=restarts + 2)
-            tv = TaskView(int.from_bytes(aid[:8], "little"), spec["name"], spec["resources"], (), dead)
+            tv = TaskView(int.from_bytes(aid[:8], "little"), spec["name"], placement_demand(spec), (), dead)
             self.on_forward(None, spec, tv, rebuild=True)      # placed by policy.base.place_rebuild
 
     def current_view(self) -> ClusterView:
@@ -184,7 +184,7 @@ class GlobalScheduler:
         else:
             p = self.placement.place(tv, view, self.now(), self.rng)
         if p is None:
-            msg = f"task {spec['name']} asks for {spec['resources']}, which no live node can hold"
+            msg = f"task {spec['name']} asks for {placement_demand(spec)}, which no live node can hold"
             if ch is not None:
                 self.loop.send(ch, ("infeasible", spec, msg))
             elif spec.get("kind") == "actor_create":

@@ -27,23 +27,28 @@ from ..core.trace import TraceRow
 from ..core.views import LocalView, TaskView
 from ..policy.base import decides_now, reports_run_time
 from . import objstore
-from .actors import ONE_CREATION, actor_entry
+from .actors import ONE_CREATION, actor_entry, placement_demand
 from . import params
 from .context import Context
 from .core import object_id
 from .errors import ActorDiedError, InfeasibleError, ObjectLostError, WorkerCrashedError, as_failure
 from . import transport
 from .gcsclient import GcsClient, connect_retry
+from .gpus import GpuPool
 from .loop import Loop
 
 #: task-table states of an attempt not yet finished, and of one a node holds (or was sent)
 _PENDING = frozenset(x.value for x in (TaskState.SUBMITTED, TaskState.RECONSTRUCTING, TaskState.ASSIGNED,
                                        TaskState.QUEUED, TaskState.RUNNING))
 _PLACED = frozenset(x.value for x in (TaskState.ASSIGNED, TaskState.QUEUED, TaskState.RUNNING))
+#: what a kill of an actor not up yet leaves among its pending calls: "kill" (tb.kill: dead for
+#: good) or "crash" (tb.kill(no_restart=False), tb.kill_actor_process: it may restart)
+_KILLS = ("kill", "crash")
 
 
 class Client:
-    __slots__ = ("ch", "kind", "id", "pid", "task", "blocked", "held", "fns", "actor", "idle_since", "retiring")
+    __slots__ = ("ch", "kind", "id", "pid", "task", "blocked", "held", "fns", "actor", "idle_since", "retiring",
+                 "gpu_ids")
 
     def __init__(self, ch, kind: str, cid: str, pid: int):
         self.ch = ch
@@ -65,6 +70,8 @@ class Client:
         self.idle_since = time.monotonic()
         #: told to exit because the pool is larger than the node needs (not replaced)
         self.retiring = False
+        #: the GPU ids it holds with ``held`` (see gpus.GpuPool)
+        self.gpu_ids: list[int] = []
 
 
 class Actor:
@@ -133,6 +140,8 @@ class NodeManager:
         self.node_id = ctx.node_id(index)
         self.total = dict(ctx.config["nodes"][index])
         self.avail = dict(self.total)
+        #: which GPU ids the running tasks and actors hold (tb.get_gpu_ids)
+        self.gpus = GpuPool(self.total.get("GPU", 0.0))
         self.request_fd = request_fd
         #: this node's emulated link bandwidth, bytes/s, once a run changed it
         #: (cluster.bandwidth_changes); None = the config's
@@ -317,11 +326,13 @@ class NodeManager:
         if kind == "actor_call":
             self.route_call(spec)
             return
-        demand = spec["resources"]
+        demand = placement_demand(spec)
         if not self.feasible(demand):
             have = ", ".join(f"node {i}: {n}" for i, n in self.live_nodes().items())
             what = f"actor {spec['class_name']}" if kind == "actor_create" else f"task {spec['name']}"
             msg = f"{what} asks for {demand}, which no node has ({have})"
+            if "placement_resources" in spec:
+                msg += "; an actor that asks for no resources needs 1 CPU to be placed (as in Ray)"
             if kind == "actor_create":
                 self.mark_actor_dead(spec["actor_id"], msg, infeasible=True)
             self.fail(spec, InfeasibleError(msg))
@@ -425,7 +436,7 @@ class NodeManager:
                 size = self.sizes.get(a[1], entry["size"] if entry else 0)
                 locs = tuple(entry["locations"]) if entry else ((self.index,) if a[1] in self.sizes else ())
                 inputs.append(InputView(size, locs))
-        return TaskView(int.from_bytes(spec["task_id"][:8], "little"), spec["name"], spec["resources"],
+        return TaskView(int.from_bytes(spec["task_id"][:8], "little"), spec["name"], placement_demand(spec),
                         tuple(inputs), self.index)
 
     def forward(self, spec, tv) -> None:
@@ -509,17 +520,21 @@ class NodeManager:
         while self.ready:
             t = self.ready[0]
             demand = t.spec["resources"]
-            if not fits(demand, self.avail):
+            if not fits(placement_demand(t.spec), self.avail):
                 return
             if not self.idle:
                 if self.starting == 0:
                     self.spawn_worker()
+                return
+            gpu_ids = self.gpus.take(demand.get("GPU", 0.0))
+            if gpu_ids is None:              # enough GPU by count, but spread over the ids: wait
                 return
             self.ready.popleft()
             w = self.idle.popleft()
             for k, v in demand.items():
                 self.avail[k] = self.avail.get(k, 0.0) - v
             w.held = dict(demand)
+            w.gpu_ids = gpu_ids
             w.task = t
             if t.spec.get("kind") == "actor_create":
                 w.actor = t.spec["actor_id"]
@@ -535,6 +550,7 @@ class NodeManager:
         if fid is not None:
             task["fn"] = None if fid in w.fns else self.fns[fid]
             w.fns.add(fid)
+        task["gpu_ids"] = w.gpu_ids               # a task's, or its actor's for the actor's life
         task["args"] = [self.resolve(a, w) for a in spec["args"]]
         task["kwargs"] = {k: self.resolve(a, w) for k, a in spec["kwargs"].items()}
         t.bytes_in = sum(self.sizes.get(a[1], 0) for a in list(spec["args"]) + list(spec["kwargs"].values())
@@ -800,6 +816,8 @@ class NodeManager:
 
     # --- tasks ending -------------------------------------------------------------------
     def _give_back(self, w: Client) -> None:
+        self.gpus.give(w.gpu_ids, w.held.get("GPU", 0.0))
+        w.gpu_ids = []
         for k, v in w.held.items():
             self.avail[k] = self.avail.get(k, 0.0) + v
         w.held = {}
@@ -862,8 +880,8 @@ class NodeManager:
                 if rb is not None:
                     self.dispatch_actor(a)
                 for spec in self.actor_pending.pop(a.id, ()):
-                    if spec == "kill":             # tb.kill came while it was being created
-                        self.on_kill_actor(None, a.id)
+                    if spec in _KILLS:             # tb.kill came while it was being created
+                        self.on_kill_actor(None, a.id, spec == "crash")
                     else:
                         self.route_call(spec)      # after a kill: they fail when it has died
             else:
@@ -903,6 +921,8 @@ class NodeManager:
 
     def fail(self, spec, error: BaseException) -> None:
         """Every return of the task becomes ``error`` (raised by get)."""
+        if isinstance(error, ActorDiedError) and error.actor_id is None and spec.get("actor_id") is not None:
+            error.actor_id = spec["actor_id"].hex()       # which actor died (as Ray's actor_id)
         now = time.time()
         state = TaskState.INFEASIBLE.value if isinstance(error, InfeasibleError) else TaskState.FAILED.value
         self.record(Task(spec), -1 if state == TaskState.INFEASIBLE.value else self.index, float("nan"), now, state)
@@ -1002,8 +1022,8 @@ class NodeManager:
         else:
             self.actor_loc[aid] = info["node"]
         for spec in pend:
-            if spec == "kill":
-                self.on_kill_actor(None, aid)
+            if spec in _KILLS:
+                self.on_kill_actor(None, aid, spec == "crash")
             else:
                 self.route_call(spec)
 
@@ -1053,9 +1073,9 @@ class NodeManager:
         if loc is not None and loc != self.index:
             self.loop.send(self.peer(loc), ("kill_actor", aid, crash_only))
         elif aid in self.actor_pending:
-            self.actor_pending[aid].append("kill")
+            self.actor_pending[aid].append("crash" if crash_only else "kill")
         else:
-            self.actor_pending[aid] = ["kill"]
+            self.actor_pending[aid] = ["crash" if crash_only else "kill"]
             self.await_actor(aid)
 
     def kill_process(self, w: Client) -> None:
@@ -1117,7 +1137,7 @@ class NodeManager:
             self.actor_infeasible.add(aid)
         self.gcs.put("actor", aid, {"node": self.index, "state": "dead", "error": why, "infeasible": infeasible})
         for spec in self.actor_pending.pop(aid, ()):
-            if spec != "kill":
+            if spec not in _KILLS:
                 self.fail(spec, InfeasibleError(why) if infeasible else ActorDiedError(why))
 
     def _error_text(self, oid: bytes) -> str:
@@ -1269,7 +1289,8 @@ class NodeManager:
         def got_actor(info):
             if info is not None and info.get("state") == "dead":
                 self.lost(oid, f"the result of {spec['name']} was lost with its node, and the actor is dead: "
-                               f"{info.get('error')}", ActorDiedError)
+                               f"{info.get('error')}",
+                          lambda why: ActorDiedError(why, actor_id=spec["actor_id"].hex()))
                 return
             self.gcs.get("actor_ckpt", spec["actor_id"], got_ckpt)
 

@@ -67,6 +67,7 @@ class Worker:
     def run(self, task: dict, create: bool = False) -> None:
         fid = task["fn_id"]
         fn = self.functions.get(fid) if fid is not None else None
+        _set_gpu_ids(task.get("gpu_ids", ()))     # the node's: a task's, or its actor's for life
         start = time.time()
         try:
             if create and task.get("restore") is not None:
@@ -91,6 +92,8 @@ class Worker:
             n = task["num_returns"]
             if n == 1:
                 values = [value]
+            elif n == 0:
+                values = []                        # num_returns=0: the value is dropped (as in Ray)
             else:
                 values = list(value) if isinstance(value, (list, tuple)) else None
                 if values is None or len(values) != n:
@@ -127,6 +130,25 @@ class Worker:
             return ("inline", inline)
         self.core.put_serialized(oid, ser)
         return ("shm", ser.size)
+
+
+#: the worker's CUDA_VISIBLE_DEVICES as inherited, restored for a task given no GPU
+_CUDA_INHERITED = os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def _set_gpu_ids(ids) -> None:
+    """What tb.get_gpu_ids() returns in the task or actor about to run, and (as Ray does) the
+    CUDA_VISIBLE_DEVICES its code sees when it was given GPUs (the environment is touched only
+    when that changes: a task without GPUs after one without costs nothing)."""
+    if not ids and not api._gpu_ids:
+        return
+    api._gpu_ids = [int(i) for i in ids]
+    if api._gpu_ids:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, api._gpu_ids))
+    elif _CUDA_INHERITED is None:
+        os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+    else:
+        os.environ["CUDA_VISIBLE_DEVICES"] = _CUDA_INHERITED
 
 
 class _Exit(SystemExit):
