@@ -31,6 +31,19 @@ def test_windows_leave_out_the_warm_up_and_isolate_the_period_after_a_shift():
     assert m["latency_mean_steady_s"] == pytest.approx((30 * 1.0 + 50 * 3.0) / 80)   # submitted after 19.8 s
 
 
+def test_a_stratum_whose_tasks_wait_to_be_placed_is_flagged():
+    """placement_delay_mean_s is submission -> placement; a stratum that spends more than a
+    quarter of its latency there (a saturated global scheduler: one replica at 1,000 nodes
+    gave the first full study a 2 s mean latency with 10 ms of queueing) gets a warning."""
+    tr = pd.DataFrame({"state": "finished", "submitted_s": [0.0, 1.0], "placed_s": [0.3, 1.5],
+                       "finished_s": [1.0, 2.0], "job_id": [0, 1], "spilled": True, "node": 0})
+    m = es.run_metrics(tr, resolve({}))
+    assert m["placement_delay_mean_s"] == pytest.approx(0.4)
+    rows = pd.DataFrame({"placement_delay_mean_s": [0.4, 0.4], "latency_mean_s": [1.0, 1.0]})
+    assert "40% of the mean latency is spent before placement" in es._bottleneck(rows)
+    assert es._bottleneck(rows.assign(placement_delay_mean_s=0.1)) == ""
+
+
 def test_the_estimate_error_is_the_estimate_a_sample_meets_on_arrival():
     placement, _ = build_policies(resolve({"scheduler": {"task_time": {"name": "LastValue"},
                                                          "task_time_key": "function_node"}})["scheduler"])

@@ -52,6 +52,7 @@ METRICS: dict[str, tuple[str, float, str]] = {
 }
 #: what the headline table also shows (not compared: descriptive)
 DESCRIBE: dict[str, tuple[str, float, str]] = {
+    "placement_delay_mean_s": ("placement delay (ms)", 1e3, "{:.2f}"),
     "herd_max": ("herd max (tasks)", 1.0, "{:.0f}"),
     "est_mae_s": ("estimate MAE (ms)", 1e3, "{:.2f}"),
     "est_bias_s": ("estimate bias (ms)", 1e3, "{:+.2f}"),
@@ -86,6 +87,12 @@ def run_metrics(trace: pd.DataFrame | None, cfg: dict) -> dict:
         out["latency_mean_after_shift_s"] = float(a.mean())
         out["latency_p99_after_shift_s"] = float(np.quantile(a, 0.99))
     out.update(herding(trace, cfg["cluster"]["heartbeat_interval_s"]))
+    placed = done.placed_s.to_numpy() - done.submitted_s.to_numpy()
+    placed = placed[placed == placed]
+    if len(placed):
+        # submission -> placement: the local decision and, for forwarded tasks, the global
+        # scheduler's queue and decision (a saturated replica shows here, not in queueing delay)
+        out["placement_delay_mean_s"] = float(placed.mean())
     return out
 
 
@@ -225,6 +232,9 @@ def summary(runs: pd.DataFrame, exp) -> str:
         parts += ["Verdicts: " + ", ".join(f"{v}: {int(counts[v])}" for v in VERDICTS if v in counts) + ".", ""]
     for sname, rows in _strata(runs, strata):
         parts += [f"### {sname or 'all runs'}", "", _headline(rows, tcol), ""]
+        warn = _bottleneck(rows)
+        if warn:
+            parts += [warn, ""]
         sub = comp[comp.stratum == sname] if len(comp) else comp
         if len(sub):
             parts += [_diff_table(sub), ""]
@@ -238,6 +248,24 @@ def summary(runs: pd.DataFrame, exp) -> str:
                                       for r in flagged.itertuples()) + ".", ""]
     parts += [_verdicts(comp, base)]
     return "\n".join(parts) + "\n"
+
+
+#: a stratum whose tasks spend more than this fraction of their latency before placement is flagged
+BOTTLENECK_FRACTION = 0.25
+
+
+def _bottleneck(rows: pd.DataFrame) -> str:
+    """A warning when the tasks wait mostly to be placed (a saturated global scheduler or local
+    decision): the estimators then differ in where tasks go, but the latency is that queue's."""
+    if "placement_delay_mean_s" not in rows or not rows.placement_delay_mean_s.notna().any():
+        return ""
+    frac = float(rows.placement_delay_mean_s.mean() / rows.latency_mean_s.mean())
+    if frac <= BOTTLENECK_FRACTION:
+        return ""
+    return (f"**Warning: {frac:.0%} of the mean latency is spent before placement** (submission -> "
+            f"placement, {rows.placement_delay_mean_s.mean() * 1e3:.1f} ms): the global scheduler or "
+            f"the local decision is saturated, so the estimators' differences are masked by that queue; "
+            f"add `cluster.global_schedulers` (or lower the load) before reading this stratum.")
 
 
 def _headline(rows: pd.DataFrame, tcol: str) -> str:
