@@ -84,6 +84,7 @@ from ..workloads import Workload
 from .kernel import Kernel
 
 NAN = math.nan
+_tuple_new = tuple.__new__
 #: a server's ended bookings are dropped once it holds more than this many (a memory bound;
 #: the search skips them anyway)
 PRUNE_BOOKINGS = 32
@@ -421,6 +422,9 @@ class Simulation:
         self.view_version = 0
         self.view = self._snapshot()
         self._feasible_cache: dict[tuple, bool] = {}
+        #: the view whose feasibility masks (demand class -> list of bool) _feas holds
+        self._feas_view: ClusterView | None = None
+        self._feas: dict[tuple, list] = {}
 
     def _refresh_totals(self) -> None:
         """The per-node total-resource array the views share, and the worker slots."""
@@ -782,7 +786,8 @@ class Simulation:
         t_dec = t.inputs_at if t.inputs_at > now else now
         if self._ldec:
             t_dec = _serve(self.sched_free, d, now, t_dec, self._ldec)
-        tv = TaskView(t.tid, t.function, t.demand, (), d) if not t.deps else self._task_view(t)
+        # the views as plain tuples (a NamedTuple's keyword-checking __new__ costs a call)
+        tv = _tuple_new(TaskView, (t.tid, t.function, t.demand, (), d)) if not t.deps else self._task_view(t)
         local = self._local_view(d)
         if not self.spillover.forwards(tv, local, now, self.rng):
             t.placed = t_dec
@@ -797,11 +802,9 @@ class Simulation:
         """Node ``d``'s local scheduler's view of itself (and, for a spillover policy that
         reads it, of the rest of the cluster as of the last heartbeat: ClusterView.elsewhere)."""
         avail = self.avail[d]
-        if not self._sp_cluster:
-            return LocalView(d, self.total[d], avail, self.qlen[d], self.running[d], int(avail.get("CPU", 0.0) + EPS))
-        free, slots = self.view.elsewhere(d)
-        return LocalView(d, self.total[d], avail, self.qlen[d], self.running[d], int(avail.get("CPU", 0.0) + EPS),
-                         free, slots)
+        free, slots = self.view.elsewhere(d) if self._sp_cluster else (None, 0)
+        return _tuple_new(LocalView, (d, self.total[d], avail, self.qlen[d], self.running[d],
+                                      int(avail.get("CPU", 0.0) + EPS), free, slots))
 
     def _forward(self, t: _Task, tv: TaskView, t_dec: float) -> None:
         """``t`` goes to the global scheduler (decided at ``t_dec`` on its node)."""
@@ -860,7 +863,13 @@ class Simulation:
             self._infeasible(t, now)
             return
         m = p[0]
-        if not 0 <= m < self.n or not self.view.feasible(t.demand)[m]:
+        if self._feas_view is not self.view:            # the choice is checked on the view's masks
+            self._feas_view = self.view
+            self._feas = {}
+        ok = self._feas.get(t.dkey)
+        if ok is None:
+            ok = self._feas[t.dkey] = self.view.feasible(t.demand).tolist()
+        if not 0 <= m < self.n or not ok[m]:
             raise RuntimeError(f"placement policy {type(self.placement).__name__} chose node {m}, "
                                f"which cannot hold {dict(t.demand)}")
         t.placed = now
