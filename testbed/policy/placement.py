@@ -78,7 +78,8 @@ class WaitModel(PlacementPolicy):
             raise ValueError(f"count_recent must be true or false, got {count_recent!r}")
         self.per_slot = per_slot
         self.count_recent = count_recent
-        #: bumped by every task-time sample (observe_task): caches derived from estimates check it
+        #: changes with every task-time sample (observe_task, observe_tasks) and estimator
+        #: binding: caches derived from estimates check it
         self._estimates_version = 0
         #: view version the recent counts belong to, and tasks sent per node since it
         self._recent_version: int | None = None
@@ -97,6 +98,14 @@ class WaitModel(PlacementPolicy):
     def observe_task(self, function: str, node: int, duration_s: float, now: float) -> None:
         self._estimates_version += 1        # what was derived from the estimates is stale
         super().observe_task(function, node, duration_s, now)
+
+    def observe_tasks(self, node: int, durations: list, now: float) -> None:
+        if type(self).observe_task is WaitModel.observe_task:    # no subclass hooks each sample
+            if durations:
+                self._estimates_version += 1
+                self.task_time.update_many(node, durations, now)
+            return
+        super().observe_tasks(node, durations, now)
 
     def bind_estimators(self, task_time: KeyedEstimator, bandwidth: KeyedEstimator) -> None:
         # what was derived from the old estimators' values is stale
