@@ -215,7 +215,7 @@ class KeyedEstimator:
             arr = self._node_arrays.get(fkey)
             if arr is None or node >= len(arr):
                 arr = self._grow(fkey, arr, node)
-            v = est.estimate(now) if n + len(gx) >= self.min_samples else None
+            v = est.estimate(now) if n + 1 >= self.min_samples else None
             was_unset = arr[node] != arr[node]
             arr[node] = np.nan if v is None else v
             if was_unset and v is not None:
