@@ -114,7 +114,7 @@ class WaitModel(PlacementPolicy):
 
     def recent(self, view: ClusterView) -> np.ndarray:
         """Tasks this policy sent to each node since ``view``'s heartbeat."""
-        if view.version != self._recent_version or len(self._recent) != view.n_nodes:
+        if view.version != self._recent_version or len(self._recent) != len(view.queue_length):
             # per node: reset when that node's own report is in the view (core.views.since_report)
             self._recent_version = view.version
             self._recent, self._recent_reports = since_report(self._recent, self._recent_reports, view)
@@ -224,7 +224,9 @@ class PaperWaitTime(WaitModel):
         if not self.count_recent:
             w, m, _ = heap[0]
             return _tuple_new(Placement, (m, w))
-        recent = self.recent(view)
+        recent = self._recent           # self.recent(view), without the call when current
+        if view.version != self._recent_version or len(recent) != len(view.queue_length):
+            recent = self.recent(view)
         q, tt, slots = h[3], h[4], h[5]
         while True:
             w, m, used = heap[0]

@@ -813,9 +813,15 @@ class Simulation:
         t_dec = t.inputs_at if t.inputs_at > now else now
         if self._ldec:
             t_dec = _serve(self.sched_free, d, now, t_dec, self._ldec)
-        # the views as plain tuples (a NamedTuple's keyword-checking __new__ costs a call)
+        # the views as plain tuples (a NamedTuple's keyword-checking __new__ costs a call);
+        # the LocalView as _local_view builds it, inline when it needs no ClusterView
         tv = _tuple_new(TaskView, (t.tid, t.function, t.demand, (), d)) if not t.deps else self._task_view(t)
-        local = self._local_view(d)
+        if self._sp_cluster:
+            local = self._local_view(d)
+        else:
+            avail = self.avail[d]
+            local = _tuple_new(LocalView, (d, self.total[d], avail, self.qlen[d], self.running[d],
+                                           int(avail.get("CPU", 0.0) + EPS), None, 0))
         if not self.spillover.forwards(tv, local, now, self.rng):
             t.placed = t_dec
             if t.deps:

@@ -52,13 +52,17 @@ class Kernel(simpy.Environment):
         step = self.step
         while queue and not self.stopped:
             entry = heappop(queue)
-            if entry[0] > until:
-                heappush(queue, entry)      # its key is unique: the heap's order is unchanged
-                self._now = until
-                return
             if len(entry) == 5:             # a fast-lane call
-                self._now = entry[0]
-                entry[3](entry[4])
+                t, _, _, fn, arg = entry
+                if t > until:
+                    heappush(queue, entry)  # its key is unique: the heap's order is unchanged
+                    self._now = until
+                    return
+                self._now = t
+                fn(arg)
             else:                           # a SimPy event: put back, let SimPy process it
                 heappush(queue, entry)
+                if entry[0] > until:
+                    self._now = until
+                    return
                 step()
