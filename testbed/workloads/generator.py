@@ -377,8 +377,8 @@ class Workload:
         if st is None or st[1] >= GAP_CHUNK:
             k = 0 if st is None else st[2] + 1
             rng = np.random.default_rng(np.random.SeedSequence([self.seed, GAP_STREAM, driver, k]))
-            st = self._gaps[driver] = [rng.exponential(1.0 / self.rate_per_s, GAP_CHUNK).tolist(), 0, k]
-        gap = st[0][st[1]]
+            st = self._gaps[driver] = [rng.exponential(1.0 / self.rate_per_s, GAP_CHUNK), 0, k]
+        gap = float(st[0][st[1]])
         st[1] += 1
         return gap
 
