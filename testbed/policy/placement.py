@@ -8,9 +8,10 @@ wait for the node they choose (the Ray paper's model, :meth:`WaitModel.predicted
 
 so placement quality and prediction error can be compared across policies. Everything
 per node is a numpy vector over the view's arrays; no Python loop over nodes. Each class
-says what a decision costs; :class:`PaperWaitTime`'s is O(n_nodes) numpy with one
-``estimate_nodes`` per estimator (see :class:`~testbed.policy.base.KeyedEstimator` for
-what that costs per keying and estimator).
+says what a decision costs; :class:`PaperWaitTime`'s is O(log n_nodes) Python for a task
+without inputs (a per-view heap, built in O(n_nodes) once per view and estimator update),
+else O(n_nodes) numpy with one ``estimate_nodes`` per estimator (see
+:class:`~testbed.policy.base.KeyedEstimator` for what that costs per keying and estimator).
 """
 from __future__ import annotations
 
@@ -161,7 +162,13 @@ class PaperWaitTime(WaitModel):
     """The Ray paper's rule: the feasible node with the least predicted wait
     (``per_slot=False``: the paper's literal queue * time, without / slots;
     ``count_recent=False``: heartbeat queue lengths alone).
-    Cold start: the default task time and bandwidth (see :class:`WaitModel`)."""
+    Cold start: the default task time and bandwidth (see :class:`WaitModel`).
+    Cost per decision: a task without inputs, with estimates that change only on update (all
+    built-in estimators but the Oracle), O(log n_nodes) Python — one heap pop and push, plus
+    one per node whose entry another function's decisions made stale — once the heap of its
+    (function, demand) exists for the view and estimates (built in O(n_nodes) numpy and
+    Python at the first such decision after each heartbeat or estimator update); otherwise,
+    or when some wait is NaN or infinite, O(n_nodes) numpy (the vector path)."""
 
     def __init__(self, per_slot: bool = True, default_task_time_s: float = 1.0,
                  default_bandwidth_bytes_per_s: float = 1.25e9, count_recent: bool = True):
