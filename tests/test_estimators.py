@@ -232,6 +232,61 @@ def test_cached_per_node_estimates_match_the_uncached_path(keying, cold):
                     assert fast.estimate_nodes(f, n).tolist() == [fast.estimate(f, m) for m in range(n)]
 
 
+class DoubledEWMA(ExponentialAverage):
+    """A plug-in that changes ``update`` alone: a batch must still go through it."""
+
+    def update(self, x, now):
+        super().update(2.0 * x, now)
+
+
+@pytest.mark.parametrize("cold", [{}, {"min_samples": 3}, {"min_samples": 2, "fallback": "coarser"},
+                                  {"floor": 0.3, "reset_factor": 1.5, "min_samples": 2}])
+@pytest.mark.parametrize("keying", ["global", "node", "function", "function_node"])
+@pytest.mark.parametrize("factory", [lambda: ExponentialAverage(0.3), lambda: NowDependent(0.3),
+                                     lambda: SlidingMedian(5), lambda: DoubledEWMA(0.3)],
+                         ids=["ewma", "now-dependent", "median", "plugin"])
+def test_a_batch_of_one_nodes_samples_updates_as_one_sample_at_a_time(keying, cold, factory):
+    """KeyedEstimator.update_many (a node's heartbeat report) leaves every estimate exactly as
+    update() on each sample in order does: per key, per function, global, and the per-node
+    vectors; with cold-start options, and for an estimator that only overrides update."""
+    rng = np.random.default_rng(5)
+    batched = KeyedEstimator(factory, keying, **cold)
+    single = KeyedEstimator(factory, keying, **cold)
+    for r in range(40):
+        node = int(rng.integers(12))
+        samples = [(("f", "g", "h")[int(rng.integers(3))], float(rng.exponential(1.0)))
+                   for _ in range(int(rng.integers(0, 6)))]
+        batched.update_many(node, samples, float(r))
+        for f, x in samples:
+            single.update(f, node, x, float(r))
+        for f in ("f", "g", "h", "unseen"):
+            assert batched.estimate_nodes(f, 12).tolist() == single.estimate_nodes(f, 12).tolist()
+            for m in range(12):
+                assert batched.estimate(f, m) == single.estimate(f, m)
+
+
+def test_a_heartbeat_report_reaches_a_policy_that_hooks_observe_task_sample_by_sample():
+    """deliver_reports batches a report only for a policy whose observe_task is the built-in
+    one; a plug-in that overrides it sees every sample, in order."""
+    from testbed.policy.base import deliver_reports
+
+    class Logs(PaperWaitTime):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def observe_task(self, function, node, duration_s, now):
+            self.seen.append((function, node, duration_s))
+            super().observe_task(function, node, duration_s, now)
+
+    p, ref = Logs(), PaperWaitTime()
+    report = [("f", 0.1), ("g", 0.2), ("f", 0.3)]
+    for q in (p, ref):
+        deliver_reports(q, 4, report, [], 1.0)
+    assert p.seen == [("f", 4, 0.1), ("g", 4, 0.2), ("f", 4, 0.3)]
+    assert p.task_time.estimate("f", 4) == ref.task_time.estimate("f", 4)
+
+
 def test_keyed_rejects_unknown_keying():
     with pytest.raises(ValueError, match="keying"):
         KeyedEstimator(ExponentialAverage, "per_rack")

@@ -6,6 +6,7 @@ exact time is expected. Where a test needs its own policy or workload, it builds
 """
 from __future__ import annotations
 
+import gc
 import math
 
 import numpy as np
@@ -573,6 +574,40 @@ def test_kernel_drive_stops_at_until_or_when_stopped():
     env.stopped = False
     env.drive()
     assert log == ["a", "same instant, after the stop", "c"] and env.now == 3.0
+
+
+
+class _NotesGcThreshold(SpilloverPolicy):
+    """Forwards nothing; notes the collector's first threshold at each decision."""
+
+    def __init__(self):
+        self.seen = []
+
+    def should_forward(self, task, local, now, rng):
+        self.seen.append(gc.get_threshold()[0])
+        return False
+
+
+def test_a_run_raises_the_young_gc_threshold_and_restores_it():
+    """While a run is driven, the cyclic collector's first threshold is engine.GC_YOUNG_OBJECTS
+    (per-task objects die young instead of being scanned by every full collection); after it,
+    the thresholds are as they were — also when the run raises."""
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        sp = _NotesGcThreshold()
+        res = build(config({"nodes": 2}, {"jobs": 20}), spillover=sp).run()
+        assert res.info["complete"] and sp.seen and set(sp.seen) == {engine_module.GC_YOUNG_OBJECTS}
+        assert gc.get_threshold() == (700, 10, 10)
+
+        class Raises(_NotesGcThreshold):
+            def should_forward(self, task, local, now, rng):
+                raise ValueError("a bad policy")
+        with pytest.raises(ValueError, match="a bad policy"):
+            build(config({"nodes": 2}, {"jobs": 20}), spillover=Raises()).run()
+        assert gc.get_threshold() == (700, 10, 10)
+    finally:
+        gc.set_threshold(*before)
 
 
 # --- validation mode ------------------------------------------------------------------

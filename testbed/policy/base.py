@@ -54,6 +54,12 @@ class Estimator:
         """Take one sample ``x`` observed at time ``now`` (seconds)."""
         raise NotImplementedError
 
+    def update_many(self, xs: list[float], now: float) -> None:
+        """``update(x, now)`` for each of ``xs`` in order (a subclass may do it in one loop;
+        it must end in the same state)."""
+        for x in xs:
+            self.update(x, now)
+
     def estimate(self, now: float | None = None) -> float | None:
         """The current estimate, or ``prior`` before any sample."""
         raise NotImplementedError
@@ -216,6 +222,63 @@ class KeyedEstimator:
                 self._node_set[fkey] = self._node_set.get(fkey, 0) + 1
             elif not was_unset and v is None:
                 self._node_set[fkey] -= 1
+
+    def update_many(self, node: int | None, samples: list[tuple[str | None, float]], now: float) -> None:
+        """``update(function, node, x, now)`` for each ``(function, x)`` of ``samples`` (one
+        node's report), in order, with one pass per estimator they reach instead of a call
+        chain per sample: the same estimates (each estimator sees its own samples in the same
+        order; it shares no state with the others)."""
+        if self.wants_truth or not samples:
+            return
+        xs = [x for _, x in samples]
+        self._fallback = self._feed_many(self._fallback, self._n_global, xs, now)
+        self._n_global += len(xs)
+        k = self.keying
+        if k == "global":
+            return
+        if k == "node":
+            groups = {None: xs}
+        else:                               # by function, each in sample order
+            groups = {}
+            for function, x in samples:
+                g = groups.get(function)
+                if g is None:
+                    groups[function] = [x]
+                else:
+                    g.append(x)
+        for function, gx in groups.items():
+            if self._by_function is not None:
+                fe = self._by_function.get(function)
+                nf = self._function_count.get(function, 0)
+                self._by_function[function] = self._feed_many(self.factory() if fe is None else fe, nf, gx, now)
+                self._function_count[function] = nf + len(gx)
+            key = node if k == "node" else function if k == "function" else (function, node)
+            est = self._by_key.get(key)
+            n = self._count.get(key, 0)
+            est = self._by_key[key] = self._feed_many(self.factory() if est is None else est, n, gx, now)
+            self._count[key] = n + len(gx)
+            if self._cached and node is not None and node >= 0:
+                fkey = None if k == "node" else function
+                arr = self._node_arrays.get(fkey)
+                if arr is None or node >= len(arr):
+                    arr = self._grow(fkey, arr, node)
+                v = est.estimate(now) if n + len(gx) >= self.min_samples else None
+                was_unset = arr[node] != arr[node]
+                arr[node] = np.nan if v is None else v
+                if was_unset and v is not None:
+                    self._node_set[fkey] = self._node_set.get(fkey, 0) + 1
+                elif not was_unset and v is None:
+                    self._node_set[fkey] -= 1
+
+    def _feed_many(self, est: Estimator, n_before: int, xs: list[float], now: float) -> Estimator:
+        """``_feed`` for each of ``xs`` in order (one ``update_many`` without resets)."""
+        if self.reset_factor:
+            for x in xs:
+                est = self._feed(est, n_before, x, now)
+                n_before += 1
+            return est
+        est.update_many(xs, now)
+        return est
 
     def _grow(self, fkey, arr, node):
         new = np.full(max(node + 1, 16, 0 if arr is None else 2 * len(arr)), np.nan)
@@ -397,6 +460,17 @@ class PlacementPolicy:
         """A task of ``function`` ran on ``node`` for ``duration_s`` seconds."""
         self.task_time.update(function, node, duration_s, now)
 
+    def observe_tasks(self, node: int, durations: list[tuple[str, float]], now: float) -> None:
+        """``observe_task(function, node, seconds, now)`` for each ``(function, seconds)`` of
+        ``durations`` (one report of ``node``), in order. Unless a subclass changes
+        ``observe_task``, the estimator takes them in one batch (``KeyedEstimator.update_many``:
+        the same estimates)."""
+        if type(self).observe_task is PlacementPolicy.observe_task:
+            self.task_time.update_many(node, durations, now)
+            return
+        for function, secs in durations:
+            self.observe_task(function, node, secs, now)
+
     def observe_transfer(self, src: int, dst: int, size_bytes: int, seconds: float, now: float) -> None:
         """``size_bytes`` moved from ``src`` to ``dst`` in ``seconds`` (latency included)."""
         if seconds > 0 and size_bytes > 0:
@@ -420,10 +494,14 @@ def deliver_reports(policy: PlacementPolicy, node: int, durations: Iterable[tupl
     one heartbeat's propagation).
     """
     acc = policy.estimate_error
-    for function, secs in durations:
-        if acc is not None:     # run.track_estimates: the estimate this sample's key had before it
+    if acc is None:
+        if durations:
+            policy.observe_tasks(node, durations, now)
+    else:
+        for function, secs in durations:
+            # run.track_estimates: the estimate this sample's key had before it
             acc.add(policy.task_time.estimate(function, node, now), secs)
-        policy.observe_task(function, node, secs, now)
+            policy.observe_task(function, node, secs, now)
     for src, dst, size, secs in transfers:
         policy.observe_transfer(src, dst, size, secs, now)
 

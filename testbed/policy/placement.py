@@ -8,9 +8,10 @@ wait for the node they choose (the Ray paper's model, :meth:`WaitModel.predicted
 
 so placement quality and prediction error can be compared across policies. Everything
 per node is a numpy vector over the view's arrays; no Python loop over nodes. Each class
-says what a decision costs; :class:`PaperWaitTime`'s is O(n_nodes) numpy with one
-``estimate_nodes`` per estimator (see :class:`~testbed.policy.base.KeyedEstimator` for
-what that costs per keying and estimator).
+says what a decision costs; :class:`PaperWaitTime`'s is O(log n_nodes) Python for a task
+without inputs (a per-view heap, built in O(n_nodes) once per view and estimator update),
+else O(n_nodes) numpy with one ``estimate_nodes`` per estimator (see
+:class:`~testbed.policy.base.KeyedEstimator` for what that costs per keying and estimator).
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from ..core.views import ClusterView, TaskView, since_report
 from .base import KeyedEstimator, Placement, PlacementPolicy
 from .estimators import ExponentialAverage
 from .registry import register
+
+_tuple_new = tuple.__new__
 
 
 def _positive(name: str, value) -> float:
@@ -76,7 +79,8 @@ class WaitModel(PlacementPolicy):
             raise ValueError(f"count_recent must be true or false, got {count_recent!r}")
         self.per_slot = per_slot
         self.count_recent = count_recent
-        #: bumped by every task-time sample (observe_task): caches derived from estimates check it
+        #: changes with every task-time sample (observe_task, observe_tasks) and estimator
+        #: binding: caches derived from estimates check it
         self._estimates_version = 0
         #: view version the recent counts belong to, and tasks sent per node since it
         self._recent_version: int | None = None
@@ -96,9 +100,22 @@ class WaitModel(PlacementPolicy):
         self._estimates_version += 1        # what was derived from the estimates is stale
         super().observe_task(function, node, duration_s, now)
 
+    def observe_tasks(self, node: int, durations: list, now: float) -> None:
+        if type(self).observe_task is WaitModel.observe_task:    # no subclass hooks each sample
+            if durations:
+                self._estimates_version += 1
+                self.task_time.update_many(node, durations, now)
+            return
+        super().observe_tasks(node, durations, now)
+
+    def bind_estimators(self, task_time: KeyedEstimator, bandwidth: KeyedEstimator) -> None:
+        # what was derived from the old estimators' values is stale
+        self._estimates_version = getattr(self, "_estimates_version", 0) + 1
+        super().bind_estimators(task_time, bandwidth)
+
     def recent(self, view: ClusterView) -> np.ndarray:
         """Tasks this policy sent to each node since ``view``'s heartbeat."""
-        if view.version != self._recent_version or len(self._recent) != view.n_nodes:
+        if view.version != self._recent_version or len(self._recent) != len(view.queue_length):
             # per node: reset when that node's own report is in the view (core.views.since_report)
             self._recent_version = view.version
             self._recent, self._recent_reports = since_report(self._recent, self._recent_reports, view)
@@ -145,7 +162,13 @@ class PaperWaitTime(WaitModel):
     """The Ray paper's rule: the feasible node with the least predicted wait
     (``per_slot=False``: the paper's literal queue * time, without / slots;
     ``count_recent=False``: heartbeat queue lengths alone).
-    Cold start: the default task time and bandwidth (see :class:`WaitModel`)."""
+    Cold start: the default task time and bandwidth (see :class:`WaitModel`).
+    Cost per decision: a task without inputs, with estimates that change only on update (all
+    built-in estimators but the Oracle), O(log n_nodes) Python — one heap pop and push, plus
+    one per node whose entry another function's decisions made stale — once the heap of its
+    (function, demand) exists for the view and estimates (built in O(n_nodes) numpy and
+    Python at the first such decision after each heartbeat or estimator update); otherwise,
+    or when some wait is NaN or infinite, O(n_nodes) numpy (the vector path)."""
 
     def __init__(self, per_slot: bool = True, default_task_time_s: float = 1.0,
                  default_bandwidth_bytes_per_s: float = 1.25e9, count_recent: bool = True):
@@ -158,50 +181,60 @@ class PaperWaitTime(WaitModel):
     use_heaps = True
 
     def reset(self) -> None:
-        #: (function, demand) -> [stamp, heap of (wait, node, recent count used), q, tt, slots]
+        #: (function, demand) -> [view, estimates version, heap of (wait, node, recent count
+        #: used), q, tt, slots]: the heap of that view and those estimates
         self._heaps: dict = {}
 
     def place(self, task, view, now, rng):
+        if not task.inputs and self.use_heaps:
+            h = self._heaps.get((task.function, tuple(task.demand.items())))
+            if h is not None and h[0] is view and h[1] == self._estimates_version:
+                return self._pop_heap(h, view)      # the common case: O(log n), nothing built
         idx = view.feasible_nodes(task.demand)
         if not len(idx):
             return None
         if not task.inputs and self.use_heaps and self.task_time.changes_only_on_update:
-            p = self._place_heap(task, view, now, idx)
-            if p is not None:
-                return p
+            h = self._build_heap(task, view, now, idx)
+            if h is not None:
+                return self._pop_heap(h, view)
         waits = self.predicted_waits(task, view, now)
         self._heaps.clear()                 # the recent count this decision adds is not in them
         return self._placement(task, view, now, _argmin_among(waits, idx), waits)
 
-    def _place_heap(self, task, view, now, idx) -> Placement | None:
-        """The same decision as the vector path (least predicted wait, ties to the lowest
-        node), in O(log n): between two views and two estimator updates a node's wait
-        changes only by this policy's own assignments, so a heap of (wait, node) per
-        (function, demand) is built once per view (O(n)) and each decision pops its top. A
-        decision for another function raises a node's recent count under this heap's entry,
-        which then under-states that node's wait; such stale entries are refreshed when they
-        reach the top, so the fresh top is the true minimum. None (use the vector path): a
-        NaN or infinite wait somewhere."""
-        key = (task.function, tuple(task.demand.items()))
-        stamp = (id(view), view.version, self._estimates_version)
-        h = self._heaps.get(key)
-        recent = self.recent(view) if self.count_recent else None
-        if h is None or h[0] != stamp:
-            waits = self.predicted_waits(task, view, now)
-            if not np.isfinite(waits[idx]).all():
-                return None
-            n = view.n_nodes
-            tt = self.task_time.estimate_nodes(task.function, n, now, default=self.default_task_time_s).tolist()
-            q = view.queue_length.tolist()
-            slots = view.slots.tolist() if self.per_slot else None
-            r = recent.tolist() if recent is not None else [0.0] * n
-            heap = [(w, i, r[i]) for w, i in zip(waits[idx].tolist(), idx.tolist())]
-            heapq.heapify(heap)
-            h = self._heaps[key] = [stamp, heap, q, tt, slots]
-        heap, q, tt, slots = h[1], h[2], h[3], h[4]
-        if recent is None:
+    def _build_heap(self, task, view, now, idx) -> list | None:
+        """The heap path (:meth:`_pop_heap`) decides as the vector path (least predicted
+        wait, ties to the lowest node) in O(log n): between two views and two estimator
+        updates a node's wait changes only by this policy's own assignments, so a heap of
+        (wait, node) per (function, demand) is built once per view and estimates (O(n)) and
+        each decision pops its top. None (use the vector path): a NaN or infinite wait
+        somewhere."""
+        waits = self.predicted_waits(task, view, now)
+        if not np.isfinite(waits[idx]).all():
+            return None
+        n = view.n_nodes
+        tt = self.task_time.estimate_nodes(task.function, n, now, default=self.default_task_time_s).tolist()
+        q = view.queue_length.tolist()
+        slots = view.slots.tolist() if self.per_slot else None
+        r = self.recent(view).tolist() if self.count_recent else [0.0] * n
+        heap = [(w, i, r[i]) for w, i in zip(waits[idx].tolist(), idx.tolist())]
+        heapq.heapify(heap)
+        h = self._heaps[(task.function, tuple(task.demand.items()))] = [view, self._estimates_version, heap, q,
+                                                                       tt, slots]
+        return h
+
+    def _pop_heap(self, h: list, view) -> Placement:
+        """One decision from heap ``h`` (of ``view``). A decision for another function raises
+        a node's recent count under this heap's entry, which then under-states that node's
+        wait; such stale entries are refreshed when they reach the top, so the fresh top is
+        the true minimum."""
+        heap = h[2]
+        if not self.count_recent:
             w, m, _ = heap[0]
-            return Placement(m, w)
+            return _tuple_new(Placement, (m, w))
+        recent = self._recent           # self.recent(view), without the call when current
+        if view.version != self._recent_version or len(recent) != len(view.queue_length):
+            recent = self.recent(view)
+        q, tt, slots = h[3], h[4], h[5]
         while True:
             w, m, used = heap[0]
             cur = float(recent[m])
@@ -213,7 +246,7 @@ class PaperWaitTime(WaitModel):
         recent[m] = cur
         nxt = (q[m] + cur) * tt[m]
         heapq.heapreplace(heap, (nxt / slots[m] if slots is not None else nxt, m, cur))
-        return Placement(m, w)
+        return _tuple_new(Placement, (m, w))
 
 
 @register("placement")

@@ -62,10 +62,12 @@ thinned by halves). Replica failures are :mod:`testbed.sim.gcs`'s.
 """
 from __future__ import annotations
 
+import gc
 import math
 import time
 from bisect import bisect_right
 from collections import deque
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -84,11 +86,19 @@ from ..workloads import Workload
 from .kernel import Kernel
 
 NAN = math.nan
+_tuple_new = tuple.__new__
 #: a server's ended bookings are dropped once it holds more than this many (a memory bound;
 #: the search skips them anyway)
 PRUNE_BOOKINGS = 32
 #: GCS memory samples kept per run (beyond it every other one is dropped and the rate halves)
 MEMORY_SAMPLES = 2048
+#: the cyclic garbage collector's first threshold while a run is driven (Python's default:
+#: 700). A run allocates a few tracked objects per task (the task, heap entries, its Trace
+#: row) that live for thousands of events: at 700 they survive into the older generations
+#: and every full collection scans them all again (15-25% of a bench run's time, measured).
+#: At this many, most die before their first collection; cyclic garbage (a finished
+#: multi-task job) is still collected, within this many allocations. Restored after the run.
+GC_YOUNG_OBJECTS = 100_000
 #: the heartbeat offsets' stream tag (``SeedSequence([seed, HEARTBEAT_STREAM])``), apart from
 #: the policy, workload and fault streams, so staggering changes no other draw
 HEARTBEAT_STREAM = 0x4EA27
@@ -97,6 +107,20 @@ _FINISHED = TaskState.FINISHED.value
 #: a finish reports its run time to the estimators (policy.base.reports_run_time: only
 #: finished attempts do; the simulator's failed and lost attempts never reach _finish)
 _REPORTS_FINISH = reports_run_time(_FINISHED)
+
+
+@contextmanager
+def _young_gc(threshold0: int):
+    """Run the body with the garbage collector's first threshold at ``threshold0`` (the
+    others unchanged), then restore it. No effect on results: nothing in a simulation
+    depends on when garbage is collected."""
+    old = gc.get_threshold()
+    if old[0]:                          # 0: automatic collection is off; leave it so
+        gc.set_threshold(max(threshold0, old[0]), *old[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
 
 
 class _Task:
@@ -421,6 +445,9 @@ class Simulation:
         self.view_version = 0
         self.view = self._snapshot()
         self._feasible_cache: dict[tuple, bool] = {}
+        #: the view whose feasibility masks (demand class -> list of bool) _feas holds
+        self._feas_view: ClusterView | None = None
+        self._feas: dict[tuple, list] = {}
 
     def _refresh_totals(self) -> None:
         """The per-node total-resource array the views share, and the worker slots."""
@@ -486,6 +513,10 @@ class Simulation:
 
     # -- run -----------------------------------------------------------------------------
     def run(self) -> SimResult:
+        with _young_gc(GC_YOUNG_OBJECTS):
+            return self._run()
+
+    def _run(self) -> SimResult:
         wl = self.workload
         self.jobs_done = 0
         self.next_tid = 0
@@ -782,8 +813,15 @@ class Simulation:
         t_dec = t.inputs_at if t.inputs_at > now else now
         if self._ldec:
             t_dec = _serve(self.sched_free, d, now, t_dec, self._ldec)
-        tv = TaskView(t.tid, t.function, t.demand, (), d) if not t.deps else self._task_view(t)
-        local = self._local_view(d)
+        # the views as plain tuples (a NamedTuple's keyword-checking __new__ costs a call);
+        # the LocalView as _local_view builds it, inline when it needs no ClusterView
+        tv = _tuple_new(TaskView, (t.tid, t.function, t.demand, (), d)) if not t.deps else self._task_view(t)
+        if self._sp_cluster:
+            local = self._local_view(d)
+        else:
+            avail = self.avail[d]
+            local = _tuple_new(LocalView, (d, self.total[d], avail, self.qlen[d], self.running[d],
+                                           int(avail.get("CPU", 0.0) + EPS), None, 0))
         if not self.spillover.forwards(tv, local, now, self.rng):
             t.placed = t_dec
             if t.deps:
@@ -797,11 +835,9 @@ class Simulation:
         """Node ``d``'s local scheduler's view of itself (and, for a spillover policy that
         reads it, of the rest of the cluster as of the last heartbeat: ClusterView.elsewhere)."""
         avail = self.avail[d]
-        if not self._sp_cluster:
-            return LocalView(d, self.total[d], avail, self.qlen[d], self.running[d], int(avail.get("CPU", 0.0) + EPS))
-        free, slots = self.view.elsewhere(d)
-        return LocalView(d, self.total[d], avail, self.qlen[d], self.running[d], int(avail.get("CPU", 0.0) + EPS),
-                         free, slots)
+        free, slots = self.view.elsewhere(d) if self._sp_cluster else (None, 0)
+        return _tuple_new(LocalView, (d, self.total[d], avail, self.qlen[d], self.running[d],
+                                      int(avail.get("CPU", 0.0) + EPS), free, slots))
 
     def _forward(self, t: _Task, tv: TaskView, t_dec: float) -> None:
         """``t`` goes to the global scheduler (decided at ``t_dec`` on its node)."""
@@ -860,7 +896,13 @@ class Simulation:
             self._infeasible(t, now)
             return
         m = p[0]
-        if not 0 <= m < self.n or not self.view.feasible(t.demand)[m]:
+        if self._feas_view is not self.view:            # the choice is checked on the view's masks
+            self._feas_view = self.view
+            self._feas = {}
+        ok = self._feas.get(t.dkey)
+        if ok is None:
+            ok = self._feas[t.dkey] = self.view.feasible(t.demand).tolist()
+        if not 0 <= m < self.n or not ok[m]:
             raise RuntimeError(f"placement policy {type(self.placement).__name__} chose node {m}, "
                                f"which cannot hold {dict(t.demand)}")
         t.placed = now

@@ -70,7 +70,6 @@ fault handling reads them), and checked only when ``run.validate`` is set.
 from __future__ import annotations
 
 from collections import deque
-from heapq import heapify
 
 import numpy as np
 
@@ -670,13 +669,7 @@ class FaultySimulation(Simulation):
         """Remove the pending finish events of ``tasks`` (their attempts ended) from the heap."""
         if not tasks:
             return
-        doomed = {id(t) for t in tasks}
-        fin = self._finish
-        q = self.env._queue
-        keep = [e for e in q if not (e[3].__class__ is tuple and id(e[3][1]) in doomed and e[3][0] == fin)]
-        self.pending -= len(q) - len(keep)
-        q[:] = keep                         # in place: the kernel's drive loop holds this list
-        heapify(q)
+        self.pending -= self.env.cancel_calls(self._finish, tasks)
 
     def _end_attempt(self, t: _Task, state: str) -> None:
         """Record the Trace row of ``t``'s current attempt, ended now in ``state``."""

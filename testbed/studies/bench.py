@@ -25,6 +25,8 @@ CASES = {
     # every task placed by the global scheduler
     "sim-1000-nodes-global": (1000, 8, 1, "AlwaysGlobal"),
     "sim-10000-nodes-global": (10000, 8, 1, "AlwaysGlobal"),
+    # twice the tasks at 10,000 nodes: peak memory must stay where the 1x case has it
+    "sim-10000-nodes-global-2x": (10000, 8, 2, "AlwaysGlobal"),
 }
 DEFAULT_TASKS = 200_000
 MEAN_TASK_S = 0.01

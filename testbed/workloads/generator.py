@@ -208,9 +208,16 @@ class Workload:
         j = self._take(driver)
         if j is None:
             return None
-        shifted = self._shifted(j, now)
+        shifted = (self._shift_after_jobs is not None or self._shift_at_s is not None) and self._shifted(j, now)
         c, r = divmod(j, self._chunk_jobs)
-        chunk = self._cur if c == self._cur_c else self._chunk(c)
+        if c == self._cur_c:
+            chunk = self._cur
+        else:
+            # drivers that take jobs in order interleave their chunks; the cache's recency
+            # order is not used then (see _evict), so a chunk drawn already is looked up
+            chunk = self._cache.get(c)
+            if chunk is None:
+                chunk = self._chunk(c)
         f = chunk.fn[r]
         d = (chunk.after if shifted else chunk.before)[r]
         if self._drift is not None and self._drift[f] is not None:
