@@ -144,6 +144,14 @@ BAD = [
      '"cluster.cpus_per_node" = [' + ", ".join(["1"] * 60) + "]\n", [],
      ["{file}", "sweep", "6,000 point(s) x 2 seed(s) = 12,000 runs", "--max-runs 12000"]),
     ("seeds-past-max-runs", BASE, ["--max-runs", "1"], ["{file}", "run.seeds", "2 runs", "--max-runs 2"]),
+    # degenerate values that made a run tick until run.max_sim_time_s (1e7 s: hours of wall time)
+    ("heartbeat-1e-9", BASE, ["--set", "cluster.heartbeat_interval_s=1e-9"],
+     ["{file}", "cluster.heartbeat_interval_s", ">= 0.0001"]),
+    ("kill-every-1e-9", BASE, ["--set", "faults.kill_every_s=1e-9"], ["{file}", "faults.kill_every_s", "0 or >= 0.0001"]),
+    ("rate-1e-300", BASE, ["--set", "workload.arrival=\"poisson\"", "--set", "workload.rate_per_s=1e-300"],
+     ["{file}", "workload.rate_per_s", "no job would arrive"]),
+    ("duration-1e300", BASE.replace(MEAN, '{dist = "constant", value = 1e300}'), [],
+     ["{file}", "workload.duration", "no task would finish"]),
     # names that do not exist, wrong types
     ("unknown-placement", BASE + '[scheduler]\nplacement = "NoSuchPolicy"\n', [],
      ["{file}", "scheduler.placement", "NoSuchPolicy"]),

@@ -34,6 +34,9 @@ MAX_REPLICAS = 10_000        # global scheduler replicas, GCS shards
 MAX_CHAIN = 100              # replicas per GCS shard
 MAX_REAL_NODES = 1024        # real engine: logical nodes, each a set of processes here
 MAX_JOBS = 10**9             # also workload.jobs (testbed.workloads.spec)
+#: the shortest heartbeat and random-kill interval, seconds: below it a simulated second is
+#: more than 10,000 rounds and a run does not end in any useful time
+MIN_INTERVAL_S = 1e-4
 
 
 def _resource_table(x) -> bool:
@@ -79,7 +82,7 @@ CLUSTER: dict[str, Field] = {
                        "fetched from another node; its messages cost their natural hop on this machine "
                        "(~0.03 ms, the latency_s `testbed calibrate` measures)"),
     "object_store_bytes": Field(_num, 8e9, positive, "> 0", "object store capacity per node, bytes (LRU spill beyond it)"),
-    "heartbeat_interval_s": Field(_num, 0.1, positive, "> 0",
+    "heartbeat_interval_s": Field(_num, 0.1, lambda x: x >= MIN_INTERVAL_S, f">= {MIN_INTERVAL_S:g}",
                                   "how often nodes report load to the global scheduler (paper's code: 100 ms)"),
     "view_fresh_per_decision": Field((bool,), False, None, "", "simulator: the global scheduler sees a ClusterView "
                                      "taken at each decision instead of the last heartbeat's (no staleness; for "
@@ -229,7 +232,8 @@ FAULTS: dict[str, Field] = {
                            "node 0 there (the driver's) is a config error", items=(dict,)),
     "node_additions": Field((list,), [], None, "", "nodes to add: a list of {at_s, cpus, gpus, resources, speed}",
                             items=(dict,)),
-    "kill_every_s": Field(_num, 0.0, non_negative, ">= 0", "> 0: kill a random live node every this many "
+    "kill_every_s": Field(_num, 0.0, lambda x: x == 0 or x >= MIN_INTERVAL_S, f"0 or >= {MIN_INTERVAL_S:g}",
+                          "> 0: kill a random live node every this many "
                           "seconds (seeded), keeping at least min_live_nodes"),
     "min_live_nodes": Field(_int, 1, at_most(MAX_NODES), count_rule(MAX_NODES),
                             "random kills never go below this many live nodes"),

@@ -61,7 +61,9 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
     """Validate one concrete config (no sweep applied) and fill its defaults."""
     C.check_sections(raw)
     out = C.validate_core(raw)
-    out["workload"] = parse_workload(raw.get("workload", {}), "workload").to_dict()
+    spec = parse_workload(raw.get("workload", {}), "workload")
+    _check_horizon(spec, out["run"]["max_sim_time_s"])
+    out["workload"] = spec.to_dict()
     check_policies(out)
     if out["run"]["trace_out"] == "parquet":
         import importlib.util
@@ -73,6 +75,19 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"unknown study {out['run']['study']!r}; known: {', '.join(studies.STUDIES)}",
                           key="run.study")
     return out
+
+
+def _check_horizon(spec, horizon: float) -> None:
+    """Refuse a workload whose jobs could not arrive, or whose tasks could not finish, within
+    ``run.max_sim_time_s``: a run of it would tick heartbeats until that horizon (1e7 s by
+    default: hours of wall time) and end with nothing done."""
+    if spec.arrival == "poisson" and 1.0 / spec.rate_per_s > horizon:
+        raise ConfigError(f"a driver's mean gap between jobs, 1 / rate = {1.0 / spec.rate_per_s:.3g} s, is "
+                          f"beyond run.max_sim_time_s ({horizon:.3g} s): no job would arrive", key="workload.rate_per_s")
+    for f in spec.functions:
+        if f.duration.mean() > horizon:
+            raise ConfigError(f"function {f.name!r}: mean task time {f.duration.mean():.3g} s is beyond "
+                              f"run.max_sim_time_s ({horizon:.3g} s): no task would finish", key="workload.duration")
 
 
 def check_policies(cfg: dict[str, Any]) -> None:
