@@ -82,18 +82,34 @@ class Actor:
         self.ckpt: bytes | None = None
         self.calls_done = 0
         self.restarting = False
-        #: caller node -> the highest of its call numbers this actor has run (a call sent
-        #: again after a node died is dropped if it ran already: no result is given twice)
-        self.executed: dict[int, int] = {}
+        #: caller -> the highest of its call numbers this actor has run (a call sent again
+        #: after a node died is dropped if it ran already: no result is given twice)
+        self.executed: dict[str, int] = {}
         #: the dedicated worker holding the instance (and the actor's resources)
         self.worker = worker
-        #: calls in arrival order; the head runs once its inputs are here
+        #: calls in arrival order; the next to run is the first whose inputs are here and
+        #: whose caller has no earlier call waiting (next_call: Ray's per-caller order)
         self.queue: deque[Task] = deque()
         self.busy = False
         self.killed = False
         #: its process was sent SIGKILL (kill_actor_process) and has not been seen to die yet:
         #: no call is sent to it meanwhile
         self.crashing = False
+
+    def next_call(self) -> "Task | None":
+        """Take the call to run next: each caller's calls run in its submission order, and a
+        caller whose next call waits for an input does not hold up the others (as in Ray).
+        Replays are first in the queue and ready, so they run first, in log order."""
+        waiting: set = set()
+        for i, t in enumerate(self.queue):
+            caller = caller_of(t.spec)
+            if caller in waiting:
+                continue
+            if not t.missing:
+                del self.queue[i]
+                return t
+            waiting.add(caller)
+        return None
 
     def ran(self, spec: dict) -> None:
         """A call ran (or its replay was queued): a repeat of it is dropped from now on."""
@@ -110,6 +126,12 @@ class Actor:
             r.attempt = 2
             replays.append(r)
         self.queue.extendleft(reversed(replays))
+
+
+def caller_of(spec: dict):
+    """Who made an actor call (node manager route_call numbers each caller's calls)."""
+    c = spec.get("cseq")
+    return c[0] if c is not None else None
 
 
 class Task:
@@ -193,9 +215,9 @@ class NodeManager:
         self.actor_dead: dict[bytes, str] = {}
         self.actor_infeasible: set[bytes] = set()
         self.actor_pending: dict[bytes, list] = {}
-        #: actors whose actor-table entry we follow; per actor, our next call number
+        #: actors whose actor-table entry we follow; per (caller here, actor), its last call number
         self.actor_watch: set[bytes] = set()
-        self.call_seq: dict[bytes, int] = {}
+        self.call_seq: dict[tuple[str, bytes], int] = {}
         #: actors being rebuilt here after their node died: id -> (checkpoint entry, call log)
         self.rebuilds: dict[bytes, dict] = {}
         from ..policy.build import build_policies
@@ -315,6 +337,9 @@ class NodeManager:
             # run (and its node die) elsewhere
             self.gcs.task_update(spec["task_id"], entry)
         if kind == "actor_call":
+            if "caller" not in spec:      # the process that made the call: its calls keep their order
+                c = self.clients.get(ch)
+                spec["caller"] = f"{self.index}/{c.id if c is not None else '?'}"
             self.route_call(spec)
             return
         demand = spec["resources"]
@@ -944,9 +969,10 @@ class NodeManager:
     def route_call(self, spec) -> None:
         """Send an actor call on towards its actor, keeping each caller's order."""
         aid = spec["actor_id"]
-        if "cseq" not in spec:            # numbered where it was made: the actor drops repeats
-            n = self.call_seq[aid] = self.call_seq.get(aid, 0) + 1
-            spec["cseq"] = (self.index, n)
+        if "cseq" not in spec:            # numbered per caller where it was made: the actor
+            caller = spec.get("caller", str(self.index))   # keeps each caller's order, drops repeats
+            n = self.call_seq[caller, aid] = self.call_seq.get((caller, aid), 0) + 1
+            spec["cseq"] = (caller, n)
         a = self.actors.get(aid)
         if a is not None:
             self.actor_enqueue(a, spec)
@@ -1025,9 +1051,11 @@ class NodeManager:
         self.dispatch_actor(a)
 
     def dispatch_actor(self, a: Actor) -> None:
-        if a.busy or a.restarting or a.killed or a.crashing or not a.queue or a.queue[0].missing or a.id not in self.actors:
+        if a.busy or a.restarting or a.killed or a.crashing or not a.queue or a.id not in self.actors:
             return
-        t = a.queue.popleft()
+        t = a.next_call()
+        if t is None:
+            return
         a.busy = True
         a.worker.task = t
         self.run_on(a.worker, t)

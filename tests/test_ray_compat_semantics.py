@@ -1,0 +1,78 @@
+"""Ray 2.x semantics that programs written for Ray rely on: actor calls ordered per caller,
+deep nesting on few CPUs, nested errors that keep their type, a thread-safe driver.
+
+Gates are files a test creates when it is ready for a task to go on (a bounded poll in the
+task), never a sleep; every wait has a generous hang guard."""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+import testbed as tb
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def _wait_for_file(path: str, limit_s: float = 120.0) -> None:
+    """Inside a task: poll until ``path`` exists (the test's gate), bounded."""
+    end = time.monotonic() + limit_s
+    while not os.path.exists(path):
+        if time.monotonic() > end:
+            raise TimeoutError(f"gate {path} never opened")
+        time.sleep(0.01)
+
+
+def _open(path) -> None:
+    with open(path, "w"):
+        pass
+
+
+# --- 1. actor calls are ordered per caller -----------------------------------------------------
+
+@tb.remote
+def _gated(gate: str, value):
+    _wait_for_file(gate)
+    return value
+
+
+@tb.remote
+class _Log:
+    def __init__(self):
+        self.calls = []
+
+    def note(self, what):
+        self.calls.append(what)
+        return what
+
+    def seen(self):
+        return list(self.calls)
+
+
+@tb.remote
+def _via_task(handle, method, *args):
+    """Another caller: a task calling ``handle.method(*args)``."""
+    return tb.get(getattr(handle, method).remote(*args), timeout=120)
+
+
+def test_a_callers_call_does_not_wait_behind_another_callers_pending_argument(tmp_path):
+    """As in Ray: calls from one caller run in its submission order, and another caller's
+    call whose arguments are ready runs at once. The driver's call waits for an argument
+    that only exists once the test opens a gate; a task's call to the same actor completes
+    before that (else the guard's timeout fails the test), and the driver's next call still
+    runs after its pending one."""
+    gate = str(tmp_path / "gate")
+    with tb.init(num_cpus=2):
+        log = _Log.remote()
+        assert tb.get(log.note.remote("start"), timeout=60) == "start"
+        try:
+            pending = log.note.remote(_gated.remote(gate, "a1"))     # waits for its argument
+            after = log.note.remote("a2")                            # same caller: runs after a1
+            assert tb.get(_via_task.remote(log, "note", "b"), timeout=60) == "b"
+            # a2 has not overtaken a1 (asked by a third caller: the driver's own call would wait)
+            assert tb.get(_via_task.remote(log, "seen"), timeout=60) == ["start", "b"]
+        finally:
+            _open(gate)
+        assert tb.get([pending, after], timeout=60) == ["a1", "a2"]
+        assert tb.get(log.seen.remote(), timeout=60) == ["start", "b", "a1", "a2"]
