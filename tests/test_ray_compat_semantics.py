@@ -76,3 +76,37 @@ def test_a_callers_call_does_not_wait_behind_another_callers_pending_argument(tm
             _open(gate)
         assert tb.get([pending, after], timeout=60) == ["a1", "a2"]
         assert tb.get(log.seen.remote(), timeout=60) == ["start", "b", "a1", "a2"]
+
+
+# --- 2. nested tasks on few CPUs make progress ---------------------------------------------------
+
+@tb.remote
+def _leaf(i):
+    return i
+
+
+@tb.remote
+def _middle(i):
+    return tb.get(_leaf.remote(i), timeout=150) + 1
+
+
+@tb.remote
+def _top(i):
+    return tb.get(_middle.remote(i), timeout=150) + 1
+
+
+def test_many_nested_tasks_on_one_cpu_finish_depth_first():
+    """300 tasks f, each waiting for g, which waits for h, on one CPU. A task blocked in get
+    gives its CPU back, and it goes to the task it waits for, not to the next queued f: the
+    nest runs depth first on a handful of workers. (Before, every queued f started on a
+    worker of its own and blocked before any g ran: none finished within a minute.)"""
+    from conftest import records
+    n = 300
+    with tb.init(num_cpus=1):
+        assert tb.get([_top.remote(i) for i in range(n)], timeout=150) == [i + 2 for i in range(n)]
+        rows = [r for r in records() if r["state"] == "finished"]
+        assert len(rows) == 3 * n
+        workers = {r["pid"] for r in rows}
+        # a few for a nest three deep (the pool also turns over: idle ones beyond a CPU's exit),
+        # not one per queued task (about 600 before)
+        assert len(workers) <= 20, f"{len(workers)} workers ran a nest three deep"

@@ -43,7 +43,8 @@ _PLACED = frozenset(x.value for x in (TaskState.ASSIGNED, TaskState.QUEUED, Task
 
 
 class Client:
-    __slots__ = ("ch", "kind", "id", "pid", "task", "blocked", "held", "fns", "actor", "idle_since", "retiring")
+    __slots__ = ("ch", "kind", "id", "pid", "task", "blocked", "awaiting", "held", "fns", "actor", "idle_since",
+                 "retiring")
 
     def __init__(self, ch, kind: str, cid: str, pid: int):
         self.ch = ch
@@ -53,8 +54,10 @@ class Client:
         self.pid = pid
         #: the task a worker runs (its record), or None when idle
         self.task: "Task | None" = None
-        #: a worker blocked in get/wait has given its CPU back
+        #: a worker blocked in get/wait has given its CPU back; the ids of the tasks whose
+        #: results it waits for (NodeManager.awaited counts them)
         self.blocked = False
+        self.awaiting: tuple[bytes, ...] = ()
         #: resources it holds now
         self.held: dict[str, float] = {}
         #: functions this worker has been sent
@@ -172,6 +175,12 @@ class NodeManager:
         self.clients: dict[Any, Client] = {}
         self.idle: deque[Client] = deque()
         self.ready: deque[Task] = deque()
+        #: queued tasks a blocked task here waits for, dispatched before self.ready (the CPU a
+        #: blocked task gave back goes to the work it waits for, not to new work that would
+        #: block too and grow the pool; see enqueue); task id -> how many blocked gets/waits of
+        #: this node's workers wait for its results
+        self.urgent: deque[Task] = deque()
+        self.awaited: dict[bytes, int] = {}
         self.starting = 0
         #: oid -> callbacks to run once the object is on this node
         self.local_waiters: dict[bytes, list] = {}
@@ -266,6 +275,7 @@ class NodeManager:
         if c is None:
             return
         self.store.release_client(c.id)
+        self._forget_awaiting(c)
         if c in self.idle:
             self.idle.remove(c)
         if c.retiring:                 # it exited as told (trim_idle): not replaced
@@ -397,9 +407,9 @@ class NodeManager:
         """This node as its local scheduler sees it, and (for a spillover policy that reads it)
         the rest of the cluster as of the heartbeats heard last (ClusterView.elsewhere)."""
         if not self.spillover.uses_cluster:
-            return LocalView(self.index, self.total, self.avail, len(self.ready), self.running(), len(self.idle))
+            return LocalView(self.index, self.total, self.avail, self.queued(), self.running(), len(self.idle))
         free, slots = self.cluster_view().elsewhere(self.index)
-        return LocalView(self.index, self.total, self.avail, len(self.ready), self.running(), len(self.idle),
+        return LocalView(self.index, self.total, self.avail, self.queued(), self.running(), len(self.idle),
                          free, slots)
 
     def cluster_view(self):
@@ -479,8 +489,7 @@ class NodeManager:
             t.missing.add("rebuild")
             self.fetch_actor_state(t)
         if not t.missing:
-            self.ready.append(t)
-            self.dispatch()
+            self.enqueue(t)
             return
         for m in list(t.missing):
             if isinstance(m, bytes):
@@ -508,8 +517,15 @@ class NodeManager:
     def _arrived(self, t: Task, what) -> None:
         t.missing.discard(what)
         if not t.missing:
-            self.ready.append(t)
-            self.dispatch()
+            self.enqueue(t)
+
+    def enqueue(self, t: Task) -> None:
+        """A task whose inputs are here waits for resources and a worker: at the back of the
+        queue, or of the urgent queue if a blocked task here waits for it (nested tasks run depth
+        first, so a deep or wide nest on few CPUs finishes instead of starting every queued
+        task on a worker of its own, each blocking in turn)."""
+        (self.urgent if t.spec["task_id"] in self.awaited else self.ready).append(t)
+        self.dispatch()
 
     def fetch_fn(self, fid: str) -> None:
         if fid in self.fn_fetching:
@@ -526,9 +542,13 @@ class NodeManager:
     def running(self) -> int:
         return sum(1 for c in self.clients.values() if c.kind == "worker" and c.task is not None)
 
+    def queued(self) -> int:
+        return len(self.ready) + len(self.urgent)
+
     def dispatch(self) -> None:
-        while self.ready:
-            t = self.ready[0]
+        while self.ready or self.urgent:
+            q = self.urgent or self.ready
+            t = q[0]
             demand = t.spec["resources"]
             if not fits(demand, self.avail):
                 return
@@ -536,7 +556,7 @@ class NodeManager:
                 if self.starting == 0:
                     self.spawn_worker()
                 return
-            self.ready.popleft()
+            q.popleft()
             w = self.idle.popleft()
             for k, v in demand.items():
                 self.avail[k] = self.avail.get(k, 0.0) - v
@@ -916,6 +936,7 @@ class NodeManager:
             self.gcs.task_update(task_id, {"node": self.index, "state": state, "attempt": t.attempt}, later=True)
         w.task = None
         w.blocked = False
+        self._forget_awaiting(w)
         self._give_back(w)
         w.idle_since = time.monotonic()
         self.idle.append(w)
@@ -1342,19 +1363,48 @@ class NodeManager:
                 pass
 
     # --- get and wait ---------------------------------------------------------------------
-    def _block(self, c: Client) -> None:
-        """A worker waits inside its task: give its CPU back so others can run (as Ray does)."""
+    def _block(self, c: Client, oids: list[bytes]) -> None:
+        """A worker waits inside its task: give its CPU back so others can run (as Ray does),
+        first the queued tasks it waits for."""
         if c.kind == "worker" and c.task is not None and not c.blocked:
             c.blocked = True
+            c.awaiting = tuple(dict.fromkeys(o[:16] for o in oids))
+            for tid in c.awaiting:
+                self.awaited[tid] = self.awaited.get(tid, 0) + 1
+            self.promote(c.awaiting)
             cpu = c.held.pop("CPU", 0.0)
             if cpu:
                 self.avail["CPU"] = self.avail.get("CPU", 0.0) + cpu
                 c.held["_CPU_released"] = cpu
             self.dispatch()
 
+    def promote(self, tids: tuple[bytes, ...]) -> None:
+        """Move the queued tasks among ``tids`` to the urgent queue (see enqueue). They were
+        usually submitted just before the get that waits for them: looked for from the back."""
+        want = set(tids)
+        found = []
+        for t in reversed(self.ready):
+            if t.spec["task_id"] in want:
+                found.append(t)
+                if len(found) == len(want):
+                    break
+        for t in reversed(found):             # in their queue order
+            self.ready.remove(t)
+            self.urgent.append(t)
+
+    def _forget_awaiting(self, c: Client) -> None:
+        for tid in c.awaiting:
+            n = self.awaited.get(tid, 0) - 1
+            if n > 0:
+                self.awaited[tid] = n
+            else:
+                self.awaited.pop(tid, None)
+        c.awaiting = ()
+
     def _unblock(self, c: Client) -> None:
         if c.blocked:
             c.blocked = False
+            self._forget_awaiting(c)
             cpu = c.held.pop("_CPU_released", 0.0)
             if cpu:
                 self.avail["CPU"] = self.avail.get("CPU", 0.0) - cpu    # may oversubscribe briefly
@@ -1385,7 +1435,7 @@ class NodeManager:
         if not missing:
             finish()
             return
-        self._block(c)
+        self._block(c, missing)
         for o in missing:
             self.when_local(o, lambda o=o: (state["left"].discard(o), state["left"] or finish()))
         if timeout is not None:
@@ -1413,7 +1463,7 @@ class NodeManager:
         for o in oids:
             self.when_exists(o, lambda o=o: one(o))
         if not state["done"]:
-            self._block(c)
+            self._block(c, [o for o in oids if o not in state["ready"]])
             if timeout is not None:
                 self.loop.later(timeout, finish)
 
@@ -1421,7 +1471,7 @@ class NodeManager:
     def heartbeat(self) -> None:
         info = {"NodeID": self.node_id, "Index": self.index, "Alive": True, "Resources": self.total,
                 "Available": {k: max(0.0, v) for k, v in self.avail.items()},
-                "queue_length": len(self.ready), "running": self.running(), "time": time.time(),
+                "queue_length": self.queued(), "running": self.running(), "time": time.time(),
                 "durations": self.durations, "transfers": self.transfers}
         self.durations, self.transfers = [], []
         self.gcs.put("node", self.node_id, info)
