@@ -110,3 +110,66 @@ def test_many_nested_tasks_on_one_cpu_finish_depth_first():
         # a few for a nest three deep (the pool also turns over: idle ones beyond a CPU's exit),
         # not one per queued task (about 600 before)
         assert len(workers) <= 20, f"{len(workers)} workers ran a nest three deep"
+
+
+# --- 3. errors through nested gets and failed inputs keep their type -------------------------------
+
+class _CodedError(Exception):
+    def __init__(self, code, text):
+        super().__init__(code, text)
+        self.code = code
+
+
+@tb.remote
+def _raises(code):
+    raise _CodedError(code, "bad input")
+
+
+@tb.remote
+def _gets(depth, code):
+    if depth == 0:
+        return tb.get(_raises.remote(code), timeout=120)
+    return tb.get(_gets.remote(depth - 1, code), timeout=120)
+
+
+@tb.remote
+def _echo(x):
+    return x
+
+
+@tb.remote
+class _Doomed:
+    def ping(self):
+        return "pong"
+
+
+def test_an_error_raised_through_nested_gets_is_the_original_type_with_its_attributes():
+    """A task that does not catch the error its nested get raised fails with that error: the
+    driver's get raises a TaskError that is also the original type (as in Ray), carrying the
+    original's attributes and type, however deep the nest, with every level's traceback."""
+    with tb.init(num_cpus=2):
+        for depth in (0, 2):
+            with pytest.raises(_CodedError) as info:
+                tb.get(_gets.remote(depth, 7), timeout=120)
+            err = info.value
+            assert isinstance(err, tb.TaskError)
+            assert err.code == 7 and err.cause_type is _CodedError
+            assert err.traceback_str.count("_raises") >= 1 and err.traceback_str.count("_gets") >= depth + 1
+
+
+def test_a_task_given_a_dead_actors_result_fails_with_a_task_error_wrapping_actor_died():
+    """As in Ray: a dead actor's call result raises ActorDiedError at get; a task given that
+    result as an argument fails with a task error whose cause is ActorDiedError (so both
+    ``except tb.TaskError`` and ``except tb.ActorDiedError`` catch it)."""
+    with tb.init(num_cpus=2):
+        a = _Doomed.remote()
+        assert tb.get(a.ping.remote(), timeout=60) == "pong"
+        tb.kill(a)
+        dead = a.ping.remote()
+        with pytest.raises(tb.ActorDiedError) as direct:
+            tb.get(dead, timeout=60)
+        assert not isinstance(direct.value, tb.TaskError)
+        with pytest.raises(tb.TaskError) as through:
+            tb.get(_echo.remote(dead), timeout=60)
+        assert isinstance(through.value, tb.ActorDiedError)
+        assert through.value.cause_type is tb.ActorDiedError and "_echo" in str(through.value)
