@@ -173,3 +173,64 @@ def test_a_task_given_a_dead_actors_result_fails_with_a_task_error_wrapping_acto
             tb.get(_echo.remote(dead), timeout=60)
         assert isinstance(through.value, tb.ActorDiedError)
         assert through.value.cause_type is tb.ActorDiedError and "_echo" in str(through.value)
+
+
+# --- 4. a thread-safe driver -----------------------------------------------------------------------
+
+def _new_functions(k: int) -> list:
+    """``k`` remote functions this process has not submitted yet (each its own code)."""
+    out = []
+    for j in range(k):
+        def fn(x, pad, j=j):
+            return (j, x, len(pad))
+        fn.__name__ = fn.__qualname__ = f"fresh_{j}"
+        out.append(tb.remote(fn))
+    return out
+
+
+def test_driver_threads_making_the_first_calls_of_new_functions_all_get_their_results():
+    """Several driver threads make the first calls of the same new remote functions at once
+    (some with a large argument, which takes a round trip to store): each function's code
+    reaches the cluster before any submit that uses it, from whichever thread, so every
+    task runs."""
+    import threading
+    import numpy as np
+    threads, per = 6, 5
+    with tb.init(num_cpus=2):
+        for rnd in range(3):
+            fns = _new_functions(per)
+            for j, f in enumerate(fns):         # a different body per round: new code each time
+                f._fn.__defaults__ = (j + 10 * rnd,)
+            barrier = threading.Barrier(threads)
+            refs: dict[int, list] = {}
+
+            def submit(t):
+                pad = np.zeros(300_000 if t % 2 else 1)     # odd threads' first argument is stored
+                barrier.wait(timeout=60)
+                refs[t] = [f.remote(t, pad) for f in fns]
+
+            ts = [threading.Thread(target=submit, args=(t,)) for t in range(threads)]
+            for th in ts:
+                th.start()
+            for th in ts:
+                th.join(timeout=120)
+            assert sorted(refs) == list(range(threads))
+            for t in range(threads):
+                got = tb.get(refs[t], timeout=60)
+                assert got == [(j + 10 * rnd, t, 300_000 if t % 2 else 1) for j in range(per)]
+
+
+def test_a_first_call_that_fails_before_it_is_sent_does_not_lose_the_functions_code():
+    """The first .remote() of a function whose argument cannot be pickled raises TypeError
+    before anything is sent; the function's code must still go with the next submit (it was
+    marked as shipped before, and every later task of it waited for code that never came)."""
+    import threading
+
+    @tb.remote
+    def _first_fails(x):
+        return x + 1
+
+    with tb.init(num_cpus=1):
+        with pytest.raises(TypeError, match="cannot be pickled"):
+            _first_fails.remote(threading.Lock())
+        assert tb.get(_first_fails.remote(1), timeout=60) == 2

@@ -139,7 +139,22 @@ class Core:
     def send(self, msg) -> None:
         with self.lock:
             self._flush_queued()
+            if msg[0] == "submit":
+                self._ship_once(msg[1])
             self.ch.send(msg)
+
+    def _ship_once(self, spec: dict) -> None:
+        """A submit carries its function's code the first time this process sends one that
+        names it. Decided here, under the lock, as it is sent: from any thread the code goes
+        before (or with) every submit that uses it, and a call that failed before it was sent
+        (an argument that cannot be pickled) has not used the code up."""
+        if spec.get("fn") is None:
+            return
+        fid = spec["fn_id"]
+        if fid in self._shipped:
+            spec["fn"] = None
+        else:
+            self._shipped.add(fid)
 
     def request(self, kind: str, *args):
         with self.lock:
@@ -156,18 +171,15 @@ class Core:
         raise RuntimeError(f"unexpected message {msg[0]!r} while waiting for a reply")
 
     # --- functions ----------------------------------------------------------------------
-    def function_id(self, fn) -> tuple[str, bytes | None]:
-        """(content hash, the pickled function the first time this process ships it)."""
+    def function_id(self, fn) -> tuple[str, bytes]:
+        """(content hash, the pickled function): a submit names the first and carries the second,
+        which ``send`` drops if this process has sent it already (_ship_once)."""
         cached = self._fn_cache.get(id(fn))
         if cached is None or cached[2] is not fn:
             data = cloudpickle.dumps(fn)
             fid = hashlib.sha1(data).hexdigest()
             cached = self._fn_cache[id(fn)] = (fid, data, fn)
-        fid, data, _ = cached
-        if fid in self._shipped:
-            return fid, None
-        self._shipped.add(fid)
-        return fid, data
+        return cached[0], cached[1]
 
     # --- objects ------------------------------------------------------------------------
     def put_parts(self, inline: bytes | None, ser) -> ObjectRef:
