@@ -432,21 +432,21 @@ class NodeManager:
     def spill_back(self) -> None:
         """At each heartbeat: send back to the global scheduler as many queued tasks (newest
         first) as the spillover policy says (SpilloverPolicy.spillback: while other nodes have
-        room, work does not wait here)."""
-        if not self.ready:
+        room, work does not wait here); the urgent queue's too, after the others (a task a
+        blocked one waits for runs as well elsewhere: the urgent queue orders, it does not pin)."""
+        if not self.queued():
             return
         k = self.spillover.spillback(self.local_view(), time.time() - self.t0)
-        if k <= 0:
-            return
-        keep = deque()
-        while self.ready and k:
-            t = self.ready.pop()
-            if t.spec.get("pin_node") is not None:     # pinned here (a runner's driver): stays
-                keep.appendleft(t)
-                continue
-            k -= 1
-            self.forward(t.spec, self.task_view(t.spec))
-        self.ready.extend(keep)
+        for q in (self.ready, self.urgent):
+            keep = deque()
+            while q and k > 0:
+                t = q.pop()
+                if t.spec.get("pin_node") is not None:     # pinned here (a runner's driver): stays
+                    keep.appendleft(t)
+                    continue
+                k -= 1
+                self.forward(t.spec, self.task_view(t.spec))
+            q.extend(keep)
 
     def task_view(self, spec) -> TaskView:
         from ..core.views import InputView
