@@ -234,3 +234,26 @@ def test_a_first_call_that_fails_before_it_is_sent_does_not_lose_the_functions_c
         with pytest.raises(TypeError, match="cannot be pickled"):
             _first_fails.remote(threading.Lock())
         assert tb.get(_first_fails.remote(1), timeout=60) == 2
+
+
+def test_a_driver_thread_blocked_in_get_does_not_hold_up_another_threads_calls(tmp_path):
+    """As in Ray: while one driver thread waits in get for a task that only ends once the
+    test opens a gate, another thread submits tasks and gets their results."""
+    import threading
+    gate = str(tmp_path / "gate")
+    with tb.init(num_cpus=2):
+        slow = _gated.remote(gate, "slow")
+        got: dict = {}
+        waiter = threading.Thread(target=lambda: got.setdefault("slow", tb.get(slow, timeout=120)))
+        waiter.start()
+        try:
+            fast = {}
+            t = threading.Thread(target=lambda: fast.setdefault("v", tb.get([_echo.remote(i) for i in range(5)],
+                                                                               timeout=60)))
+            t.start()
+            t.join(timeout=90)
+            assert fast.get("v") == list(range(5)) and "slow" not in got
+        finally:
+            _open(gate)
+            waiter.join(timeout=120)
+        assert got == {"slow": "slow"}
