@@ -7,8 +7,11 @@
     handle.method.remote(...) ──("submit", {"kind": "actor_call", ...})──> caller's node manager
         ──(routed to the actor's node, in order)──> actor's node manager ──("run")──> its worker
 
-Calls through one handle run one at a time, in submission order: each caller's calls travel
-one FIFO path (caller -> its node manager -> the actor's node manager -> the actor's queue).
+An actor runs one call at a time. Each caller's calls (a caller is a process: the driver, or a
+worker running tasks) run in its submission order: they travel one FIFO path (caller -> its
+node manager -> the actor's node manager -> the actor's queue), numbered per caller. As in Ray,
+callers do not wait for each other: the actor runs the oldest call whose inputs are here and
+whose caller has no earlier call still waiting (node.Actor.next_call).
 
 As in Ray, the decorated class stands for the class: its class and static attributes are
 reachable through it (``Cls.X`` inside a method, where ``Cls`` is the module's name for the

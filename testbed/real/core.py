@@ -4,8 +4,11 @@
                     ──("get"|"wait"|"create", request id, ...)───> node manager ──("reply", id, ...)──>
                     ──("put_inline"|"seal"|"unpin", ...)─────────> node manager
 
-Requests are synchronous (one outstanding per process, under a lock): a worker blocked in
-``get`` is exactly what the node manager sees and schedules around. Values travel as
+Requests carry an id and may be outstanding from several threads at once (a driver's thread
+blocked in ``get`` does not hold up another's submit or get, as in Ray): sends go out one at a
+time under a lock, and one waiting thread at a time reads the connection, keeping the replies
+of the others for them (``_reply``). A worker blocked in ``get`` is what the node manager sees
+and schedules around. Values travel as
 bytes when small (<= INLINE_MAX) and through the node's shared-memory store otherwise;
 shared-memory reads are zero-copy and pinned until the last Python reference is gone
 (a finaliser queues an "unpin", sent with the next message — never from inside a send).
@@ -117,6 +120,11 @@ class Core:
         self.role = role
         self.lock = threading.RLock()
         self._req = itertools.count(1)
+        #: replies read by one thread for another (request id -> value); whether a thread is
+        #: reading the connection now; the condition both are guarded by
+        self._replies: dict[int, Any] = {}
+        self._receiving = False
+        self._cv = threading.Condition(threading.Lock())
         self.store = objstore.StoreClient()
         self._unpins: deque[bytes] = deque()
         self._shipped: set[str] = set()
@@ -139,35 +147,72 @@ class Core:
     def send(self, msg) -> None:
         with self.lock:
             self._flush_queued()
+            if msg[0] == "submit":
+                self._ship_once(msg[1])
             self.ch.send(msg)
+
+    def _ship_once(self, spec: dict) -> None:
+        """A submit carries its function's code the first time this process sends one that
+        names it. Decided here, under the lock, as it is sent: from any thread the code goes
+        before (or with) every submit that uses it, and a call that failed before it was sent
+        (an argument that cannot be pickled) has not used the code up."""
+        if spec.get("fn") is None:
+            return
+        fid = spec["fn_id"]
+        if fid in self._shipped:
+            spec["fn"] = None
+        else:
+            self._shipped.add(fid)
 
     def request(self, kind: str, *args):
         with self.lock:
             self._flush_queued()
             req = next(self._req)
             self.ch.send((kind, req) + args)
+        return self._reply(req)
+
+    def _reply(self, req: int):
+        """Wait for the reply to ``req``: read the connection if no other thread does, keeping
+        other threads' replies for them; else wait until the reader hands this one over (or
+        stops reading, and this thread takes its place)."""
+        cv = self._cv
+        with cv:
+            while True:
+                if req in self._replies:
+                    return self._replies.pop(req)
+                if not self._receiving:
+                    self._receiving = True
+                    break
+                cv.wait()
+        try:
             while True:
                 msg = self.ch.recv()
-                if msg[0] == "reply" and msg[1] == req:
+                if msg[0] != "reply":
+                    self.unexpected(msg)
+                elif msg[1] == req:
                     return msg[2]
-                self.unexpected(msg)
+                else:
+                    with cv:
+                        self._replies[msg[1]] = msg[2]
+                        cv.notify_all()
+        finally:
+            with cv:
+                self._receiving = False
+                cv.notify_all()
 
     def unexpected(self, msg) -> None:
         raise RuntimeError(f"unexpected message {msg[0]!r} while waiting for a reply")
 
     # --- functions ----------------------------------------------------------------------
-    def function_id(self, fn) -> tuple[str, bytes | None]:
-        """(content hash, the pickled function the first time this process ships it)."""
+    def function_id(self, fn) -> tuple[str, bytes]:
+        """(content hash, the pickled function): a submit names the first and carries the second,
+        which ``send`` drops if this process has sent it already (_ship_once)."""
         cached = self._fn_cache.get(id(fn))
         if cached is None or cached[2] is not fn:
             data = cloudpickle.dumps(fn)
             fid = hashlib.sha1(data).hexdigest()
             cached = self._fn_cache[id(fn)] = (fid, data, fn)
-        fid, data, _ = cached
-        if fid in self._shipped:
-            return fid, None
-        self._shipped.add(fid)
-        return fid, data
+        return cached[0], cached[1]
 
     # --- objects ------------------------------------------------------------------------
     def put_parts(self, inline: bytes | None, ser) -> ObjectRef:

@@ -47,8 +47,8 @@ _KILLS = ("kill", "crash")
 
 
 class Client:
-    __slots__ = ("ch", "kind", "id", "pid", "task", "blocked", "held", "fns", "actor", "idle_since", "retiring",
-                 "gpu_ids")
+    __slots__ = ("ch", "kind", "id", "pid", "task", "blocked", "awaiting", "held", "fns", "actor", "idle_since",
+                 "retiring", "gpu_ids")
 
     def __init__(self, ch, kind: str, cid: str, pid: int):
         self.ch = ch
@@ -58,8 +58,10 @@ class Client:
         self.pid = pid
         #: the task a worker runs (its record), or None when idle
         self.task: "Task | None" = None
-        #: a worker blocked in get/wait has given its CPU back
+        #: a worker blocked in get/wait has given its CPU back; the ids of the tasks whose
+        #: results it waits for (NodeManager.awaited counts them)
         self.blocked = False
+        self.awaiting: tuple[bytes, ...] = ()
         #: resources it holds now
         self.held: dict[str, float] = {}
         #: functions this worker has been sent
@@ -89,18 +91,34 @@ class Actor:
         self.ckpt: bytes | None = None
         self.calls_done = 0
         self.restarting = False
-        #: caller node -> the highest of its call numbers this actor has run (a call sent
-        #: again after a node died is dropped if it ran already: no result is given twice)
-        self.executed: dict[int, int] = {}
+        #: caller -> the highest of its call numbers this actor has run (a call sent again
+        #: after a node died is dropped if it ran already: no result is given twice)
+        self.executed: dict[str, int] = {}
         #: the dedicated worker holding the instance (and the actor's resources)
         self.worker = worker
-        #: calls in arrival order; the head runs once its inputs are here
+        #: calls in arrival order; the next to run is the first whose inputs are here and
+        #: whose caller has no earlier call waiting (next_call: Ray's per-caller order)
         self.queue: deque[Task] = deque()
         self.busy = False
         self.killed = False
         #: its process was sent SIGKILL (kill_actor_process) and has not been seen to die yet:
         #: no call is sent to it meanwhile
         self.crashing = False
+
+    def next_call(self) -> "Task | None":
+        """Take the call to run next: each caller's calls run in its submission order, and a
+        caller whose next call waits for an input does not hold up the others (as in Ray).
+        Replays are first in the queue and ready, so they run first, in log order."""
+        waiting: set = set()
+        for i, t in enumerate(self.queue):
+            caller = caller_of(t.spec)
+            if caller in waiting:
+                continue
+            if not t.missing:
+                del self.queue[i]
+                return t
+            waiting.add(caller)
+        return None
 
     def ran(self, spec: dict) -> None:
         """A call ran (or its replay was queued): a repeat of it is dropped from now on."""
@@ -117,6 +135,12 @@ class Actor:
             r.attempt = 2
             replays.append(r)
         self.queue.extendleft(reversed(replays))
+
+
+def caller_of(spec: dict):
+    """Who made an actor call (node manager route_call numbers each caller's calls)."""
+    c = spec.get("cseq")
+    return c[0] if c is not None else None
 
 
 class Task:
@@ -159,6 +183,12 @@ class NodeManager:
         self.clients: dict[Any, Client] = {}
         self.idle: deque[Client] = deque()
         self.ready: deque[Task] = deque()
+        #: queued tasks a blocked task here waits for, dispatched before self.ready (the CPU a
+        #: blocked task gave back goes to the work it waits for, not to new work that would
+        #: block too and grow the pool; see enqueue); task id -> how many blocked gets/waits of
+        #: this node's workers wait for its results
+        self.urgent: deque[Task] = deque()
+        self.awaited: dict[bytes, int] = {}
         self.starting = 0
         #: oid -> callbacks to run once the object is on this node
         self.local_waiters: dict[bytes, list] = {}
@@ -202,9 +232,9 @@ class NodeManager:
         self.actor_dead: dict[bytes, str] = {}
         self.actor_infeasible: set[bytes] = set()
         self.actor_pending: dict[bytes, list] = {}
-        #: actors whose actor-table entry we follow; per actor, our next call number
+        #: actors whose actor-table entry we follow; per (caller here, actor), its last call number
         self.actor_watch: set[bytes] = set()
-        self.call_seq: dict[bytes, int] = {}
+        self.call_seq: dict[tuple[str, bytes], int] = {}
         #: actors being rebuilt here after their node died: id -> (checkpoint entry, call log)
         self.rebuilds: dict[bytes, dict] = {}
         from ..policy.build import build_policies
@@ -253,6 +283,7 @@ class NodeManager:
         if c is None:
             return
         self.store.release_client(c.id)
+        self._forget_awaiting(c)
         if c in self.idle:
             self.idle.remove(c)
         if c.retiring:                 # it exited as told (trim_idle): not replaced
@@ -324,6 +355,9 @@ class NodeManager:
             # run (and its node die) elsewhere
             self.gcs.task_update(spec["task_id"], entry)
         if kind == "actor_call":
+            if "caller" not in spec:      # the process that made the call: its calls keep their order
+                c = self.clients.get(ch)
+                spec["caller"] = f"{self.index}/{c.id if c is not None else '?'}"
             self.route_call(spec)
             return
         demand = placement_demand(spec)
@@ -383,9 +417,9 @@ class NodeManager:
         """This node as its local scheduler sees it, and (for a spillover policy that reads it)
         the rest of the cluster as of the heartbeats heard last (ClusterView.elsewhere)."""
         if not self.spillover.uses_cluster:
-            return LocalView(self.index, self.total, self.avail, len(self.ready), self.running(), len(self.idle))
+            return LocalView(self.index, self.total, self.avail, self.queued(), self.running(), len(self.idle))
         free, slots = self.cluster_view().elsewhere(self.index)
-        return LocalView(self.index, self.total, self.avail, len(self.ready), self.running(), len(self.idle),
+        return LocalView(self.index, self.total, self.avail, self.queued(), self.running(), len(self.idle),
                          free, slots)
 
     def cluster_view(self):
@@ -408,24 +442,24 @@ class NodeManager:
     def spill_back(self) -> None:
         """At each heartbeat: send back to the global scheduler as many queued tasks (newest
         first) as the spillover policy says (SpilloverPolicy.spillback: while other nodes have
-        room, work does not wait here)."""
-        if not self.ready:
+        room, work does not wait here); the urgent queue's too, after the others (a task a
+        blocked one waits for runs as well elsewhere: the urgent queue orders, it does not pin)."""
+        if not self.queued():
             return
         k = self.spillover.spillback(self.local_view(), time.time() - self.t0)
-        if k <= 0:
-            return
-        keep = deque()
-        while self.ready and k:
-            t = self.ready.pop()
-            if t.spec.get("pin_node") is not None:     # pinned here (a runner's driver): stays
-                keep.appendleft(t)
-                continue
-            k -= 1
-            # a new placement of the same attempt: the task table takes the global
-            # scheduler's "assigned" over this node's "queued" (gcs.Shard.task_update)
-            t.spec["hop"] = t.spec.get("hop", 0) + 1
-            self.forward(t.spec, self.task_view(t.spec))
-        self.ready.extend(keep)
+        for q in (self.ready, self.urgent):
+            keep = deque()
+            while q and k > 0:
+                t = q.pop()
+                if t.spec.get("pin_node") is not None:     # pinned here (a runner's driver): stays
+                    keep.appendleft(t)
+                    continue
+                k -= 1
+                # a new placement of the same attempt: the task table takes the global
+                # scheduler's "assigned" over this node's "queued" (gcs.Shard.task_update)
+                t.spec["hop"] = t.spec.get("hop", 0) + 1
+                self.forward(t.spec, self.task_view(t.spec))
+            q.extend(keep)
 
     def task_view(self, spec) -> TaskView:
         from ..core.views import InputView
@@ -469,8 +503,7 @@ class NodeManager:
             t.missing.add("rebuild")
             self.fetch_actor_state(t)
         if not t.missing:
-            self.ready.append(t)
-            self.dispatch()
+            self.enqueue(t)
             return
         for m in list(t.missing):
             if isinstance(m, bytes):
@@ -498,8 +531,15 @@ class NodeManager:
     def _arrived(self, t: Task, what) -> None:
         t.missing.discard(what)
         if not t.missing:
-            self.ready.append(t)
-            self.dispatch()
+            self.enqueue(t)
+
+    def enqueue(self, t: Task) -> None:
+        """A task whose inputs are here waits for resources and a worker: at the back of the
+        queue, or of the urgent queue if a blocked task here waits for it (nested tasks run depth
+        first, so a deep or wide nest on few CPUs finishes instead of starting every queued
+        task on a worker of its own, each blocking in turn)."""
+        (self.urgent if t.spec["task_id"] in self.awaited else self.ready).append(t)
+        self.dispatch()
 
     def fetch_fn(self, fid: str) -> None:
         if fid in self.fn_fetching:
@@ -516,9 +556,13 @@ class NodeManager:
     def running(self) -> int:
         return sum(1 for c in self.clients.values() if c.kind == "worker" and c.task is not None)
 
+    def queued(self) -> int:
+        return len(self.ready) + len(self.urgent)
+
     def dispatch(self) -> None:
-        while self.ready:
-            t = self.ready[0]
+        while self.ready or self.urgent:
+            q = self.urgent or self.ready
+            t = q[0]
             demand = t.spec["resources"]
             if not fits(placement_demand(t.spec), self.avail):
                 return
@@ -529,7 +573,7 @@ class NodeManager:
             gpu_ids = self.gpus.take(demand.get("GPU", 0.0))
             if gpu_ids is None:              # enough GPU by count, but spread over the ids: wait
                 return
-            self.ready.popleft()
+            q.popleft()
             w = self.idle.popleft()
             for k, v in demand.items():
                 self.avail[k] = self.avail.get(k, 0.0) - v
@@ -914,6 +958,7 @@ class NodeManager:
                                            "hop": t.spec.get("hop", 0)}, later=True)
         w.task = None
         w.blocked = False
+        self._forget_awaiting(w)
         self._give_back(w)
         w.idle_since = time.monotonic()
         self.idle.append(w)
@@ -969,9 +1014,10 @@ class NodeManager:
     def route_call(self, spec) -> None:
         """Send an actor call on towards its actor, keeping each caller's order."""
         aid = spec["actor_id"]
-        if "cseq" not in spec:            # numbered where it was made: the actor drops repeats
-            n = self.call_seq[aid] = self.call_seq.get(aid, 0) + 1
-            spec["cseq"] = (self.index, n)
+        if "cseq" not in spec:            # numbered per caller where it was made: the actor
+            caller = spec.get("caller", str(self.index))   # keeps each caller's order, drops repeats
+            n = self.call_seq[caller, aid] = self.call_seq.get((caller, aid), 0) + 1
+            spec["cseq"] = (caller, n)
         a = self.actors.get(aid)
         if a is not None:
             self.actor_enqueue(a, spec)
@@ -1050,9 +1096,11 @@ class NodeManager:
         self.dispatch_actor(a)
 
     def dispatch_actor(self, a: Actor) -> None:
-        if a.busy or a.restarting or a.killed or a.crashing or not a.queue or a.queue[0].missing or a.id not in self.actors:
+        if a.busy or a.restarting or a.killed or a.crashing or not a.queue or a.id not in self.actors:
             return
-        t = a.queue.popleft()
+        t = a.next_call()
+        if t is None:
+            return
         a.busy = True
         a.worker.task = t
         self.run_on(a.worker, t)
@@ -1340,19 +1388,48 @@ class NodeManager:
                 pass
 
     # --- get and wait ---------------------------------------------------------------------
-    def _block(self, c: Client) -> None:
-        """A worker waits inside its task: give its CPU back so others can run (as Ray does)."""
+    def _block(self, c: Client, oids: list[bytes]) -> None:
+        """A worker waits inside its task: give its CPU back so others can run (as Ray does),
+        first the queued tasks it waits for."""
         if c.kind == "worker" and c.task is not None and not c.blocked:
             c.blocked = True
+            c.awaiting = tuple(dict.fromkeys(o[:16] for o in oids))
+            for tid in c.awaiting:
+                self.awaited[tid] = self.awaited.get(tid, 0) + 1
+            self.promote(c.awaiting)
             cpu = c.held.pop("CPU", 0.0)
             if cpu:
                 self.avail["CPU"] = self.avail.get("CPU", 0.0) + cpu
                 c.held["_CPU_released"] = cpu
             self.dispatch()
 
+    def promote(self, tids: tuple[bytes, ...]) -> None:
+        """Move the queued tasks among ``tids`` to the urgent queue (see enqueue). They were
+        usually submitted just before the get that waits for them: looked for from the back."""
+        want = set(tids)
+        found = []
+        for t in reversed(self.ready):
+            if t.spec["task_id"] in want:
+                found.append(t)
+                if len(found) == len(want):
+                    break
+        for t in reversed(found):             # in their queue order
+            self.ready.remove(t)
+            self.urgent.append(t)
+
+    def _forget_awaiting(self, c: Client) -> None:
+        for tid in c.awaiting:
+            n = self.awaited.get(tid, 0) - 1
+            if n > 0:
+                self.awaited[tid] = n
+            else:
+                self.awaited.pop(tid, None)
+        c.awaiting = ()
+
     def _unblock(self, c: Client) -> None:
         if c.blocked:
             c.blocked = False
+            self._forget_awaiting(c)
             cpu = c.held.pop("_CPU_released", 0.0)
             if cpu:
                 self.avail["CPU"] = self.avail.get("CPU", 0.0) - cpu    # may oversubscribe briefly
@@ -1383,7 +1460,7 @@ class NodeManager:
         if not missing:
             finish()
             return
-        self._block(c)
+        self._block(c, missing)
         for o in missing:
             self.when_local(o, lambda o=o: (state["left"].discard(o), state["left"] or finish()))
         if timeout is not None:
@@ -1411,7 +1488,7 @@ class NodeManager:
         for o in oids:
             self.when_exists(o, lambda o=o: one(o))
         if not state["done"]:
-            self._block(c)
+            self._block(c, [o for o in oids if o not in state["ready"]])
             if timeout is not None:
                 self.loop.later(timeout, finish)
 
@@ -1419,7 +1496,7 @@ class NodeManager:
     def heartbeat(self) -> None:
         info = {"NodeID": self.node_id, "Index": self.index, "Alive": True, "Resources": self.total,
                 "Available": {k: max(0.0, v) for k, v in self.avail.items()},
-                "queue_length": len(self.ready), "running": self.running(), "time": time.time(),
+                "queue_length": self.queued(), "running": self.running(), "time": time.time(),
                 "durations": self.durations, "transfers": self.transfers}
         self.durations, self.transfers = [], []
         self.gcs.put("node", self.node_id, info)

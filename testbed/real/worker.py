@@ -79,8 +79,13 @@ class Worker:
             args = [self._arg(a) for a in task["args"]]
             kwargs = {k: self._arg(a) for k, a in task["kwargs"].items()}
             for v in list(args) + list(kwargs.values()):
-                if is_failure(v):
-                    raise _Propagate(v)            # an input's task failed (or it was lost): same error
+                if isinstance(v, TaskError):
+                    raise _Propagate(v)            # an input's task failed: the same error
+                if is_failure(v):                  # the runtime's error in an input's place (a dead
+                    raise _Propagate(TaskError(    # actor's result, a lost object): as in Ray, a task
+                        task["name"], type(v),     # error caused by it, also an instance of its type
+                        f"{type(v).__name__}: an input of this task could not be computed: {v}",
+                        "", v))
             if create and task.get("restore") is not None:
                 value = cloudpickle.loads(task["restore"])       # the last checkpoint
             else:
@@ -106,6 +111,13 @@ class Worker:
             failed = True
         except _Exit:
             raise                                  # the node manager ends this worker
+        except TaskError as exc:       # raised by a get inside the body and not caught: its cause,
+            #                           with this task's traceback before the one it came from
+            err = TaskError(task["name"], exc.cause_type, exc.cause_repr,
+                            traceback.format_exc() + f"\nwhich came from task {exc.function}:\n{exc.traceback_str}",
+                            exc.cause)
+            results = [self._result(task["task_id"], i, err) for i in range(task["num_returns"])]
+            failed = True
         except BaseException as exc:  # noqa: BLE001 - the user's task may raise anything (as in Ray,
             #                           KeyboardInterrupt or SystemExit too: a task error, not a crash)
             err = TaskError(task["name"], type(exc), f"{type(exc).__name__}: {exc}", traceback.format_exc(),
