@@ -104,3 +104,21 @@ def test_the_verdict_says_how_firmly_the_seeds_place_the_error():
     tab = validation.compare_table(pd.DataFrame(rows), "sim").set_index("metric")
     row = tab.loc["bytes_transferred"]
     assert row["rel_error"].mean == pytest.approx(-1.0) and row["within"] and row["verdict"] == "ok (~0)"
+
+
+def test_driver_turnaround_is_the_gap_from_a_jobs_end_to_its_drivers_next_submission():
+    """Closed loop, one job in flight per driver: driver 0's jobs end at 1.0 and 2.0 and its next
+    ones are submitted at 1.004 and 2.010 (gaps 4 and 10 ms); driver 1's gap is 1 ms. A Poisson
+    workload has no turnaround. The summary flags a workload whose engines differ by > 2 ms and 2x."""
+    from testbed.studies.experiment import resolve
+    tr = pd.DataFrame({"job_id": [0, 1, 2, 3, 4], "submitter": [0, 0, 0, 1, 1],
+                       "submitted_s": [0.0, 1.004, 2.010, 0.0, 0.501], "finished_s": [1.0, 2.0, 3.0, 0.5, 1.0]})
+    closed = resolve({"workload": {"arrival": "closed", "in_flight": 1, "drivers": 2}})
+    assert validation.driver_turnaround(tr, closed)["driver_turnaround_mean_s"] == pytest.approx(0.005)
+    assert validation.driver_turnaround(tr, resolve({"workload": {"arrival": "poisson"}})) == {}
+    runs = pd.DataFrame({"label": ["w · real", "w · sim", "v · real", "v · sim"], "seed": 0,
+                         "driver_turnaround_mean_s": [0.010, 0.001, 0.003, 0.0025]})
+    text = validation.turnaround_diagnostics(runs)
+    assert "### Closed-loop driver turnaround" in text
+    flagged = [line for line in text.splitlines() if "**differ**" in line]
+    assert len(flagged) == 1 and flagged[0].startswith("| w ")

@@ -775,7 +775,7 @@ class Validation(Study):
         return validation.latency_quantiles(trace)
 
     def run_metrics(self, trace, info, cfg):
-        return validation.decision_metrics(trace)
+        return {**validation.decision_metrics(trace), **validation.driver_turnaround(trace, cfg)}
 
     def summary(self, runs, exp) -> str:
         return validation.summary(runs, exp)
