@@ -175,4 +175,7 @@ def run_toml(path: Path, text: str, overrides=()):
     from testbed.studies.experiment import load_experiment
     path.write_text(textwrap.dedent(text))
     exp = load_experiment(path, list(overrides))
-    return run_once(exp.points[0].config, 0, keep_rows=True)
+    res = run_once(exp.points[0].config, 0, keep_rows=True)
+    # the runtime's task table moved only along the shared transitions (gcs.Shard._check_move)
+    assert res.info.get("illegal_state_moves", 0) == 0, res.info["illegal_state_moves"]
+    return res

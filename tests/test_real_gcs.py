@@ -133,3 +133,22 @@ def test_a_task_sent_back_reads_as_assigned_where_it_went_not_queued_where_it_wa
     assert (entry["node"], entry["state"], entry["attempt"], entry.get("hop", 0)) == (3, "reconstructing", 2, 0)
     sh.task_update(None, tid, {"node": 2, "state": "finished", "attempt": 1, "hop": 1, "extra": 1})
     assert sh.tables["task"][tid]["attempt"] == 2 and sh.tables["task"][tid]["extra"] == 1
+
+
+def test_the_task_table_counts_a_move_the_shared_transitions_do_not_allow():
+    """The runtime checks every recorded move against core.task's transitions (the table sees
+    only some of an attempt's states: a move must be reachable): submitted -> finished and a
+    rebuild's finished -> reconstructing are legal, finished -> failed within one attempt is not."""
+    from testbed.core.task import legal_record, TaskState as S
+    assert legal_record(S.SUBMITTED, S.FINISHED, False) and legal_record(S.QUEUED, S.ASSIGNED, False)
+    assert legal_record(S.FINISHED, S.RECONSTRUCTING, True) and legal_record(S.QUEUED, S.FINISHED, True)
+    assert not legal_record(S.FINISHED, S.FAILED, False) and not legal_record(S.RECONSTRUCTING, S.SUBMITTED, False)
+    sh = _bare_shard()
+    tid = b"u" * 16
+    sh.task_update(None, tid, {"node": 0, "state": "submitted", "attempt": 1})
+    sh.task_update(None, tid, {"node": 1, "state": "finished", "attempt": 1})
+    assert getattr(sh, "illegal_moves", 0) == 0
+    sh.task_update(None, tid, {"node": 1, "state": "failed", "attempt": 1})
+    assert sh.illegal_moves == 1
+    sh.task_update(None, tid, {"node": 2, "state": "reconstructing", "attempt": 2})
+    assert sh.illegal_moves == 1

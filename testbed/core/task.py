@@ -65,6 +65,42 @@ TRANSITIONS: frozenset[tuple[TaskState, TaskState]] = frozenset({
     (S.QUEUED, S.ASSIGNED),
 })
 
+def _within_attempt() -> dict[TaskState, frozenset[TaskState]]:
+    """For each state, the states one attempt can reach from it through legal transitions
+    (not through LOST: a lost attempt's task runs again as a new attempt)."""
+    step: dict[TaskState, set[TaskState]] = {}
+    for a, b in TRANSITIONS:
+        if b is not S.LOST and a is not S.LOST:
+            step.setdefault(a, set()).add(b)
+    out = {}
+    for a in S:
+        seen, todo = set(), [a]
+        while todo:
+            for b in step.get(todo.pop(), ()):
+                if b not in seen:
+                    seen.add(b)
+                    todo.append(b)
+        out[a] = frozenset(seen)
+    return out
+
+
+#: state -> the states an attempt can reach from it (a table that records only some of the
+#: states an attempt passes through checks its moves against this: real.gcs.Shard.task_update)
+REACHABLE_WITHIN_ATTEMPT: dict[TaskState, frozenset[TaskState]] = _within_attempt()
+#: where a new attempt can start (a rebuild, or a retry after its worker died)
+ATTEMPT_STARTS = frozenset({S.SUBMITTED, S.RECONSTRUCTING})
+
+
+def legal_record(old: TaskState | None, new: TaskState, new_attempt: bool) -> bool:
+    """May a record that saw ``old`` now say ``new``? Within an attempt, ``new`` must be
+    reachable from ``old``; a new attempt must be reachable from where attempts start."""
+    if old is None or (old is new and not new_attempt):
+        return True
+    if new_attempt:
+        return new in ATTEMPT_STARTS or any(new in REACHABLE_WITHIN_ATTEMPT[s] for s in ATTEMPT_STARTS)
+    return new in REACHABLE_WITHIN_ATTEMPT[old]
+
+
 #: States a task attempt can end in (the Trace's ``state`` column).
 FINAL_STATES = frozenset({S.FINISHED, S.FAILED, S.LOST, S.INFEASIBLE})
 

@@ -531,6 +531,8 @@ def run_real(cfg: dict, seed: int):
                  "complete": jobs_done == total, "results_lost": info.get("results_lost", 0),
                  "gcs_memory": mem, "gcs_memory_peak_bytes": max(b for _, b in mem),
                  "gcs_flushed_entries": sum(flushed.values()),
+                 # task-table moves against the shared transitions (gcs.Shard._check_move): must be 0
+                 "illegal_state_moves": sum(int(st.get("illegal_moves", 0)) for st in stats.values()),
                  "gcs_reconfigurations": [(t - t0, s) for t, s in reconfigs],
                  "gcs_replicas_killed": sum(1 for f in fault_log if f[1] == "gcs_kill"),
                  # fresh replicas still in the chains at the end (ids from gcs_chain_length up)

@@ -39,6 +39,7 @@ import sqlite3
 from collections import defaultdict, deque
 
 from ..core.task import TaskState as S
+from ..core.task import legal_record
 from . import params
 from .context import Context
 from .loop import Loop
@@ -139,9 +140,33 @@ class Shard:
                 fields = {k: v for k, v in fields.items() if k not in ("state", "node")}
             elif a_new > a_old and "hop" not in fields:
                 new.pop("hop", None)          # a new attempt starts at its first placement
+            if "state" in fields and "state" in old:
+                self._check_move(key, old["state"], fields["state"], a_new > a_old, fields)
         new.update(fields)
         self.tables["task"][key] = new
         self._publish("task", key, new)
+
+    #: illegal moves reported on stderr (each is counted in ``stats``)
+    REPORT_ILLEGAL = 5
+
+    def _check_move(self, key, old: str, new: str, new_attempt: bool, fields: dict) -> None:
+        """Every state the runtime records is a shared TaskState, and every move it makes
+        follows the shared transitions (core.task.legal_record: the table sees only some of an
+        attempt's states, so within an attempt ``new`` must be reachable from ``old``; a new
+        attempt starts over; a new placement, hop, is queued -> assigned). An illegal move is
+        counted (``stats``) and reported,
+        not refused: the write races that the ordering rule above settles are legal, so a count
+        above zero is a runtime bug, which tests assert against."""
+        try:
+            ok = legal_record(S(old), S(new), new_attempt)
+        except ValueError:                 # not a TaskState at all
+            ok = False
+        if ok:
+            return
+        self.illegal_moves = getattr(self, "illegal_moves", 0) + 1
+        if self.illegal_moves <= self.REPORT_ILLEGAL:
+            print(f"[gcs-{getattr(self, 'index', '?')}] task {key.hex() if isinstance(key, bytes) else key}: "
+                  f"illegal state move {old} -> {new} ({fields})", flush=True)
 
     def extend(self, ch, table, key, items) -> None:
         """Append to a list (nodes' task rows: they outlive the node that recorded them)."""
@@ -206,7 +231,8 @@ class Shard:
                                        "flushed": self.flushed, "seq": self.seq, "pid": os.getpid(),
                                        "head": self.is_head, "tail": self.is_tail, "waiting": len(self.waiting),
                                        "subs": len(self.subs), "clients": len(self.clients),
-                                       "unacked_down": len(self.sent)}))
+                                       "unacked_down": len(self.sent),
+                                       "illegal_moves": getattr(self, "illegal_moves", 0)}))
 
     # --- the chain -------------------------------------------------------------------
     def on_hello_client(self, ch, cid) -> None:

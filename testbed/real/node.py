@@ -346,7 +346,9 @@ class NodeManager:
         spec["fn"] = None
         spec.setdefault("origin", self.index)
         if lineage or kind != "actor_call":
-            entry = {"name": spec["name"], "origin": spec["origin"], "node": self.index, "state": TaskState.SUBMITTED.value,
+            # a rebuild (reconstruct: attempt > 1) stays "reconstructing" until it is placed
+            state = TaskState.RECONSTRUCTING if spec.get("attempt", 1) > 1 else TaskState.SUBMITTED
+            entry = {"name": spec["name"], "origin": spec["origin"], "node": self.index, "state": state.value,
                      "attempt": spec.get("attempt", 1)}
             if lineage and kind != "actor_create":
                 entry["spec"] = spec      # the lineage: enough to run the task again (an actor
