@@ -161,7 +161,9 @@ def turnaround_diagnostics(runs: pd.DataFrame) -> str:
             "simulated driver sees a result when its sinks' object-table writes are acknowledged; "
             "the runtime's driver also fetches the sinks to its node and waits for the runtime's "
             "wait / get notifications. A flagged workload's throughput and makespan differ by about "
-            "that gap over its job cycle.", "", pd.DataFrame(rows).to_markdown(index=False), ""]
+            "that gap over its job cycle. Next step for a flagged one: model the fetch of a job's sinks "
+            "to its driver's node (Simulator._job_done) and calibrate the rest as a driver turnaround "
+            "(testbed calibrate).", "", pd.DataFrame(rows).to_markdown(index=False), ""]
     return "\n".join(text) + "\n"
 
 
