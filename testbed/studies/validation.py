@@ -138,62 +138,53 @@ def driver_turnaround(trace: pd.DataFrame | None, cfg: dict) -> dict:
     return {"driver_turnaround_mean_s": float(gaps.mean())}
 
 
-def turnaround_diagnostics(runs: pd.DataFrame) -> str:
-    """A table of the closed-loop drivers' turnaround per workload in both engines, flagging
-    those that differ by more than 2 ms and 2x: a closed loop's throughput is jobs in flight
-    over (job latency + turnaround), so such a gap is a throughput and makespan error."""
-    if "driver_turnaround_mean_s" not in runs:
+def _engine_gap_table(runs: pd.DataFrame, column: str, abs_s: float, title: str, text: str) -> str:
+    """A summary section: ``column``'s mean (seconds) per workload on the real runtime and the
+    calibrated simulator, flagging the workloads where they differ by more than ``abs_s`` and 2x;
+    "" when no run has the column."""
+    if column not in runs:
         return ""
     rows = []
     empty = runs.iloc[:0]
     for wl, by in _by_workload(runs):
-        r = by.get("real", empty)["driver_turnaround_mean_s"].mean()
-        s = by.get("sim", empty)["driver_turnaround_mean_s"].mean()
+        r = by.get("real", empty)[column].mean()
+        s = by.get("sim", empty)[column].mean()
         if np.isnan(r) and np.isnan(s):
             continue
-        differ = abs(r - s) > 0.002 and max(r, s) > 2 * max(min(r, s), 1e-9)
+        differ = abs(r - s) > abs_s and max(r, s) > 2 * max(min(r, s), 1e-9)
         rows.append({"workload": wl, "real (ms)": f"{r * 1e3:.2f}", "sim (ms)": f"{s * 1e3:.2f}",
                      "": "**differ**" if differ else ""})
     if not rows:
         return ""
-    text = ["### Closed-loop driver turnaround", "",
-            "Mean time from a job's end to its driver's next submission (closed-loop workloads). The "
-            "simulated driver sees a result when its sinks' object-table writes are acknowledged; "
-            "the runtime's driver also fetches the sinks to its node and waits for the runtime's "
-            "wait / get notifications. A flagged workload's throughput and makespan differ by about "
-            "that gap over its job cycle. Next step for a flagged one: model the fetch of a job's sinks "
-            "to its driver's node (Simulator._job_done) and calibrate the rest as a driver turnaround "
-            "(testbed calibrate).", "", pd.DataFrame(rows).to_markdown(index=False), ""]
-    return "\n".join(text) + "\n"
+    return "\n".join([f"### {title}", "", text, "", pd.DataFrame(rows).to_markdown(index=False), ""]) + "\n"
+
+
+def turnaround_diagnostics(runs: pd.DataFrame) -> str:
+    """A table of the closed-loop drivers' turnaround per workload in both engines, flagging
+    those that differ by more than 2 ms and 2x: a closed loop's throughput is jobs in flight
+    over (job latency + turnaround), so such a gap is a throughput and makespan error."""
+    return _engine_gap_table(
+        runs, "driver_turnaround_mean_s", 0.002, "Closed-loop driver turnaround",
+        "Mean time from a job's end to its driver's next submission (closed-loop workloads). The "
+        "simulated driver sees a result when its sinks' object-table writes are acknowledged; "
+        "the runtime's driver also fetches the sinks to its node and waits for the runtime's "
+        "wait / get notifications. A flagged workload's throughput and makespan differ by about "
+        "that gap over its job cycle. Next step for a flagged one: model the fetch of a job's sinks "
+        "to its driver's node (Simulator._job_done) and calibrate the rest as a driver turnaround "
+        "(testbed calibrate).")
 
 
 def decision_diagnostics(runs: pd.DataFrame) -> str:
     """A table of the engines' mean submission -> placement times per workload, flagging the
     workloads where they differ by more than 2x and 5 ms (different decision moments)."""
-    if "decision_wait_dag_mean_s" not in runs:
-        return ""
-    rows, flagged = [], []
-    empty = runs.iloc[:0]
-    for wl, by in _by_workload(runs):
-        r = by.get("real", empty)["decision_wait_dag_mean_s"].mean()
-        s = by.get("sim", empty)["decision_wait_dag_mean_s"].mean()
-        if np.isnan(r) and np.isnan(s):
-            continue
-        differ = abs(r - s) > 0.005 and max(r, s) > 2 * max(min(r, s), 1e-9)
-        if differ:
-            flagged.append(wl)
-        rows.append({"workload": wl, "real (ms)": f"{r * 1e3:.2f}", "sim (ms)": f"{s * 1e3:.2f}",
-                     "": "**differ**" if differ else ""})
-    if not rows:
-        return ""
-    text = ["### When tasks with inputs are placed", "",
-            "Mean time from submission to placement of the tasks of multi-task jobs (they may wait "
-            "for inputs). Queueing delay is measured from placement, and placement sees where the "
-            "inputs are, so a workload flagged here compares engines that decide at different moments "
-            "(both follow scheduler.decide_at, testbed.policy.base.decides_now: a flag means one of "
-            "them does not): its queueing delay, spilled fraction and bytes transferred differ for "
-            "that reason.", "", pd.DataFrame(rows).to_markdown(index=False), ""]
-    return "\n".join(text) + "\n"
+    return _engine_gap_table(
+        runs, "decision_wait_dag_mean_s", 0.005, "When tasks with inputs are placed",
+        "Mean time from submission to placement of the tasks of multi-task jobs (they may wait "
+        "for inputs). Queueing delay is measured from placement, and placement sees where the "
+        "inputs are, so a workload flagged here compares engines that decide at different moments "
+        "(both follow scheduler.decide_at, testbed.policy.base.decides_now: a flag means one of "
+        "them does not): its queueing delay, spilled fraction and bytes transferred differ for "
+        "that reason.")
 
 
 def compare_table(runs: pd.DataFrame, variant: str) -> pd.DataFrame:
