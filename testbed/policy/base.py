@@ -211,17 +211,7 @@ class KeyedEstimator:
         est = self._by_key[key] = self._feed(self.factory() if est is None else est, n, x, now)
         self._count[key] = n + 1
         if self._cached and node is not None and node >= 0:
-            fkey = None if k == "node" else function
-            arr = self._node_arrays.get(fkey)
-            if arr is None or node >= len(arr):
-                arr = self._grow(fkey, arr, node)
-            v = est.estimate(now) if n + 1 >= self.min_samples else None
-            was_unset = arr[node] != arr[node]
-            arr[node] = np.nan if v is None else v
-            if was_unset and v is not None:
-                self._node_set[fkey] = self._node_set.get(fkey, 0) + 1
-            elif not was_unset and v is None:
-                self._node_set[fkey] -= 1
+            self._cache_node(function, node, est, n + 1, now)
 
     def update_many(self, node: int | None, samples: list[tuple[str | None, float]], now: float) -> None:
         """``update(function, node, x, now)`` for each ``(function, x)`` of ``samples`` (one
@@ -258,17 +248,7 @@ class KeyedEstimator:
             est = self._by_key[key] = self._feed_many(self.factory() if est is None else est, n, gx, now)
             self._count[key] = n + len(gx)
             if self._cached and node is not None and node >= 0:
-                fkey = None if k == "node" else function
-                arr = self._node_arrays.get(fkey)
-                if arr is None or node >= len(arr):
-                    arr = self._grow(fkey, arr, node)
-                v = est.estimate(now) if n + len(gx) >= self.min_samples else None
-                was_unset = arr[node] != arr[node]
-                arr[node] = np.nan if v is None else v
-                if was_unset and v is not None:
-                    self._node_set[fkey] = self._node_set.get(fkey, 0) + 1
-                elif not was_unset and v is None:
-                    self._node_set[fkey] -= 1
+                self._cache_node(function, node, est, n + len(gx), now)
 
     def _feed_many(self, est: Estimator, n_before: int, xs: list[float], now: float) -> Estimator:
         """``_feed`` for each of ``xs`` in order (one ``update_many`` without resets)."""
@@ -279,6 +259,22 @@ class KeyedEstimator:
             return est
         est.update_many(xs, now)
         return est
+
+    def _cache_node(self, function: str | None, node: int, est: Estimator, n: int, now: float) -> None:
+        """The per-node array entry of ``(function, node)`` once its estimator has seen ``n``
+        samples: its estimate, or unset (NaN) below ``min_samples``; ``_node_set`` counts the
+        set entries per array."""
+        fkey = None if self.keying == "node" else function
+        arr = self._node_arrays.get(fkey)
+        if arr is None or node >= len(arr):
+            arr = self._grow(fkey, arr, node)
+        v = est.estimate(now) if n >= self.min_samples else None
+        was_unset = arr[node] != arr[node]
+        arr[node] = np.nan if v is None else v
+        if was_unset and v is not None:
+            self._node_set[fkey] = self._node_set.get(fkey, 0) + 1
+        elif not was_unset and v is None:
+            self._node_set[fkey] -= 1
 
     def _grow(self, fkey, arr, node):
         new = np.full(max(node + 1, 16, 0 if arr is None else 2 * len(arr)), np.nan)
