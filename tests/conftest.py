@@ -121,13 +121,21 @@ def no_leftovers():
     assert not shm, f"test left shared-memory segments: {sorted(shm)}"
 
 
+def alive(pid: int) -> bool:
+    """Is ``pid`` a running process (not gone, not a zombie)?"""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def assert_cluster_gone(cluster) -> None:
     """After shutdown: the cluster's supervisor and everything it started have exited, its
     shared memory and its folder are gone."""
     assert cluster.proc.poll() is not None, "the supervisor still runs"
-    alive = [pid for pid in cluster.pids if Path(f"/proc/{pid}").exists()
-             and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
-    assert not alive, f"cluster processes still running: {alive}"
+    running = [pid for pid in cluster.pids if alive(pid)]
+    assert not running, f"cluster processes still running: {running}"
     left = [n for n in _segments() if n.startswith(cluster.shm_prefix)]
     assert not left, f"shared memory left behind: {left}"
     assert not Path(cluster.dir).exists()

@@ -14,17 +14,9 @@ from pathlib import Path
 import pytest
 
 import testbed as tb
-from conftest import assert_cluster_gone, poll_until
+from conftest import alive as _alive, assert_cluster_gone, poll_until
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 # --- tb.init inside a task -------------------------------------------------------------------

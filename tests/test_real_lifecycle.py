@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import testbed as tb
-from conftest import assert_cluster_gone, run_toml
+from conftest import alive as _alive, assert_cluster_gone, run_toml
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -52,14 +52,6 @@ def _gone(info: dict, timeout: float = 20.0) -> None:
     left = [n for n in os.listdir("/dev/shm") if n.startswith(info["prefix"])]
     assert not left, f"shared memory left: {left}"
     assert not Path(info["dir"]).exists(), f"cluster folder left: {info['dir']}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def test_shutdown_leaves_nothing_behind():
