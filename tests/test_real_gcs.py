@@ -106,6 +106,7 @@ def _bare_shard():
     from testbed.real.gcs import Shard
     sh = Shard.__new__(Shard)
     sh.tables, sh.subs, sh.waiting, sh.db = defaultdict(dict), {}, defaultdict(list), None
+    sh.index = sh.replica = sh.illegal_moves = 0
     return sh
 
 
@@ -147,7 +148,7 @@ def test_the_task_table_counts_a_move_the_shared_transitions_do_not_allow():
     tid = b"u" * 16
     sh.task_update(None, tid, {"node": 0, "state": "submitted", "attempt": 1})
     sh.task_update(None, tid, {"node": 1, "state": "finished", "attempt": 1})
-    assert getattr(sh, "illegal_moves", 0) == 0
+    assert sh.illegal_moves == 0
     sh.task_update(None, tid, {"node": 1, "state": "failed", "attempt": 1})
     assert sh.illegal_moves == 1
     sh.task_update(None, tid, {"node": 2, "state": "reconstructing", "attempt": 2})

@@ -79,6 +79,8 @@ class Shard:
         self._ack_due: dict[str, int] = {}
         self._cack_due = 0
         self.joining = False                 # a fresh replica waiting for its snapshot
+        #: task-table moves against the shared transitions (_check_move; a runtime bug if > 0)
+        self.illegal_moves = 0
         # --- flushing ---
         self.db: sqlite3.Connection | None = None
         self.flushed = 0
@@ -163,9 +165,9 @@ class Shard:
             ok = False
         if ok:
             return
-        self.illegal_moves = getattr(self, "illegal_moves", 0) + 1
+        self.illegal_moves += 1
         if self.illegal_moves <= self.REPORT_ILLEGAL:
-            print(f"[gcs-{getattr(self, 'index', '?')}] task {key.hex() if isinstance(key, bytes) else key}: "
+            print(f"[gcs-{self.index}-{self.replica}] task {key.hex() if isinstance(key, bytes) else key}: "
                   f"illegal state move {old} -> {new} ({fields})", flush=True)
 
     def extend(self, ch, table, key, items) -> None:
@@ -232,7 +234,7 @@ class Shard:
                                        "head": self.is_head, "tail": self.is_tail, "waiting": len(self.waiting),
                                        "subs": len(self.subs), "clients": len(self.clients),
                                        "unacked_down": len(self.sent),
-                                       "illegal_moves": getattr(self, "illegal_moves", 0)}))
+                                       "illegal_moves": self.illegal_moves}))
 
     # --- the chain -------------------------------------------------------------------
     def on_hello_client(self, ch, cid) -> None:
