@@ -144,6 +144,10 @@ def test_the_task_table_counts_a_move_the_shared_transitions_do_not_allow():
     assert legal_record(S.SUBMITTED, S.FINISHED, False) and legal_record(S.QUEUED, S.ASSIGNED, False)
     assert legal_record(S.FINISHED, S.RECONSTRUCTING, True) and legal_record(S.QUEUED, S.FINISHED, True)
     assert not legal_record(S.FINISHED, S.FAILED, False) and not legal_record(S.RECONSTRUCTING, S.SUBMITTED, False)
+    # the table checks the same rule through its precomputed sets of values
+    from testbed.core.task import NEW_ATTEMPT_STATES, RECORD_MOVES
+    assert all(((a.value, b.value) in RECORD_MOVES) == legal_record(a, b, False) for a in S for b in S)
+    assert all((b.value in NEW_ATTEMPT_STATES) == legal_record(a, b, True) for a in S for b in S)
     sh = _bare_shard()
     tid = b"u" * 16
     sh.task_update(None, tid, {"node": 0, "state": "submitted", "attempt": 1})

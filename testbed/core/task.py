@@ -101,6 +101,12 @@ def legal_record(old: TaskState | None, new: TaskState, new_attempt: bool) -> bo
     return new in REACHABLE_WITHIN_ATTEMPT[old]
 
 
+#: :func:`legal_record` as sets of state values, for a hot path (the runtime's task table checks
+#: every write): the (old, new) moves within an attempt, and the states a new attempt may be in
+RECORD_MOVES: frozenset[tuple[str, str]] = frozenset(
+    (a.value, b.value) for a in S for b in S if legal_record(a, b, False))
+NEW_ATTEMPT_STATES: frozenset[str] = frozenset(b.value for b in S if legal_record(S.SUBMITTED, b, True))
+
 #: States a task attempt can end in (the Trace's ``state`` column).
 FINAL_STATES = frozenset({S.FINISHED, S.FAILED, S.LOST, S.INFEASIBLE})
 
